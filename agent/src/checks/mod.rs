@@ -1,0 +1,163 @@
+//! Check kinds: one file per kind, each implementing [`Check`].
+//!
+//! A check makes one attempt and returns an [`Observation`]. It never touches metrics,
+//! notifications or routing; the scheduler applies the timeout and times the call, the
+//! tracker decides the state.
+
+pub mod command;
+pub mod http;
+pub mod tcp;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::CheckSpec;
+
+/// What one probe saw, judged on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Degraded => "degraded",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// A value a check exports beside the common check metrics, as `telagent_<kind>_<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    /// Metric name after `telagent_<kind>_`, with its base unit (`status_code`,
+    /// `response_bytes`).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: f64,
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub status: Status,
+    /// One line for people: what was seen, or what failed, on what, and what to do.
+    pub detail: String,
+    /// Bounded reason of a failure or degradation (`connect_refused`, `timeout`, ...): the
+    /// only thing ever used as a label.
+    pub error_type: Option<&'static str>,
+    pub values: Vec<Value>,
+}
+
+impl Observation {
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Observation {
+            status: Status::Ok,
+            detail: detail.into(),
+            error_type: None,
+            values: Vec::new(),
+        }
+    }
+
+    pub fn fail(error_type: &'static str, detail: impl Into<String>) -> Self {
+        Observation {
+            status: Status::Fail,
+            detail: detail.into(),
+            error_type: Some(error_type),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn degraded(error_type: &'static str, detail: impl Into<String>) -> Self {
+        Observation {
+            status: Status::Degraded,
+            detail: detail.into(),
+            error_type: Some(error_type),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn with_value(mut self, name: &'static str, help: &'static str, value: f64) -> Self {
+        self.values.push(Value { name, help, value });
+        self
+    }
+}
+
+/// The error type the scheduler records when a probe exceeds its timeout.
+pub const TIMEOUT: &str = "timeout";
+
+/// One configured check, ready to probe.
+#[async_trait]
+pub trait Check: Send + Sync {
+    /// The kind as written in the config (`tcp`, `http`, ...).
+    fn kind(&self) -> &'static str;
+    /// Every error type this kind can report (besides `timeout`), pre-exported at 0.
+    fn error_types(&self) -> &'static [&'static str];
+    /// One attempt; bounded by the scheduler's timeout, which drops the future.
+    async fn probe(&self) -> Observation;
+}
+
+/// The one place a check kind becomes a check.
+pub fn build(spec: &CheckSpec) -> Box<dyn Check> {
+    match spec {
+        CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone())),
+        CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),
+        CheckSpec::Command(c) => Box::new(command::CommandCheck::new(c.clone())),
+    }
+}
+
+/// The sample configuration of a kind, as printed by `telagent check KIND --sample`.
+pub fn sample(kind: &str) -> Option<&'static str> {
+    match kind {
+        "tcp" => Some(include_str!("tcp.sample.toml")),
+        "http" => Some(include_str!("http.sample.toml")),
+        "command" => Some(include_str!("command.sample.toml")),
+        _ => None,
+    }
+}
+
+/// Every check kind this build knows.
+pub const KINDS: &[&str] = &["tcp", "http", "command"];
+
+/// Shortens outside text for a detail line: one line, at most `max` characters.
+pub fn excerpt(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let trimmed = one_line.trim();
+    match trimmed.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &trimmed[..i]),
+        None => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_parses_and_names_its_kind() {
+        for kind in KINDS {
+            let text = sample(kind).unwrap();
+            let config = crate::config::parse(text, &format!("{kind}.sample.toml"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let checks = config.checks();
+            assert!(!checks.is_empty(), "{kind} sample has no check");
+            assert!(checks.iter().all(|(_, c)| c.kind() == *kind));
+        }
+    }
+
+    #[test]
+    fn excerpt_is_one_bounded_line() {
+        assert_eq!(excerpt(b"HTTP/1.1 200\r\nX", 100), "HTTP/1.1 200  X");
+        assert_eq!(excerpt(b"abcdef", 3), "abc...");
+        assert_eq!(excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
+    }
+}

@@ -1,0 +1,111 @@
+//! `telagent check NAME` (probe one check now) and `telagent check KIND --sample`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::checks::{self, Status};
+use crate::config;
+use crate::engine::model::{Model, Probe, Target};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The check's name (with --sample: a check kind).
+    name: String,
+    /// Config file (default: the one `run` would use).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Print the sample configuration of the check kind NAME.
+    #[arg(long)]
+    sample: bool,
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    if args.sample {
+        return match checks::sample(&args.name) {
+            Some(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!(
+                    "telagent: no check kind `{}`; the kinds are: {}",
+                    args.name,
+                    checks::KINDS.join(", ")
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
+    let source = config::resolve_source(args.config.as_deref());
+    let c = match config::load(&source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(spec) = c.check(&args.name) else {
+        let names: Vec<String> = c
+            .checks()
+            .iter()
+            .map(|(_, s)| s.name().to_string())
+            .collect();
+        eprintln!(
+            "telagent: no check named `{}` in {source}; the checks are: {}",
+            args.name,
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        return ExitCode::from(2);
+    };
+    let schedule = spec.common().schedule(&c.defaults);
+    let check = checks::build(&spec);
+    let (obs, duration) =
+        crate::engine::scheduler::probe_once(check.as_ref(), schedule.timeout).await;
+
+    println!("check     {} ({})", spec.name(), spec.kind());
+    println!("status    {}", obs.status.as_str());
+    if let Some(t) = obs.error_type {
+        println!("error     {t}");
+    }
+    println!("time      {:.1} ms", duration.as_secs_f64() * 1000.0);
+    println!("detail    {}", obs.detail);
+    println!();
+    println!("metrics it would export:");
+    let status = obs.status;
+    let model = Arc::new(Model::new(&c.agent.server, &source.to_string()));
+    {
+        let mut target = Target::new(
+            spec.name(),
+            check.kind(),
+            check.error_types(),
+            schedule.interval,
+        );
+        target.probes_total = 1;
+        if let Some(t) = obs.error_type.filter(|_| status != Status::Ok) {
+            *target.failures_total.entry(t).or_default() += 1;
+        }
+        target.last = Some(Probe {
+            at: std::time::SystemTime::now(),
+            duration,
+            observation: obs,
+        });
+        model
+            .write()
+            .targets
+            .insert(spec.name().to_string(), target);
+    }
+    let text = crate::metrics::render(&model, &prometheus::Registry::new());
+    let label = format!("check=\"{}\"", spec.name());
+    for line in text.lines().filter(|l| l.contains(&label)) {
+        println!("{line}");
+    }
+    match status {
+        Status::Ok => ExitCode::SUCCESS,
+        Status::Degraded | Status::Fail => ExitCode::from(1),
+    }
+}

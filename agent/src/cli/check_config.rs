@@ -1,0 +1,35 @@
+//! `telagent check-config [FILE]`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config;
+
+pub fn run(file: Option<PathBuf>) -> ExitCode {
+    let source = config::resolve_source(file.as_deref());
+    match config::load(&source) {
+        Ok(c) => {
+            let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, spec) in c.checks() {
+                *kinds.entry(spec.kind()).or_default() += 1;
+            }
+            let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!(
+                "{source}: ok, server {}, {} checks{}",
+                c.agent.server,
+                c.checks().len(),
+                if summary.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", summary.join(", "))
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The command line: one file per subcommand. `main.rs` parses and starts tracing; each
+//! subcommand returns its process exit code.
+
+mod check;
+mod check_config;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Monitoring agent for fax and messaging servers.
+#[derive(Debug, Parser)]
+#[command(name = "telagent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output: -v for debug, -vv for trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: probe every configured check, serve /metrics and /v1/status.
+    Run(run::Args),
+    /// Show the live states of a running agent.
+    Status(status::Args),
+    /// Probe one check now and print what it saw and the metrics it would export
+    /// (exit 0 ok, 1 degraded or failed, 2 error).
+    Check(check::Args),
+    /// Validate a configuration file (default: the one `run` would use).
+    CheckConfig {
+        /// Config file.
+        file: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    /// The default log level: `run` logs its state changes; one-shot commands stay quiet.
+    pub fn log_level(&self) -> tracing::Level {
+        let base = match self.command {
+            Command::Run(_) => 2,
+            _ => 0,
+        };
+        match base + self.verbose {
+            0 => tracing::Level::WARN,
+            1 | 2 => tracing::Level::INFO,
+            3 => tracing::Level::DEBUG,
+            _ => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// Runs the parsed command and returns the exit code.
+pub fn execute(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("telagent: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Check(args) => check::run(args).await,
+            Command::CheckConfig { file } => check_config::run(file),
+        }
+    })
+}

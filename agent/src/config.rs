@@ -1,0 +1,639 @@
+//! Typed configuration: what the agent checks.
+//!
+//! The file is TOML: `[agent]`, `[defaults]`, `[ports]` and one array of tables per check
+//! kind (`[[tcp]]`, `[[http]]`, `[[command]]`). Every struct rejects unknown keys. Every
+//! error names the file, the line and the key path (`tcp[1].timeout`) and says what is
+//! expected; `telagent check-config` prints exactly these messages.
+//!
+//! CLI flags say how to run (`--listen` overrides `agent.listen`); the file says what to check.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::checks::{command::CommandConfig, http::HttpConfig, tcp::TcpConfig};
+
+/// The configuration used when no `--config` is given and the system file does not exist.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Where `telagent run` looks for its configuration when none is given.
+pub const SYSTEM_PATH: &str = "/etc/telagent/telagent.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent: server name, listen address, state and audit paths.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Schedule and hysteresis applied to every check that does not set its own.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The serial-port inventory (passive: nothing is ever written to a port).
+    #[serde(default)]
+    pub ports: PortsConfig,
+    /// TCP connect checks.
+    #[serde(default)]
+    pub tcp: Vec<TcpConfig>,
+    /// HTTP checks.
+    #[serde(default)]
+    pub http: Vec<HttpConfig>,
+    /// Command checks (exit status, Nagios plugin convention).
+    #[serde(default)]
+    pub command: Vec<CommandConfig>,
+}
+
+/// `[agent]`: this agent and its server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name of the server this agent speaks for (label `server`); default: the host name.
+    #[serde(default = "default_server_name")]
+    pub server: String,
+    /// Address of the HTTP endpoint (/metrics, /v1/status).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the agent's persistent state.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// JSON-lines file receiving every state transition; default `<state_dir>/audit.jsonl`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Most probes running at the same time, over all checks.
+    #[serde(default = "default_max_concurrent_probes")]
+    pub max_concurrent_probes: usize,
+}
+
+/// The default Prometheus port of telagent.
+pub const DEFAULT_PORT: u16 = 9847;
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/telagent")
+}
+
+fn default_max_concurrent_probes() -> usize {
+    256
+}
+
+fn default_server_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            server: default_server_name(),
+            listen: default_listen(),
+            state_dir: default_state_dir(),
+            audit_log: None,
+            max_concurrent_probes: default_max_concurrent_probes(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The audit log path, defaulted into the state directory.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
+    }
+}
+
+/// `[defaults]`: schedule and hysteresis for every check.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Time between two probes of a healthy target.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest a probe may take; it is abandoned (and counted as `timeout`) after that.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between probes while the last probe was not ok (capped at `interval`).
+    #[serde(default = "default_failing_interval", with = "humantime_serde")]
+    pub failing_interval: Duration,
+    /// Consecutive better observations needed to move to a better state.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive worse observations needed to move to a worse state.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Shortest time a target stays in a state before it may change again.
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_failing_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            failing_interval: default_failing_interval(),
+            rise: default_rise(),
+            fall: default_fall(),
+            hold: Duration::ZERO,
+        }
+    }
+}
+
+/// `[ports]`: the passive serial-port inventory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsConfig {
+    /// List the serial ports present and their UUCP lock holders.
+    #[serde(default = "default_true")]
+    pub scan: bool,
+    /// How often the inventory is refreshed.
+    #[serde(default = "default_ports_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Directory of UUCP lock files (`LCK..ttyS0`).
+    #[serde(default = "default_lock_dir")]
+    pub lock_dir: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ports_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_lock_dir() -> PathBuf {
+    PathBuf::from("/var/lock")
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            scan: true,
+            interval: default_ports_interval(),
+            lock_dir: default_lock_dir(),
+        }
+    }
+}
+
+/// Declares a check kind's config struct with the keys every kind shares (name, schedule,
+/// hysteresis) ahead of its own, keeping `deny_unknown_fields` on the struct itself.
+macro_rules! check_config {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Unique name of the check (the `check` label).
+            pub name: String,
+            /// Time between two probes; default `[defaults] interval`.
+            #[serde(default, with = "humantime_serde")]
+            pub interval: Option<std::time::Duration>,
+            /// Longest a probe may take; default `[defaults] timeout`.
+            #[serde(default, with = "humantime_serde")]
+            pub timeout: Option<std::time::Duration>,
+            /// Time between probes while failing; default `[defaults] failing_interval`.
+            #[serde(default, with = "humantime_serde")]
+            pub failing_interval: Option<std::time::Duration>,
+            /// Consecutive better observations to recover; default `[defaults] rise`.
+            #[serde(default)]
+            pub rise: Option<u32>,
+            /// Consecutive worse observations to fail; default `[defaults] fall`.
+            #[serde(default)]
+            pub fall: Option<u32>,
+            /// Shortest time in a state; default `[defaults] hold`.
+            #[serde(default, with = "humantime_serde")]
+            pub hold: Option<std::time::Duration>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The keys shared by every check kind.
+            pub fn common(&self) -> $crate::config::Common<'_> {
+                $crate::config::Common {
+                    name: &self.name,
+                    interval: self.interval,
+                    timeout: self.timeout,
+                    failing_interval: self.failing_interval,
+                    rise: self.rise,
+                    fall: self.fall,
+                    hold: self.hold,
+                }
+            }
+        }
+    };
+}
+pub(crate) use check_config;
+
+/// The keys every check kind shares, as written (before defaults apply).
+#[derive(Debug, Clone, Copy)]
+pub struct Common<'a> {
+    pub name: &'a str,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub failing_interval: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub hold: Option<Duration>,
+}
+
+/// A check's schedule and hysteresis once defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failing_interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub hold: Duration,
+}
+
+impl Common<'_> {
+    /// Applies `[defaults]` to what the check left unset.
+    pub fn schedule(&self, d: &Defaults) -> Schedule {
+        let interval = self.interval.unwrap_or(d.interval);
+        Schedule {
+            interval,
+            timeout: self.timeout.unwrap_or(d.timeout),
+            failing_interval: self
+                .failing_interval
+                .unwrap_or(d.failing_interval)
+                .min(interval),
+            rise: self.rise.unwrap_or(d.rise),
+            fall: self.fall.unwrap_or(d.fall),
+            hold: self.hold.unwrap_or(d.hold),
+        }
+    }
+}
+
+/// One configured check, whatever its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSpec {
+    Tcp(TcpConfig),
+    Http(HttpConfig),
+    Command(CommandConfig),
+}
+
+impl CheckSpec {
+    /// The check kind as written in the file (`tcp`, `http`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckSpec::Tcp(_) => "tcp",
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Command(_) => "command",
+        }
+    }
+
+    /// The keys shared by every kind.
+    pub fn common(&self) -> Common<'_> {
+        match self {
+            CheckSpec::Tcp(c) => c.common(),
+            CheckSpec::Http(c) => c.common(),
+            CheckSpec::Command(c) => c.common(),
+        }
+    }
+
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        self.common().name
+    }
+
+    /// Kind-specific validation: `Err((key, message))` with the key relative to the entry.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            CheckSpec::Tcp(c) => c.validate(),
+            CheckSpec::Http(c) => c.validate(),
+            CheckSpec::Command(c) => c.validate(),
+        }
+    }
+}
+
+impl Config {
+    /// Every configured check with the path of its table (`tcp[0]`).
+    pub fn checks(&self) -> Vec<(String, CheckSpec)> {
+        let mut out = Vec::new();
+        for (i, c) in self.tcp.iter().enumerate() {
+            out.push((format!("tcp[{i}]"), CheckSpec::Tcp(c.clone())));
+        }
+        for (i, c) in self.http.iter().enumerate() {
+            out.push((format!("http[{i}]"), CheckSpec::Http(c.clone())));
+        }
+        for (i, c) in self.command.iter().enumerate() {
+            out.push((format!("command[{i}]"), CheckSpec::Command(c.clone())));
+        }
+        out
+    }
+
+    /// Finds a check by name.
+    pub fn check(&self, name: &str) -> Option<CheckSpec> {
+        self.checks()
+            .into_iter()
+            .map(|(_, c)| c)
+            .find(|c| c.name() == name)
+    }
+}
+
+/// A rejected configuration: where, which key, and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("config error in {file}, line {line}, key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("config error in {file}, line {line}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Where a configuration comes from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => write!(f, "<embedded default config>"),
+        }
+    }
+}
+
+/// Picks the configuration to use: the given file, else the system file if it exists,
+/// else the embedded default.
+pub fn resolve_source(given: Option<&Path>) -> Source {
+    match given {
+        Some(p) => Source::File(p.to_path_buf()),
+        None if Path::new(SYSTEM_PATH).exists() => Source::File(PathBuf::from(SYSTEM_PATH)),
+        None => Source::Embedded,
+    }
+}
+
+/// Reads, parses and validates a configuration.
+pub fn load(source: &Source) -> Result<Config, ConfigError> {
+    match source {
+        Source::Embedded => parse(EMBEDDED_DEFAULT, "<embedded default config>"),
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            parse(&text, &path.display().to_string())
+        }
+    }
+}
+
+/// Parses and validates configuration text; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let doc = toml::de::DeTable::parse(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: format!("TOML syntax: {}", e.message().trim()),
+    })?;
+    let invalid = |key: String, message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        line: locate(text, doc.get_ref(), &key),
+        key,
+        message,
+    };
+    let de = toml::Deserializer::from(doc.clone());
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().message().trim();
+        invalid(e.path().to_string(), with_example(message))
+    })?;
+    config
+        .validate()
+        .map_err(|(key, message)| invalid(key, message))?;
+    Ok(config)
+}
+
+/// Adds an example of the expected form to serde's messages about values.
+fn with_example(message: &str) -> String {
+    if message.ends_with("expected a duration") {
+        format!("{message} such as \"5s\", \"250ms\" or \"2m\"")
+    } else if message == "invalid socket address syntax" {
+        format!("{message}; expected an IP address and port such as \"0.0.0.0:{DEFAULT_PORT}\" or \"[::1]:{DEFAULT_PORT}\"")
+    } else {
+        message.to_string()
+    }
+}
+
+impl Config {
+    /// Rules that span several keys. `Err((key path, message))`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let a = &self.agent;
+        if !valid_name(&a.server) {
+            return Err(("agent.server".into(), name_rule("server name")));
+        }
+        if a.max_concurrent_probes == 0 {
+            return Err((
+                "agent.max_concurrent_probes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let d = &self.defaults;
+        check_schedule("defaults", d.interval, d.timeout, d.rise, d.fall)?;
+        if self.ports.interval < Duration::from_secs(1) {
+            return Err((
+                "ports.interval".into(),
+                "must be at least 1s (the inventory reads sysfs and lock files)".into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (path, spec) in self.checks() {
+            let c = spec.common();
+            if !valid_name(c.name) {
+                return Err((format!("{path}.name"), name_rule("check name")));
+            }
+            if !names.insert(c.name.to_string()) {
+                return Err((
+                    format!("{path}.name"),
+                    format!(
+                        "duplicate check name `{}`: every check needs a unique name",
+                        c.name
+                    ),
+                ));
+            }
+            let s = c.schedule(d);
+            check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
+            spec.validate()
+                .map_err(|(key, message)| (format!("{path}.{key}"), message))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_schedule(
+    path: &str,
+    interval: Duration,
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+) -> Result<(), (String, String)> {
+    if interval < Duration::from_millis(100) {
+        return Err((format!("{path}.interval"), "must be at least 100ms".into()));
+    }
+    if timeout.is_zero() {
+        return Err((format!("{path}.timeout"), "must be longer than 0s".into()));
+    }
+    if timeout >= interval {
+        return Err((
+            format!("{path}.timeout"),
+            format!(
+                "timeout ({}) must be shorter than interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    for (key, v) in [("rise", rise), ("fall", fall)] {
+        if v == 0 || v > 100 {
+            return Err((format!("{path}.{key}"), "must be between 1 and 100".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Names become label values and file names: keep them plain.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+fn name_rule(what: &str) -> String {
+    format!("a {what} is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'")
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of the deepest part of `key` (`tcp[1].timeout`) present in the document: the
+/// key itself, else the table holding it, else line 1.
+fn locate(text: &str, root: &toml::de::DeTable<'_>, key: &str) -> usize {
+    let mut best = 1;
+    let mut table = root;
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((k, mut value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            return best;
+        };
+        best = line_of(text, k.span().start);
+        if let Some(i) = index {
+            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else {
+                return best;
+            };
+            best = line_of(text, item.span().start);
+            value = item;
+        }
+        match value.get_ref().as_table() {
+            Some(t) => table = t,
+            None => return best,
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = load(&Source::Embedded).expect("embedded default must be valid");
+        assert!(c.ports.scan, "the embedded default lists serial ports");
+        assert_eq!(c.agent.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn schedule_applies_defaults_and_caps_failing_interval() {
+        let c = parse(
+            "[defaults]\ninterval = \"10s\"\nfailing_interval = \"30s\"\n[[tcp]]\nname = \"a\"\naddress = \"127.0.0.1:25\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = c.checks()[0].1.common().schedule(&c.defaults);
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.failing_interval, Duration::from_secs(1));
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert_eq!((s.rise, s.fall), (2, 3));
+    }
+
+    /// Every file in fixtures/config is a rejected config whose first line is
+    /// `# expect: <the exact error message>`.
+    #[test]
+    fn every_rejection_fixture_gives_its_exact_message() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expected = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{} lacks an `# expect: ` line", path.display()));
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let err = parse(&text, name).expect_err(name);
+            assert_eq!(err.to_string(), expected, "fixture {name}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "only {seen} rejection fixtures found");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error_naming_the_file() {
+        let err = load(&Source::File("/nonexistent/telagent.toml".into())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/telagent.toml:"),
+            "{err}"
+        );
+    }
+}

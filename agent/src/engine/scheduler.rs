@@ -1,0 +1,293 @@
+//! The scheduler owns the outcome of a check: it runs each check on its interval (a
+//! per-check phase spreads checks over time), applies the timeout, times the call, bounds
+//! how many probes run at once, probes faster while a target is failing, and hands each
+//! observation to the target's tracker and the model.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::bus::{Bus, Transition};
+use super::model::{Model, Probe, Target};
+use super::tracker::{Change, State, Tracker};
+use crate::checks::{self, Check, Observation, Status};
+use crate::config::{CheckSpec, Config, Schedule};
+
+/// The first probe of each check lands within this window after it starts, at a phase
+/// derived from its name, so that many checks do not all fire at once.
+const SPREAD: Duration = Duration::from_secs(2);
+
+/// Runs one probe under a timeout; the timeout drops the probe's future (which cleans up
+/// after itself) and is recorded as a `timeout` failure.
+pub async fn probe_once(check: &dyn Check, timeout: Duration) -> (Observation, Duration) {
+    let start = Instant::now();
+    let obs = match tokio::time::timeout(timeout, check.probe()).await {
+        Ok(obs) => obs,
+        Err(_) => Observation::fail(
+            checks::TIMEOUT,
+            format!(
+                "no result within {}; raise timeout if the target is just slow",
+                humantime::format_duration(timeout)
+            ),
+        ),
+    };
+    (obs, start.elapsed())
+}
+
+struct Shared {
+    model: Arc<Model>,
+    bus: Arc<Bus>,
+    permits: Semaphore,
+    server: String,
+}
+
+struct Running {
+    spec: CheckSpec,
+    schedule: Schedule,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    running: HashMap<String, Running>,
+    cancel: CancellationToken,
+}
+
+impl Scheduler {
+    pub fn new(
+        model: Arc<Model>,
+        bus: Arc<Bus>,
+        server: &str,
+        max_concurrent: usize,
+        cancel: CancellationToken,
+    ) -> Self {
+        Scheduler {
+            shared: Arc::new(Shared {
+                model,
+                bus,
+                permits: Semaphore::new(max_concurrent),
+                server: server.to_string(),
+            }),
+            running: HashMap::new(),
+            cancel,
+        }
+    }
+
+    /// Makes the running checks match `config`: unchanged checks keep running with their
+    /// state, changed ones restart, new ones start, removed ones stop and leave the model.
+    pub fn apply(&mut self, config: &Config) {
+        let wanted: HashMap<String, CheckSpec> = config
+            .checks()
+            .into_iter()
+            .map(|(_, spec)| (spec.name().to_string(), spec))
+            .collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| {
+                wanted.get(*name).is_none_or(|spec| {
+                    *spec != r.spec || spec.common().schedule(&config.defaults) != r.schedule
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(r) = self.running.remove(&name) {
+                r.cancel.cancel();
+                self.shared.model.write().targets.remove(&name);
+                info!(check = %name, "Check stopped (removed or changed by the new config).");
+            }
+        }
+        for (name, spec) in wanted {
+            if self.running.contains_key(&name) {
+                continue;
+            }
+            let schedule = spec.common().schedule(&config.defaults);
+            let check = checks::build(&spec);
+            self.shared.model.write().targets.insert(
+                name.clone(),
+                Target::new(&name, check.kind(), check.error_types(), schedule.interval),
+            );
+            let cancel = self.cancel.child_token();
+            let handle = tokio::spawn(run(
+                self.shared.clone(),
+                check,
+                name.clone(),
+                schedule,
+                cancel.clone(),
+            ));
+            self.running.insert(
+                name,
+                Running {
+                    spec,
+                    schedule,
+                    cancel,
+                    handle,
+                },
+            );
+        }
+    }
+
+    /// Stops every check and waits for their tasks (probes are dropped, cleaning up).
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for (_, r) in self.running {
+            let _ = r.handle.await;
+        }
+    }
+}
+
+/// A stable phase in `[0, min(interval, SPREAD))` from the check's name.
+fn phase(name: &str, interval: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let window = interval.min(SPREAD).as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % window)
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    check: Box<dyn Check>,
+    name: String,
+    schedule: Schedule,
+    cancel: CancellationToken,
+) {
+    let mut tracker = Tracker::new(schedule.rise, schedule.fall, schedule.hold);
+    let mut next = Instant::now() + phase(&name, schedule.interval);
+    let span = tracing::info_span!("check", check = %name, kind = check.kind());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let probe = async {
+            // The semaphore is never closed, so acquire only fails if it were.
+            let _permit = shared.permits.acquire().await.ok();
+            probe_once(check.as_ref(), schedule.timeout).await
+        };
+        let (obs, duration) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = probe.instrument(span.clone()) => r,
+        };
+        let period = if obs.status == Status::Ok {
+            schedule.interval
+        } else {
+            schedule.failing_interval
+        };
+        let change = tracker.observe(obs.status, Instant::now());
+        span.in_scope(|| record(&shared, &name, &schedule, &tracker, obs, duration, change));
+        next = (started + period).max(Instant::now());
+    }
+}
+
+/// The one place a probe's outcome lands: the model, the failure count and log, and, when
+/// the tracker decided a change, the transition event and its log line.
+fn record(
+    shared: &Shared,
+    name: &str,
+    schedule: &Schedule,
+    tracker: &Tracker,
+    obs: Observation,
+    duration: Duration,
+    change: Option<Change>,
+) {
+    let now = SystemTime::now();
+    let mut model = shared.model.write();
+    // A target removed by a reload while its last probe ran: drop the result.
+    let Some(t) = model.targets.get_mut(name) else {
+        return;
+    };
+    t.probes_total += 1;
+    t.worse_streak = tracker.worse_streak();
+    if let Some(et) = obs.error_type.filter(|_| obs.status != Status::Ok) {
+        *t.failures_total.entry(et).or_insert(0) += 1;
+        debug!(error_type = et, detail = %obs.detail, "Probe did not succeed.");
+    }
+    let probe = Probe {
+        at: now,
+        duration,
+        observation: obs,
+    };
+    if probe.observation.status != Status::Ok {
+        t.last_error = Some(probe.clone());
+    }
+    let transition = change.map(|c| {
+        t.state = c.to;
+        t.since = now;
+        t.transitions_total += 1;
+        let needed = if c.to > c.from {
+            schedule.rise
+        } else {
+            schedule.fall
+        };
+        Transition {
+            time: now,
+            server: shared.server.clone(),
+            target: name.to_string(),
+            kind: t.kind,
+            from: c.from,
+            to: c.to,
+            reason: Transition::reason_for(c.from, c.streak, needed, &probe.observation),
+            status: probe.observation.status,
+            error_type: probe.observation.error_type,
+            detail: probe.observation.detail.clone(),
+            duration,
+        }
+    });
+    t.last = Some(probe);
+    drop(model);
+    if let Some(tr) = transition {
+        match tr.to {
+            State::Up => info!(from = %tr.from, reason = %tr.reason, "Target is up."),
+            State::Degraded => {
+                warn!(from = %tr.from, reason = %tr.reason, detail = %tr.detail, "Target is degraded.")
+            }
+            _ => {
+                warn!(from = %tr.from, reason = %tr.reason, detail = %tr.detail, "Target is down.")
+            }
+        }
+        shared.bus.publish(tr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_is_stable_and_inside_the_window() {
+        let a = phase("smtp", Duration::from_secs(10));
+        assert_eq!(a, phase("smtp", Duration::from_secs(10)));
+        assert!(a < SPREAD);
+        assert!(phase("x", Duration::from_millis(300)) < Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_probe_is_a_timeout() {
+        struct Hang;
+        #[async_trait::async_trait]
+        impl Check for Hang {
+            fn kind(&self) -> &'static str {
+                "hang"
+            }
+            fn error_types(&self) -> &'static [&'static str] {
+                &[]
+            }
+            async fn probe(&self) -> Observation {
+                std::future::pending().await
+            }
+        }
+        let (obs, took) = probe_once(&Hang, Duration::from_secs(3)).await;
+        assert_eq!(obs.error_type, Some(checks::TIMEOUT));
+        assert_eq!(took, Duration::from_secs(3));
+    }
+}

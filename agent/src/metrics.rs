@@ -1,0 +1,233 @@
+//! Prometheus exposition, rendered from the model at scrape time (never probing).
+//!
+//! Every value comes from the last probe of its check, so HELP says it is refreshed every
+//! probe interval. Labels are bounded by the config (`check`, `kind`, `port`) and by the
+//! fixed lists of states and error types; counters are pre-exported at 0.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::engine::model::Model;
+use crate::engine::tracker::State;
+
+/// Renders the metrics of the model, followed by those of `process` (process_*).
+pub fn render(model: &Model, process: &Registry) -> String {
+    let mut families = from_model(model);
+    families.extend(process.gather());
+    let mut out = Vec::new();
+    // Encoding into a Vec only fails on invalid names, which are fixed here.
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "Cannot encode metrics.");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A registry with the process collector (CPU, memory, file descriptors of this process).
+pub fn process_registry() -> Registry {
+    let r = Registry::new();
+    #[cfg(target_os = "linux")]
+    {
+        let pc = prometheus::process_collector::ProcessCollector::for_self();
+        // Registering a fresh collector in a fresh registry cannot collide.
+        let _ = r.register(Box::new(pc));
+    }
+    r
+}
+
+/// Collects metric families by name, keeping the order of first use.
+#[derive(Default)]
+struct Families {
+    order: Vec<String>,
+    by_name: BTreeMap<String, MetricFamily>,
+}
+
+impl Families {
+    fn add(&mut self, name: &str, help: &str, kind: MetricType, labels: &[(&str, &str)], v: f64) {
+        let fam = self.by_name.entry(name.to_string()).or_insert_with(|| {
+            self.order.push(name.to_string());
+            let mut f = MetricFamily::default();
+            f.set_name(name.to_string());
+            f.set_help(help.to_string());
+            f.set_field_type(kind);
+            f
+        });
+        let mut m = Metric::from_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        match kind {
+            MetricType::COUNTER => {
+                let mut c = Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = Gauge::default();
+                g.set_value(v);
+                m.set_gauge(g);
+            }
+        }
+        fam.mut_metric().push(m);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        self.add(name, help, MetricType::GAUGE, labels, v);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        self.add(name, help, MetricType::COUNTER, labels, v);
+    }
+
+    fn into_vec(mut self) -> Vec<MetricFamily> {
+        self.order
+            .iter()
+            .filter_map(|n| self.by_name.remove(n))
+            .collect()
+    }
+}
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn bool01(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn from_model(model: &Model) -> Vec<MetricFamily> {
+    let m = model.read();
+    let mut f = Families::default();
+    f.gauge(
+        "telagent_build_info",
+        "Build of this agent; the value is always 1.",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    f.gauge(
+        "telagent_start_time_seconds",
+        "Start time of this agent, seconds since the Unix epoch.",
+        &[],
+        seconds(m.started_at),
+    );
+    f.gauge(
+        "telagent_config_last_reload_successful",
+        "1 if the last configuration load or reload succeeded, 0 if it was rejected (the previous configuration keeps running).",
+        &[],
+        bool01(m.reload.successful),
+    );
+    f.counter(
+        "telagent_audit_write_errors_total",
+        "Transitions that could not be appended to the audit log.",
+        &[],
+        m.audit_write_errors as f64,
+    );
+    for t in m.targets.values() {
+        let l = [("check", t.name.as_str()), ("kind", t.kind)];
+        for s in State::ALL {
+            f.gauge(
+                "telagent_check_state",
+                "Decided state of the check (1 for the current state), refreshed every probe interval.",
+                &[l[0], l[1], ("state", s.as_str())],
+                bool01(t.state == s),
+            );
+        }
+        f.counter(
+            "telagent_check_probes_total",
+            "Probes run.",
+            &l,
+            t.probes_total as f64,
+        );
+        for (error_type, n) in &t.failures_total {
+            f.counter(
+                "telagent_check_failures_total",
+                "Probes that did not succeed, by error type.",
+                &[l[0], l[1], ("error_type", error_type)],
+                *n as f64,
+            );
+        }
+        f.counter(
+            "telagent_check_transitions_total",
+            "State changes decided by the tracker.",
+            &l,
+            t.transitions_total as f64,
+        );
+        f.gauge(
+            "telagent_check_consecutive_failures",
+            "Consecutive observations worse than the current state (a transient until it reaches fall), refreshed every probe interval.",
+            &l,
+            t.worse_streak as f64,
+        );
+        let Some(last) = &t.last else { continue };
+        f.gauge(
+            "telagent_check_success",
+            "1 if the last probe succeeded, refreshed every probe interval.",
+            &l,
+            bool01(last.observation.status == crate::checks::Status::Ok),
+        );
+        f.gauge(
+            "telagent_check_duration_seconds",
+            "Duration of the last probe, refreshed every probe interval.",
+            &l,
+            last.duration.as_secs_f64(),
+        );
+        f.gauge(
+            "telagent_check_last_run_timestamp_seconds",
+            "End of the last probe, seconds since the Unix epoch.",
+            &l,
+            seconds(last.at),
+        );
+        for v in t.values() {
+            f.gauge(
+                &format!("telagent_{}_{}", t.kind, v.name),
+                &format!("{} Refreshed every probe interval.", v.help),
+                &[l[0]],
+                v.value,
+            );
+        }
+    }
+    for p in &m.ports {
+        let port = [("port", p.name.as_str())];
+        f.gauge(
+            "telagent_serial_port_info",
+            "A serial port present on this host (value 1), refreshed every ports interval.",
+            &[
+                port[0],
+                ("driver", p.driver.as_str()),
+                ("path", p.path.as_str()),
+            ],
+            1.0,
+        );
+        let (locked, stale) = match &p.lock {
+            Some(l) => (!l.stale, l.stale),
+            None => (false, false),
+        };
+        f.gauge(
+            "telagent_serial_port_locked",
+            "1 if a live process holds the port's UUCP lock, refreshed every ports interval.",
+            &port,
+            bool01(locked),
+        );
+        f.gauge(
+            "telagent_serial_port_lock_stale",
+            "1 if the port has a UUCP lock file whose process is gone, refreshed every ports interval.",
+            &port,
+            bool01(stale),
+        );
+    }
+    f.into_vec()
+}
