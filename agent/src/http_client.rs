@@ -140,11 +140,25 @@ fn classify(url: &str, source: hyper::Error) -> HttpError {
     let url = url.to_string();
     if source.is_parse() || source.is_parse_status() {
         HttpError::BadResponse { url, source }
-    } else if source.is_incomplete_message() {
+    } else if source.is_incomplete_message() || cut_short(&source) {
         HttpError::ClosedEarly { url }
     } else {
         HttpError::Other { url, source }
     }
+}
+
+/// True when an I/O error under `e` says the peer went away mid-message (EOF inside a
+/// body, reset).
+fn cut_short(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe);
+        }
+        cause = c.source();
+    }
+    false
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

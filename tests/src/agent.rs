@@ -1,0 +1,184 @@
+//! The agent under test, run as a real process from the built binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A running `telagent run` with its own temp dir (config, state, audit log, log output).
+pub struct Agent {
+    pub dir: TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    /// Writes a config made of an `[agent]` section for this test and `body` (checks,
+    /// defaults), starts the agent and waits until it answers /healthz.
+    pub async fn start(body: &str) -> Agent {
+        let mut logs = String::new();
+        // A port picked free can be taken by another test before the agent binds it.
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("telagent-e2e-")
+                .tempdir()
+                .expect("tempdir");
+            let config = dir.path().join("telagent.toml");
+            let port = crate::free_port();
+            std::fs::write(&config, config_text(dir.path(), port, body)).expect("config");
+            let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
+            let child = Command::new(crate::agent_bin())
+                .args(["-v", "run", "--config"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup"))
+                .stderr(log)
+                .spawn()
+                .expect("cannot start the agent");
+            let mut agent = Agent {
+                dir,
+                port,
+                config,
+                child,
+            };
+            if agent.wait_ready().await {
+                return agent;
+            }
+            logs.push_str(&agent.log());
+        }
+        panic!("the agent did not start:\n{logs}");
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Replaces the config file (the agent reads it on SIGHUP).
+    pub fn write_config(&self, body: &str) {
+        let text = config_text(self.dir.path(), self.port, body);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Writes raw text as the config file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    pub fn hup(&self) {
+        crate::signal(self.pid(), libc::SIGHUP);
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if matches!(self.get("/healthz").await, Some((200, _))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the agent did not answer /healthz within 30s:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET a path; None if the agent does not answer within 5 s.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            telagent::http_client::get(&self.url(path), 64 << 20),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some((r.status, String::from_utf8_lossy(&r.body).into_owned()))
+    }
+
+    /// /v1/status as JSON.
+    pub async fn status(&self) -> Value {
+        let (code, body) = self.get("/v1/status").await.expect("/v1/status answers");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/v1/status is JSON")
+    }
+
+    /// One target of /v1/status.
+    pub async fn target(&self, name: &str) -> Option<Value> {
+        self.status().await["targets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+    }
+
+    /// /metrics text.
+    pub async fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics").await.expect("/metrics answers");
+        assert_eq!(code, 200);
+        body
+    }
+
+    /// The audit log, one JSON value per line.
+    pub fn audit(&self) -> Vec<Value> {
+        let path = self.dir.path().join("state/audit.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// SIGTERM and wait; true if it exited by itself within 10 s.
+    pub fn stop(&mut self) -> bool {
+        crate::stop(&mut self.child, Duration::from_secs(10))
+    }
+
+    /// The exit status after [`Agent::stop`].
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A config: an `[agent]` section for a test agent in `dir` on `port`, then `body`.
+pub fn config_text(dir: &Path, port: u16, body: &str) -> String {
+    format!(
+        "[agent]\nserver = \"test\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n\n[ports]\nscan = false\n\n{body}",
+        dir.join("state").display()
+    )
+}
+
+/// The value of the first sample of `/metrics` text whose line starts with `series`
+/// (a name with its labels as the agent writes them).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
