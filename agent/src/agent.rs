@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, PortsConfig, Source};
+use crate::config::{self, Config, Source};
 use crate::engine::bus::Bus;
 use crate::engine::model::Model;
 use crate::engine::scheduler::Scheduler;
@@ -76,8 +76,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         cancel.clone(),
     );
     scheduler.apply(&config);
-    let (ports_tx, ports_rx) = watch::channel(config.ports.clone());
-    let inventory = tokio::spawn(inventory(model.clone(), ports_rx, cancel.clone()));
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let inventory = tokio::spawn(inventory(model.clone(), config_rx.clone(), cancel.clone()));
+    let faxstate = tokio::spawn(crate::routing::faxstate::run(bus.subscribe(), config_rx));
     info!(
         listen = %listen, config = %source, server = %config.agent.server,
         checks = config.checks().len(),
@@ -93,7 +94,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 if let Some(new) = reload(&source, &current, &model) {
                     scheduler.apply(&new);
-                    ports_tx.send_replace(new.ports.clone());
+                    config_tx.send_replace(new.clone());
                     current = new;
                 }
             }
@@ -111,6 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => {}
     }
     bus.close();
+    let _ = faxstate.await;
     let _ = tokio::task::spawn_blocking(move || audit.join()).await;
     info!("Stopped.");
     Ok(())
@@ -161,11 +163,11 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<Config> {
 /// Refreshes the serial-port inventory of the model.
 async fn inventory(
     model: Arc<Model>,
-    mut config: watch::Receiver<PortsConfig>,
+    mut config: watch::Receiver<Config>,
     cancel: CancellationToken,
 ) {
     loop {
-        let c = config.borrow_and_update().clone();
+        let c = config.borrow_and_update().ports.clone();
         let ports = if c.scan {
             let lock_dir = c.lock_dir.clone();
             tokio::task::spawn_blocking(move || {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::checks::{command::CommandConfig, http::HttpConfig, tcp::TcpConfig};
+use crate::checks::{command::CommandConfig, http::HttpConfig, modem::ModemConfig, tcp::TcpConfig};
 
 /// The configuration used when no `--config` is given and the system file does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -44,6 +44,9 @@ pub struct Config {
     /// Command checks (exit status, Nagios plugin convention).
     #[serde(default)]
     pub command: Vec<CommandConfig>,
+    /// Fax modems on serial ports.
+    #[serde(default)]
+    pub modem: Vec<ModemConfig>,
 }
 
 /// `[agent]`: this agent and its server.
@@ -177,6 +180,9 @@ pub struct PortsConfig {
     /// Directory of UUCP lock files (`LCK..ttyS0`).
     #[serde(default = "default_lock_dir")]
     pub lock_dir: PathBuf,
+    /// Shortest interval allowed for a check that talks to a serial line (`modem`).
+    #[serde(default = "default_min_probe_interval", with = "humantime_serde")]
+    pub min_probe_interval: Duration,
 }
 
 fn default_true() -> bool {
@@ -188,6 +194,13 @@ fn default_ports_interval() -> Duration {
 fn default_lock_dir() -> PathBuf {
     PathBuf::from("/var/lock")
 }
+fn default_min_probe_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A serial line's interval and timeout when the check sets none.
+pub const SERIAL_INTERVAL: Duration = Duration::from_secs(300);
+pub const SERIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PortsConfig {
     fn default() -> Self {
@@ -195,6 +208,7 @@ impl Default for PortsConfig {
             scan: true,
             interval: default_ports_interval(),
             lock_dir: default_lock_dir(),
+            min_probe_interval: default_min_probe_interval(),
         }
     }
 }
@@ -295,6 +309,7 @@ pub enum CheckSpec {
     Tcp(TcpConfig),
     Http(HttpConfig),
     Command(CommandConfig),
+    Modem(ModemConfig),
 }
 
 impl CheckSpec {
@@ -304,6 +319,7 @@ impl CheckSpec {
             CheckSpec::Tcp(_) => "tcp",
             CheckSpec::Http(_) => "http",
             CheckSpec::Command(_) => "command",
+            CheckSpec::Modem(_) => "modem",
         }
     }
 
@@ -313,6 +329,25 @@ impl CheckSpec {
             CheckSpec::Tcp(c) => c.common(),
             CheckSpec::Http(c) => c.common(),
             CheckSpec::Command(c) => c.common(),
+            CheckSpec::Modem(c) => c.common(),
+        }
+    }
+
+    /// The check's schedule once defaults apply. A serial line has its own defaults
+    /// (5m interval, 30s timeout) and is never probed faster while failing.
+    pub fn schedule(&self, d: &Defaults) -> Schedule {
+        let c = self.common();
+        match self {
+            CheckSpec::Modem(_) => {
+                let interval = c.interval.unwrap_or(SERIAL_INTERVAL);
+                Schedule {
+                    interval,
+                    timeout: c.timeout.unwrap_or(SERIAL_TIMEOUT),
+                    failing_interval: interval,
+                    ..c.schedule(d)
+                }
+            }
+            _ => c.schedule(d),
         }
     }
 
@@ -327,6 +362,7 @@ impl CheckSpec {
             CheckSpec::Tcp(c) => c.validate(),
             CheckSpec::Http(c) => c.validate(),
             CheckSpec::Command(c) => c.validate(),
+            CheckSpec::Modem(c) => c.validate(),
         }
     }
 }
@@ -343,6 +379,9 @@ impl Config {
         }
         for (i, c) in self.command.iter().enumerate() {
             out.push((format!("command[{i}]"), CheckSpec::Command(c.clone())));
+        }
+        for (i, c) in self.modem.iter().enumerate() {
+            out.push((format!("modem[{i}]"), CheckSpec::Modem(c.clone())));
         }
         out
     }
@@ -487,8 +526,18 @@ impl Config {
                     ),
                 ));
             }
-            let s = c.schedule(d);
+            let s = spec.schedule(d);
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
+            if matches!(spec, CheckSpec::Modem(_)) && s.interval < self.ports.min_probe_interval {
+                return Err((
+                    format!("{path}.interval"),
+                    format!(
+                        "a serial line is probed at most every {} ([ports] min_probe_interval); {} would keep the modem from the fax server",
+                        humantime::format_duration(self.ports.min_probe_interval),
+                        humantime::format_duration(s.interval)
+                    ),
+                ));
+            }
             spec.validate()
                 .map_err(|(key, message)| (format!("{path}.{key}"), message))?;
         }

@@ -4,15 +4,17 @@
 //!
 //! - [`config`]: the typed TOML configuration, its defaults and its validation; every
 //!   error names file, line and key.
-//! - [`checks`]: one module per check kind (`tcp`, `http`, `command`), each implementing
-//!   [`checks::Check`]: one attempt, one [`checks::Observation`].
+//! - [`checks`]: one module per check kind (`tcp`, `http`, `command`, `modem`), each
+//!   implementing [`checks::Check`]: one attempt, one [`checks::Observation`].
 //! - [`engine`]: the scheduler (intervals, phase, timeouts, concurrency), the tracker
 //!   (rise / fall / hold: the only place that decides state), the live model every output
 //!   reads, and the bus of transition events.
 //! - [`metrics`]: Prometheus exposition rendered from the model.
 //! - [`api`]: the HTTP endpoints (`/`, `/metrics`, `/healthz`, `/v1/status`).
 //! - [`audit`]: the JSON-lines audit trail of transitions.
-//! - [`serial`]: the passive serial-port inventory and UUCP lock files.
+//! - [`serial`]: the serial-port inventory, UUCP locks, the AT conversation, HylaFAX
+//!   status files.
+//! - [`routing`]: reactions of the routing layer to transitions (HylaFAX `faxstate`).
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
 //! - [`net`], [`http_client`]: outbound connections with typed errors.
@@ -27,4 +29,5 @@ pub mod engine;
 pub mod http_client;
 pub mod metrics;
 pub mod net;
+pub mod routing;
 pub mod serial;

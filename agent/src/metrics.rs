@@ -192,10 +192,12 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
             seconds(last.at),
         );
         for v in t.values() {
+            let mut labels = vec![l[0]];
+            labels.extend(v.labels.iter().map(|(k, v)| (*k, v.as_str())));
             f.gauge(
                 &format!("telagent_{}_{}", t.kind, v.name),
                 &format!("{} Refreshed every probe interval.", v.help),
-                &[l[0]],
+                &labels,
                 v.value,
             );
         }

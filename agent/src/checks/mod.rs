@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod http;
+pub mod modem;
 pub mod tcp;
 
 use async_trait::async_trait;
@@ -39,6 +40,8 @@ pub struct Value {
     /// `response_bytes`).
     pub name: &'static str,
     pub help: &'static str,
+    /// Labels beside `check` (an `_info` metric's identity); bounded: one set per check.
+    pub labels: Vec<(&'static str, String)>,
     pub value: f64,
 }
 
@@ -83,7 +86,28 @@ impl Observation {
     }
 
     pub fn with_value(mut self, name: &'static str, help: &'static str, value: f64) -> Self {
-        self.values.push(Value { name, help, value });
+        self.values.push(Value {
+            name,
+            help,
+            labels: Vec::new(),
+            value,
+        });
+        self
+    }
+
+    /// Adds an `_info` metric: value 1 with these labels.
+    pub fn with_info(
+        mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: Vec<(&'static str, String)>,
+    ) -> Self {
+        self.values.push(Value {
+            name,
+            help,
+            labels,
+            value: 1.0,
+        });
         self
     }
 }
@@ -108,6 +132,7 @@ pub fn build(spec: &CheckSpec) -> Box<dyn Check> {
         CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone())),
         CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),
         CheckSpec::Command(c) => Box::new(command::CommandCheck::new(c.clone())),
+        CheckSpec::Modem(c) => Box::new(modem::ModemCheck::new(c.clone())),
     }
 }
 
@@ -117,12 +142,13 @@ pub fn sample(kind: &str) -> Option<&'static str> {
         "tcp" => Some(include_str!("tcp.sample.toml")),
         "http" => Some(include_str!("http.sample.toml")),
         "command" => Some(include_str!("command.sample.toml")),
+        "modem" => Some(include_str!("modem.sample.toml")),
         _ => None,
     }
 }
 
 /// Every check kind this build knows.
-pub const KINDS: &[&str] = &["tcp", "http", "command"];
+pub const KINDS: &[&str] = &["tcp", "http", "command", "modem"];
 
 /// Shortens outside text for a detail line: one line, at most `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {

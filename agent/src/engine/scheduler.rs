@@ -94,7 +94,7 @@ impl Scheduler {
             .iter()
             .filter(|(name, r)| {
                 wanted.get(*name).is_none_or(|spec| {
-                    *spec != r.spec || spec.common().schedule(&config.defaults) != r.schedule
+                    *spec != r.spec || spec.schedule(&config.defaults) != r.schedule
                 })
             })
             .map(|(name, _)| name.clone())
@@ -110,7 +110,7 @@ impl Scheduler {
             if self.running.contains_key(&name) {
                 continue;
             }
-            let schedule = spec.common().schedule(&config.defaults);
+            let schedule = spec.schedule(&config.defaults);
             let check = checks::build(&spec);
             self.shared.model.write().targets.insert(
                 name.clone(),

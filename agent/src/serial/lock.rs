@@ -3,6 +3,11 @@
 //! Fax servers (HylaFAX, mgetty), cu and minicom announce that they own a port by writing
 //! their PID into `LCK..<device>`: HDB style as ASCII `%10d\n`, older programs as a 4-byte
 //! binary integer. A lock whose PID is no longer alive is stale.
+//!
+//! [`acquire`] takes a lock the way they do: write our PID to a temp file in the lock
+//! directory, then hard-link it to `LCK..<device>`, which either creates the lock whole or
+//! fails because it exists. The returned guard removes the lock when dropped, on every exit
+//! path (a probe's timeout drops it too).
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +70,73 @@ pub fn read(lock_dir: &Path, device: &str) -> Option<LockInfo> {
     })
 }
 
+/// The outcome of [`acquire`].
+#[derive(Debug)]
+pub enum Acquired {
+    /// We hold the lock until the guard is dropped.
+    Held(LockGuard),
+    /// A live process holds the port: leave it alone.
+    InUse(LockInfo),
+    /// A lock of a dead process is there and may not be removed (`remove_stale_locks`
+    /// off): the port is free, but we could not take our own lock.
+    Stale(LockInfo),
+}
+
+/// Our lock file; removed on drop if it still holds our PID.
+#[derive(Debug)]
+pub struct LockGuard {
+    path: PathBuf,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let ours = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| parse_pid(&b))
+            .is_some_and(|p| p == std::process::id() as i32);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Takes the UUCP lock of `device`, unless a live process holds it.
+pub fn acquire(lock_dir: &Path, device: &str, remove_stale: bool) -> std::io::Result<Acquired> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = std::process::id();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = lock_dir.join(format!("LTMP.{pid}.{n}"));
+    std::fs::write(&tmp, format!("{pid:>10}\n"))?;
+    let path = lock_path(lock_dir, device);
+    let result = (|| {
+        for _ in 0..2 {
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => return Ok(Acquired::Held(LockGuard { path: path.clone() })),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            // Gone between the link and the read: try again.
+            let Some(info) = read(lock_dir, device) else {
+                continue;
+            };
+            if !info.stale {
+                return Ok(Acquired::InUse(info));
+            }
+            if !remove_stale {
+                return Ok(Acquired::Stale(info));
+            }
+            tracing::info!(file = %path.display(), pid = ?info.pid, "Removing a stale UUCP lock.");
+            std::fs::remove_file(&path)?;
+        }
+        Err(std::io::Error::other(format!(
+            "{} keeps changing; another program is taking the lock",
+            path.display()
+        )))
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +174,51 @@ mod tests {
             (stale.pid, stale.stale, stale.program),
             (Some(dead), true, None)
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn acquire_holds_respects_and_cleans_up() {
+        let dir = std::env::temp_dir().join(format!("telagent-acq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id() as i32;
+
+        let guard = match acquire(&dir, "ttyA", false).unwrap() {
+            Acquired::Held(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            std::fs::read_to_string(lock_path(&dir, "ttyA")).unwrap(),
+            format!("{me:>10}\n")
+        );
+        // While held, a second taker sees it in use (by a live process: us).
+        assert!(matches!(
+            acquire(&dir, "ttyA", true).unwrap(),
+            Acquired::InUse(_)
+        ));
+        drop(guard);
+        assert!(!lock_path(&dir, "ttyA").exists(), "lock removed on drop");
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id() as i32;
+        child.wait().unwrap();
+        std::fs::write(lock_path(&dir, "ttyB"), format!("{dead:>10}\n")).unwrap();
+        assert!(matches!(
+            acquire(&dir, "ttyB", false).unwrap(),
+            Acquired::Stale(_)
+        ));
+        assert!(lock_path(&dir, "ttyB").exists(), "stale lock left in place");
+        assert!(matches!(
+            acquire(&dir, "ttyB", true).unwrap(),
+            Acquired::Held(_)
+        ));
+        assert!(
+            !lock_path(&dir, "ttyB").exists(),
+            "our lock replaced it, then went"
+        );
+
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

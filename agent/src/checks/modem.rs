@@ -1,0 +1,756 @@
+//! `modem`: a fax modem or fax board on a serial port, spoken to with AT commands, safely.
+//!
+//! Safety first: before opening the port the check takes the port's UUCP lock
+//! (`/var/lock/LCK..<device>`). If a live process holds it (faxgetty, mgetty, cu), the
+//! port is not opened and not a byte is written: the line is `in_use`, which is alive, not
+//! a failure; with `hylafax_spool` set, HylaFAX's `status/<device>` file then says how the
+//! fax server sees the modem. A stale lock (dead PID) is noted and left alone unless
+//! `remove_stale_locks` is on. Our own lock is removed on every exit path, timeouts and
+//! shutdown included. Serial lines are probed at their own interval (default 5m, never
+//! below `[ports] min_probe_interval`) and never faster while failing.
+//!
+//! The probe script (default: `ATE0`, `AT`, `ATI3`, `AT+FCLASS=?`, `AT+FMI?`, `AT+FMM?`,
+//! `AT+FMR?`; the identity steps are optional) tolerates echo and numeric result codes.
+//! Optional line checks run on their own long interval, only while the line is idle and
+//! unlocked: a dial-tone test (off-hook without dialing, always followed by `ATH0`, and
+//! `ATZ` if the modem stops answering) and a line-voltage reading (`AT-TRV` or the model's
+//! command).
+//!
+//! - **ok**: every required step got its expected answer; or the line is in use and HylaFAX
+//!   (if configured) reports it running.
+//! - **degraded**: no fax class among the supported classes (`no_fax_class`), a line in use
+//!   by an extension during the dial-tone test (`line_in_use`), a voltage reply that is not
+//!   a number (`bad_voltage_reply`), or HylaFAX waiting / unknown (`hylafax_waiting`,
+//!   `hylafax_unknown_status`).
+//! - **fail**: `port_missing`, `permission_denied`, `open_error`, `lock_error`,
+//!   `no_response`, `garbage` (noise, wrong baud rate, a flood without line ends),
+//!   `error_reply`, `unexpected_reply`, `no_dialtone`, `no_line` (voltage below
+//!   `min_volts`), `hylafax_not_ready`, `hylafax_down`, or `timeout`.
+//!
+//! Metrics: `telagent_modem_info{check,manufacturer,model,revision,classes}` (1),
+//! `telagent_modem_response_seconds{check}` (AT to OK), `telagent_modem_in_use{check}`,
+//! `telagent_modem_dialtone{check}` and `telagent_modem_line_volts{check}` when those line
+//! checks are configured.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{excerpt, Check, Observation, Status};
+use crate::config::check_config;
+use crate::serial::at::{AtError, Final, Session};
+use crate::serial::{hylafax, lock};
+
+check_config! {
+    /// `[[modem]]`: a fax modem on a serial port.
+    ModemConfig {
+        /// Serial port: `/dev/ttyS0`, `/dev/serial/by-id/...`.
+        port: String,
+        /// Device name of the lock and HylaFAX files; default: the basename of the port
+        /// after symlinks are resolved (`ttyUSB0`).
+        #[serde(default)]
+        device: Option<String>,
+        /// Line speed.
+        #[serde(default = "default_baud")]
+        baud: u32,
+        /// Longest wait for the answer to one AT command.
+        #[serde(default = "default_command_timeout", with = "humantime_serde")]
+        command_timeout: Duration,
+        /// The probe script; default: identity and fax classes (see the module doc).
+        #[serde(default)]
+        script: Option<Vec<Step>>,
+        /// Directory of UUCP lock files.
+        #[serde(default = "default_lock_dir")]
+        lock_dir: PathBuf,
+        /// Remove locks left by dead processes (default: note them, leave them).
+        #[serde(default)]
+        remove_stale_locks: bool,
+        /// HylaFAX spool (`/var/spool/hylafax`): read `status/<device>` while the fax
+        /// server holds the port.
+        #[serde(default)]
+        hylafax_spool: Option<PathBuf>,
+        /// Program run on transitions to tell HylaFAX to stop (`-s down`) or resume
+        /// (`-s ready`) using this modem, normally `faxstate`; default: not run.
+        #[serde(default)]
+        faxstate: Option<String>,
+        /// Dial-tone test.
+        #[serde(default)]
+        dialtone: Option<DialtoneConfig>,
+        /// Line-voltage reading.
+        #[serde(default)]
+        voltage: Option<VoltageConfig>,
+    }
+}
+
+fn default_baud() -> u32 {
+    19200
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_lock_dir() -> PathBuf {
+    PathBuf::from("/var/lock")
+}
+fn default_line_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// One command of the probe script.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The command, `AT...`.
+    pub send: String,
+    /// Expected answer: a result code (`OK`) or text in an information line.
+    #[serde(default = "default_expect")]
+    pub expect: String,
+    /// What the information lines of the answer are.
+    #[serde(default)]
+    pub capture: Option<Capture>,
+    /// An unexpected answer (ERROR, say) is not a failure.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+fn default_expect() -> String {
+    "OK".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    Manufacturer,
+    Model,
+    Revision,
+    Classes,
+}
+
+/// `dialtone = { ... }`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialtoneConfig {
+    /// Time between two tests while the line passes.
+    #[serde(default = "default_line_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Goes off-hook and returns to command mode without dialing.
+    #[serde(default = "default_dialtone_command")]
+    pub command: String,
+    /// Longest wait for the answer.
+    #[serde(default = "default_dialtone_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_dialtone_command() -> String {
+    "ATX4DT;".into()
+}
+fn default_dialtone_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `voltage = { ... }`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoltageConfig {
+    /// Time between two readings while the line passes.
+    #[serde(default = "default_line_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// The model's command that answers the line voltage.
+    #[serde(default = "default_voltage_command")]
+    pub command: String,
+    /// Below this many volts there is no line.
+    #[serde(default = "default_min_volts")]
+    pub min_volts: f64,
+}
+
+fn default_voltage_command() -> String {
+    "AT-TRV".into()
+}
+fn default_min_volts() -> f64 {
+    3.0
+}
+
+/// The default probe script.
+pub fn default_script() -> Vec<Step> {
+    let step = |send: &str, capture: Option<Capture>, optional: bool| Step {
+        send: send.into(),
+        expect: "OK".into(),
+        capture,
+        optional,
+    };
+    vec![
+        step("ATE0", None, false),
+        step("AT", None, false),
+        step("AT+FCLASS=?", Some(Capture::Classes), true),
+        step("AT+FMI?", Some(Capture::Manufacturer), true),
+        step("AT+FMM?", Some(Capture::Model), true),
+        step("AT+FMR?", Some(Capture::Revision), true),
+        step("ATI3", Some(Capture::Model), true),
+    ]
+}
+
+impl ModemConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.port.starts_with('/') {
+            return Err((
+                "port",
+                format!(
+                    "`{}` is not an absolute device path such as \"/dev/ttyS0\"",
+                    self.port
+                ),
+            ));
+        }
+        if self.baud == 0 {
+            return Err(("baud", "must be a line speed such as 19200".into()));
+        }
+        if self.command_timeout.is_zero() {
+            return Err(("command_timeout", "must be longer than 0s".into()));
+        }
+        if let Some(d) = &self.device {
+            if d.is_empty() || d.contains('/') {
+                return Err(("device", "must be a device name such as \"ttyS0\"".into()));
+            }
+        }
+        if let Some(script) = &self.script {
+            if script.is_empty() {
+                return Err(("script", "must have at least one step".into()));
+            }
+            if let Some(s) = script.iter().find(|s| !is_at(&s.send)) {
+                return Err((
+                    "script",
+                    format!("`{}` is not an AT command (it must start with AT)", s.send),
+                ));
+            }
+        }
+        if self.dialtone.as_ref().is_some_and(|d| !is_at(&d.command)) {
+            return Err(("dialtone", "command must start with AT".into()));
+        }
+        if let Some(v) = &self.voltage {
+            if !is_at(&v.command) {
+                return Err(("voltage", "command must start with AT".into()));
+            }
+            if !(v.min_volts >= 0.0) {
+                return Err(("voltage", "min_volts must be 0 or more".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The device name of locks and HylaFAX files.
+    pub fn device_name(&self) -> String {
+        if let Some(d) = &self.device {
+            return d.clone();
+        }
+        let path = Path::new(&self.port);
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        real.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.port.clone())
+    }
+}
+
+fn is_at(s: &str) -> bool {
+    s.len() >= 2 && s[..2].eq_ignore_ascii_case("AT") && s.is_ascii()
+}
+
+/// What a modem said about itself.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub manufacturer: String,
+    pub model: String,
+    pub revision: String,
+    pub classes: String,
+}
+
+/// Last result of a line check, kept between probes.
+#[derive(Debug, Clone, Copy)]
+struct LineResult {
+    at: Instant,
+    passed: bool,
+    value: f64,
+}
+
+pub struct ModemCheck {
+    config: ModemConfig,
+    script: Vec<Step>,
+    dialtone: Mutex<Option<LineResult>>,
+    voltage: Mutex<Option<LineResult>>,
+}
+
+impl ModemCheck {
+    pub fn new(config: ModemConfig) -> Self {
+        let script = config.script.clone().unwrap_or_else(default_script);
+        ModemCheck {
+            config,
+            script,
+            dialtone: Mutex::new(None),
+            voltage: Mutex::new(None),
+        }
+    }
+}
+
+fn in_use_value(obs: Observation, in_use: bool) -> Observation {
+    obs.with_value(
+        "in_use",
+        "1 if another program held the line at the last probe.",
+        if in_use { 1.0 } else { 0.0 },
+    )
+}
+
+#[async_trait]
+impl Check for ModemCheck {
+    fn kind(&self) -> &'static str {
+        "modem"
+    }
+
+    fn error_types(&self) -> &'static [&'static str] {
+        &[
+            "port_missing",
+            "permission_denied",
+            "open_error",
+            "lock_error",
+            "no_response",
+            "garbage",
+            "error_reply",
+            "unexpected_reply",
+            "no_fax_class",
+            "no_dialtone",
+            "line_in_use",
+            "no_line",
+            "bad_voltage_reply",
+            "hylafax_not_ready",
+            "hylafax_down",
+            "hylafax_waiting",
+            "hylafax_unknown_status",
+        ]
+    }
+
+    async fn probe(&self) -> Observation {
+        let c = &self.config;
+        let device = c.device_name();
+        let mut note = String::new();
+        let guard = match lock::acquire(&c.lock_dir, &device, c.remove_stale_locks) {
+            Ok(lock::Acquired::Held(g)) => Some(g),
+            Ok(lock::Acquired::InUse(info)) => return in_use_value(self.in_use(&device, &info), true),
+            Ok(lock::Acquired::Stale(info)) => {
+                note = format!(
+                    "; stale lock {} of dead pid {} left in place",
+                    info.file.display(),
+                    info.pid.map_or("?".into(), |p| p.to_string())
+                );
+                None
+            }
+            Err(e) => {
+                return Observation::fail(
+                    "lock_error",
+                    format!(
+                        "cannot lock {device} in {}: {e}; the agent needs write access to the lock directory (group uucp or dialout)",
+                        c.lock_dir.display()
+                    ),
+                )
+            }
+        };
+        let obs = self.talk(&device).await;
+        drop(guard);
+        let mut obs = in_use_value(obs, false);
+        obs.detail.push_str(&note);
+        obs
+    }
+}
+
+impl ModemCheck {
+    /// The line is held by another program: never touch the port.
+    fn in_use(&self, device: &str, holder: &lock::LockInfo) -> Observation {
+        let who = format!(
+            "{} in use by {} (pid {})",
+            device,
+            holder.program.as_deref().unwrap_or("another program"),
+            holder.pid.unwrap_or(0)
+        );
+        let Some(spool) = &self.config.hylafax_spool else {
+            return Observation::ok(format!("{who}; not probed"));
+        };
+        match hylafax::read_status(spool, device) {
+            Ok(line) => {
+                let detail = format!("{who}; HylaFAX says: {line}");
+                match hylafax::judge(&line) {
+                    (Status::Ok, _) => Observation::ok(detail),
+                    (Status::Degraded, t) => {
+                        Observation::degraded(t.unwrap_or("hylafax_waiting"), detail)
+                    }
+                    (Status::Fail, t) => Observation::fail(t.unwrap_or("hylafax_down"), detail),
+                }
+            }
+            Err(e) => Observation::degraded(
+                "hylafax_unknown_status",
+                format!(
+                    "{who}; cannot read {}: {e}",
+                    spool.join("status").join(device).display()
+                ),
+            ),
+        }
+    }
+
+    /// Opens the port and runs the script and the line checks that are due.
+    async fn talk(&self, device: &str) -> Observation {
+        let c = &self.config;
+        let port = match open(&c.port, c.baud) {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let mut s = Session::new(port);
+        let mut id = Identity::default();
+        let mut response = None;
+        for step in &self.script {
+            let reply = match s.command(&step.send, c.command_timeout).await {
+                Ok(r) => r,
+                Err(e) => return at_failure(&e, device),
+            };
+            let matched = reply.result.as_str().eq_ignore_ascii_case(&step.expect)
+                || reply.lines.iter().any(|l| l.contains(step.expect.as_str()));
+            if !matched {
+                if step.optional {
+                    continue;
+                }
+                let error_type = if reply.result == Final::Error {
+                    "error_reply"
+                } else {
+                    "unexpected_reply"
+                };
+                return Observation::fail(
+                    error_type,
+                    format!(
+                        "{device} answered {} to {} (expected {}){}",
+                        reply.result.as_str(),
+                        step.send,
+                        step.expect,
+                        if reply.lines.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " after {:?}",
+                                excerpt(reply.lines.join(" / ").as_bytes(), 80)
+                            )
+                        }
+                    ),
+                );
+            }
+            if step.send.eq_ignore_ascii_case("AT") || response.is_none() {
+                response = Some(reply.elapsed);
+            }
+            if let Some(cap) = step.capture {
+                let text = excerpt(reply.lines.join(" ").trim_matches('"').as_bytes(), 64);
+                let slot = match cap {
+                    Capture::Manufacturer => &mut id.manufacturer,
+                    Capture::Model => &mut id.model,
+                    Capture::Revision => &mut id.revision,
+                    Capture::Classes => &mut id.classes,
+                };
+                if slot.is_empty() {
+                    *slot = text.trim_matches('"').to_string();
+                }
+            }
+        }
+        let response = response.unwrap_or_default();
+        let mut obs = if !id.classes.is_empty() && !has_fax_class(&id.classes) {
+            Observation::degraded(
+                "no_fax_class",
+                format!(
+                    "{device} supports classes {} and no fax class (1, 1.0, 2, 2.0)",
+                    id.classes
+                ),
+            )
+        } else {
+            Observation::ok(format!(
+                "{device}: {} {} {}, classes {}, answered AT in {:.1} ms",
+                or_unknown(&id.manufacturer),
+                or_unknown(&id.model),
+                id.revision,
+                or_unknown(&id.classes),
+                response.as_secs_f64() * 1000.0
+            ))
+        };
+        if let Some(d) = &c.dialtone {
+            obs = self.dialtone_test(&mut s, d, device, obs).await;
+        }
+        if let Some(v) = &c.voltage {
+            obs = self.voltage_test(&mut s, v, device, obs).await;
+        }
+        obs.with_value(
+            "response_seconds",
+            "Time from AT to OK at the last probe.",
+            response.as_secs_f64(),
+        )
+        .with_info(
+            "info",
+            "Identity and fax classes the modem reported (value 1).",
+            vec![
+                ("manufacturer", id.manufacturer),
+                ("model", id.model),
+                ("revision", id.revision),
+                ("classes", id.classes),
+            ],
+        )
+    }
+
+    async fn dialtone_test<S>(
+        &self,
+        s: &mut Session<S>,
+        d: &DialtoneConfig,
+        device: &str,
+        obs: Observation,
+    ) -> Observation
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let timeout = self.config.command_timeout;
+        let due = due(&self.dialtone, d.interval);
+        let result = if due {
+            let reply = s.command(&d.command, d.timeout).await;
+            // Always hang up; a modem that does not answer ATH0 gets ATZ.
+            if s.command("ATH0", timeout).await.is_err() && s.command("ATZ", timeout).await.is_err()
+            {
+                return Observation::fail(
+                    "no_response",
+                    format!("{device} stopped answering after the dial-tone test (ATH0 and ATZ unanswered)"),
+                );
+            }
+            let (passed, value) = match &reply {
+                Ok(r) => (
+                    r.result == Final::Ok,
+                    if r.result == Final::Ok { 1.0 } else { 0.0 },
+                ),
+                Err(_) => (false, 0.0),
+            };
+            let r = LineResult {
+                at: Instant::now(),
+                passed,
+                value,
+            };
+            *lock_ignore_poison(&self.dialtone) = Some(r);
+            Some((reply, r))
+        } else {
+            None
+        };
+        let cached = *lock_ignore_poison(&self.dialtone);
+        let obs = match &result {
+            Some((Ok(r), _)) if r.result == Final::LineInUse => worse(
+                obs,
+                Observation::degraded(
+                    "line_in_use",
+                    format!("{device}: the line is in use (LINE IN USE at the dial-tone test)"),
+                ),
+            ),
+            Some((Ok(r), _)) if r.result != Final::Ok => worse(
+                obs,
+                Observation::fail(
+                    "no_dialtone",
+                    format!(
+                        "{device}: no dial tone ({} to {})",
+                        r.result.as_str(),
+                        d.command
+                    ),
+                ),
+            ),
+            Some((Err(e), _)) => worse(obs, at_failure(e, device)),
+            None if cached.is_some_and(|c| !c.passed) => worse(
+                obs,
+                Observation::fail(
+                    "no_dialtone",
+                    format!("{device}: no dial tone at the last test"),
+                ),
+            ),
+            _ => obs,
+        };
+        match cached {
+            Some(c) => obs.with_value(
+                "dialtone",
+                "1 if the last dial-tone test heard a dial tone.",
+                c.value,
+            ),
+            None => obs,
+        }
+    }
+
+    async fn voltage_test<S>(
+        &self,
+        s: &mut Session<S>,
+        v: &VoltageConfig,
+        device: &str,
+        obs: Observation,
+    ) -> Observation
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if due(&self.voltage, v.interval) {
+            let volts = match s.command(&v.command, self.config.command_timeout).await {
+                Ok(r) if r.result == Final::Ok => r.lines.iter().find_map(|l| parse_volts(l)),
+                Ok(r) => {
+                    return worse(
+                        obs,
+                        Observation::degraded(
+                            "bad_voltage_reply",
+                            format!("{device} answered {} to {}", r.result.as_str(), v.command),
+                        ),
+                    )
+                }
+                Err(e) => return worse(obs, at_failure(&e, device)),
+            };
+            let Some(volts) = volts else {
+                return worse(
+                    obs,
+                    Observation::degraded(
+                        "bad_voltage_reply",
+                        format!("{device} gave no number in answer to {}", v.command),
+                    ),
+                );
+            };
+            *lock_ignore_poison(&self.voltage) = Some(LineResult {
+                at: Instant::now(),
+                passed: volts >= v.min_volts,
+                value: volts,
+            });
+        }
+        let Some(last) = *lock_ignore_poison(&self.voltage) else {
+            return obs;
+        };
+        let obs = if last.passed {
+            obs
+        } else {
+            worse(
+                obs,
+                Observation::fail(
+                    "no_line",
+                    format!(
+                        "{device}: line voltage {:.1} V is below {:.1} V: no line",
+                        last.value, v.min_volts
+                    ),
+                ),
+            )
+        };
+        obs.with_value(
+            "line_volts",
+            "Line voltage at the last reading, in volts.",
+            last.value,
+        )
+    }
+}
+
+/// A line check is due when it never ran, when it last failed, or after its interval.
+fn due(slot: &Mutex<Option<LineResult>>, interval: Duration) -> bool {
+    lock_ignore_poison(slot).is_none_or(|r| !r.passed || r.at.elapsed() >= interval)
+}
+
+fn lock_ignore_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The slot holds plain Copy data: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps the worse of two observations (the values of the first are kept).
+fn worse(a: Observation, b: Observation) -> Observation {
+    let rank = |s: Status| match s {
+        Status::Ok => 0,
+        Status::Degraded => 1,
+        Status::Fail => 2,
+    };
+    if rank(b.status) > rank(a.status) {
+        Observation {
+            values: a.values,
+            ..b
+        }
+    } else {
+        a
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "?"
+    } else {
+        s
+    }
+}
+
+/// True when a `+FCLASS=?` answer lists a fax class (1, 1.0, 2, 2.0, 2.1).
+pub fn has_fax_class(classes: &str) -> bool {
+    classes
+        .split([',', '(', ')', '-', ' '])
+        .map(str::trim)
+        .any(|c| matches!(c, "1" | "1.0" | "2" | "2.0" | "2.1"))
+}
+
+/// The first number in a voltage answer (`48.2`, `Line voltage: -48 V`), as magnitude.
+pub fn parse_volts(line: &str) -> Option<f64> {
+    let start = line.find(|c: char| c.is_ascii_digit())?;
+    let num: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+fn at_failure(e: &AtError, device: &str) -> Observation {
+    Observation::fail(e.error_type(), format!("{device}: {e}"))
+}
+
+/// Opens the port, with an error observation that says what to do.
+fn open(path: &str, baud: u32) -> Result<tokio_serial::SerialStream, Observation> {
+    use tokio_serial::SerialPortBuilderExt;
+    tokio_serial::new(path, baud).open_native_async().map_err(|e| {
+        let io = std::io::Error::from(e.clone());
+        match io.kind() {
+            std::io::ErrorKind::NotFound => Observation::fail(
+                "port_missing",
+                format!("{path} does not exist; check the cable, the USB adapter and the port name"),
+            ),
+            std::io::ErrorKind::PermissionDenied => Observation::fail(
+                "permission_denied",
+                format!("cannot open {path}: permission denied; add the telagent user to group dialout"),
+            ),
+            _ if !Path::new(path).exists() => Observation::fail(
+                "port_missing",
+                format!("{path} does not exist; check the cable, the USB adapter and the port name"),
+            ),
+            _ => Observation::fail("open_error", format!("cannot open {path}: {e}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fax_classes() {
+        assert!(has_fax_class("0,1,1.0"));
+        assert!(has_fax_class("(0-2,2.0)"));
+        assert!(has_fax_class("0,2.0"));
+        assert!(!has_fax_class("0"));
+        assert!(!has_fax_class("0,8"));
+    }
+
+    #[test]
+    fn volts() {
+        assert_eq!(parse_volts("48.2"), Some(48.2));
+        assert_eq!(parse_volts("Line voltage: -48 V"), Some(48.0));
+        assert_eq!(parse_volts("no number"), None);
+    }
+
+    #[test]
+    fn device_name_follows_symlinks() {
+        let dir = std::env::temp_dir().join(format!("telagent-dev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("ttyUSB7");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.join("usb-Modem_Co_Fax-if00");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let text = format!("[[modem]]\nname = \"m\"\nport = \"{}\"\n", link.display());
+        let c = crate::config::parse(&text, "t.toml").unwrap();
+        assert_eq!(c.modem[0].device_name(), "ttyUSB7");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
