@@ -166,10 +166,16 @@ impl Drop for Agent {
     }
 }
 
-/// A config: an `[agent]` section for a test agent in `dir` on `port`, then `body`.
+/// A config: an `[agent]` section for a test agent in `dir` on `port`, then `body`
+/// (with `[ports] scan = false` unless `body` has its own `[ports]`).
 pub fn config_text(dir: &Path, port: u16, body: &str) -> String {
+    let ports = if body.contains("[ports]") {
+        ""
+    } else {
+        "[ports]\nscan = false\n\n"
+    };
     format!(
-        "[agent]\nserver = \"test\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n\n[ports]\nscan = false\n\n{body}",
+        "[agent]\nserver = \"test\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n\n{ports}{body}",
         dir.join("state").display()
     )
 }

@@ -5,6 +5,8 @@
 //! stopped by PID (SIGTERM, then SIGKILL if it does not exit in time).
 
 pub mod agent;
+pub mod iaxmodem;
+pub mod modem;
 pub mod prometheus;
 pub mod service;
 

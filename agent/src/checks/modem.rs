@@ -232,20 +232,25 @@ impl ModemConfig {
             if !is_at(&v.command) {
                 return Err(("voltage", "command must start with AT".into()));
             }
-            if !(v.min_volts >= 0.0) {
+            if v.min_volts.is_nan() || v.min_volts < 0.0 {
                 return Err(("voltage", "min_volts must be 0 or more".into()));
             }
         }
         Ok(())
     }
 
-    /// The device name of locks and HylaFAX files.
+    /// The device name of locks and HylaFAX files: symlinks such as /dev/serial/by-id are
+    /// resolved to the device node, except links to a pty (iaxmodem's `ttyIAX0`), whose
+    /// link name is the line's name.
     pub fn device_name(&self) -> String {
         if let Some(d) = &self.device {
             return d.clone();
         }
         let path = Path::new(&self.port);
-        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let real = std::fs::canonicalize(path)
+            .ok()
+            .filter(|r| !r.starts_with("/dev/pts"))
+            .unwrap_or_else(|| path.to_path_buf());
         real.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.port.clone())

@@ -30,6 +30,16 @@ pub enum Final {
 impl Final {
     /// Recognises a result line, verbose (`OK`) or numeric (`0`, with `ATV0`).
     pub fn parse(line: &str) -> Option<Final> {
+        Self::parse_in(line, true)
+    }
+
+    /// As [`Final::parse`]; bare digits count only when `numeric` (else they are
+    /// information, such as a `+FCLASS=?` answer of `0`).
+    pub fn parse_in(line: &str, numeric: bool) -> Option<Final> {
+        let digits = !line.is_empty() && line.trim().bytes().all(|b| b.is_ascii_digit());
+        if digits && !numeric {
+            return None;
+        }
         let l = line.trim().to_ascii_uppercase();
         Some(match l.as_str() {
             "OK" | "0" => Final::Ok,
@@ -145,6 +155,8 @@ impl AtError {
 /// One AT conversation over a byte stream (a serial port, or a pty in tests).
 pub struct Session<S> {
     io: S,
+    /// Learned from the first result code: Some(true) once the modem answered in words.
+    verbose: Option<bool>,
     lines: Lines,
     pending: std::collections::VecDeque<Event>,
 }
@@ -153,6 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(io: S) -> Self {
         Session {
             io,
+            verbose: None,
             lines: Lines::default(),
             pending: Default::default(),
         }
@@ -178,13 +191,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             while let Some(ev) = self.pending.pop_front() {
                 match ev {
                     Event::Line(l) if l.eq_ignore_ascii_case(command) => {}
-                    Event::Line(l) => match Final::parse(&l) {
+                    Event::Line(l) => match Final::parse_in(&l, self.verbose != Some(true)) {
                         Some(result) => {
+                            let words = !l.bytes().all(|b| b.is_ascii_digit());
+                            self.verbose.get_or_insert(words);
                             return Ok(Reply {
                                 lines,
                                 result,
                                 elapsed: start.elapsed(),
-                            })
+                            });
                         }
                         None => lines.push(l),
                     },
@@ -316,6 +331,26 @@ mod tests {
             .unwrap();
         assert_eq!(r.lines, vec!["www.soft-switch.org"]);
         assert_eq!(r.result, Final::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_digit_is_information_once_the_modem_answers_in_words() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let _ = b.read(&mut buf).await;
+            let _ = b.write_all(b"\r\nOK\r\n").await;
+            let _ = b.read(&mut buf).await;
+            let _ = b.write_all(b"\r\n0\r\n\r\nOK\r\n").await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let mut s = Session::new(a);
+        s.command("ATE0", Duration::from_secs(1)).await.unwrap();
+        let r = s
+            .command("AT+FCLASS=?", Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!((r.lines, r.result), (vec!["0".to_string()], Final::Ok));
     }
 
     #[tokio::test]
