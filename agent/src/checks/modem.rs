@@ -705,21 +705,19 @@ fn at_failure(e: &AtError, device: &str) -> Observation {
 fn open(path: &str, baud: u32) -> Result<tokio_serial::SerialStream, Observation> {
     use tokio_serial::SerialPortBuilderExt;
     tokio_serial::new(path, baud).open_native_async().map_err(|e| {
-        let io = std::io::Error::from(e.clone());
-        match io.kind() {
-            std::io::ErrorKind::NotFound => Observation::fail(
+        let kind = std::io::Error::from(e.clone()).kind();
+        if kind == std::io::ErrorKind::NotFound || !Path::new(path).exists() {
+            Observation::fail(
                 "port_missing",
                 format!("{path} does not exist; check the cable, the USB adapter and the port name"),
-            ),
-            std::io::ErrorKind::PermissionDenied => Observation::fail(
+            )
+        } else if kind == std::io::ErrorKind::PermissionDenied {
+            Observation::fail(
                 "permission_denied",
                 format!("cannot open {path}: permission denied; add the telagent user to group dialout"),
-            ),
-            _ if !Path::new(path).exists() => Observation::fail(
-                "port_missing",
-                format!("{path} does not exist; check the cable, the USB adapter and the port name"),
-            ),
-            _ => Observation::fail("open_error", format!("cannot open {path}: {e}")),
+            )
+        } else {
+            Observation::fail("open_error", format!("cannot open {path}: {e}"))
         }
     })
 }
