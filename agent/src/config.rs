@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::checks::{command::CommandConfig, http::HttpConfig, modem::ModemConfig, tcp::TcpConfig};
+use crate::checks::{
+    command::CommandConfig, http::HttpConfig, modem::ModemConfig, sip::SipConfig, tcp::TcpConfig,
+};
 
 /// The configuration used when no `--config` is given and the system file does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -47,6 +49,9 @@ pub struct Config {
     /// Fax modems on serial ports.
     #[serde(default)]
     pub modem: Vec<ModemConfig>,
+    /// SIP OPTIONS pings.
+    #[serde(default)]
+    pub sip: Vec<SipConfig>,
 }
 
 /// `[agent]`: this agent and its server.
@@ -310,6 +315,7 @@ pub enum CheckSpec {
     Http(HttpConfig),
     Command(CommandConfig),
     Modem(ModemConfig),
+    Sip(SipConfig),
 }
 
 impl CheckSpec {
@@ -320,6 +326,7 @@ impl CheckSpec {
             CheckSpec::Http(_) => "http",
             CheckSpec::Command(_) => "command",
             CheckSpec::Modem(_) => "modem",
+            CheckSpec::Sip(_) => "sip",
         }
     }
 
@@ -330,6 +337,7 @@ impl CheckSpec {
             CheckSpec::Http(c) => c.common(),
             CheckSpec::Command(c) => c.common(),
             CheckSpec::Modem(c) => c.common(),
+            CheckSpec::Sip(c) => c.common(),
         }
     }
 
@@ -363,6 +371,7 @@ impl CheckSpec {
             CheckSpec::Http(c) => c.validate(),
             CheckSpec::Command(c) => c.validate(),
             CheckSpec::Modem(c) => c.validate(),
+            CheckSpec::Sip(c) => c.validate(),
         }
     }
 }
@@ -382,6 +391,9 @@ impl Config {
         }
         for (i, c) in self.modem.iter().enumerate() {
             out.push((format!("modem[{i}]"), CheckSpec::Modem(c.clone())));
+        }
+        for (i, c) in self.sip.iter().enumerate() {
+            out.push((format!("sip[{i}]"), CheckSpec::Sip(c.clone())));
         }
         out
     }

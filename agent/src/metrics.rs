@@ -194,9 +194,15 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
         for v in t.values() {
             let mut labels = vec![l[0]];
             labels.extend(v.labels.iter().map(|(k, v)| (*k, v.as_str())));
-            f.gauge(
+            let kind = if v.name.ends_with("_total") {
+                MetricType::COUNTER
+            } else {
+                MetricType::GAUGE
+            };
+            f.add(
                 &format!("telagent_{}_{}", t.kind, v.name),
                 &format!("{} Refreshed every probe interval.", v.help),
+                kind,
                 &labels,
                 v.value,
             );

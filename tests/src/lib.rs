@@ -9,6 +9,7 @@ pub mod iaxmodem;
 pub mod modem;
 pub mod prometheus;
 pub mod service;
+pub mod sip;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

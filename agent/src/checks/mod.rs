@@ -7,6 +7,7 @@
 pub mod command;
 pub mod http;
 pub mod modem;
+pub mod sip;
 pub mod tcp;
 
 use async_trait::async_trait;
@@ -127,12 +128,13 @@ pub trait Check: Send + Sync {
 }
 
 /// The one place a check kind becomes a check.
-pub fn build(spec: &CheckSpec) -> Box<dyn Check> {
+pub fn build(spec: &CheckSpec, schedule: &crate::config::Schedule) -> Box<dyn Check> {
     match spec {
         CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone())),
         CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),
         CheckSpec::Command(c) => Box::new(command::CommandCheck::new(c.clone())),
         CheckSpec::Modem(c) => Box::new(modem::ModemCheck::new(c.clone())),
+        CheckSpec::Sip(c) => Box::new(sip::SipCheck::new(c.clone(), schedule.timeout)),
     }
 }
 
@@ -143,12 +145,13 @@ pub fn sample(kind: &str) -> Option<&'static str> {
         "http" => Some(include_str!("http.sample.toml")),
         "command" => Some(include_str!("command.sample.toml")),
         "modem" => Some(include_str!("modem.sample.toml")),
+        "sip" => Some(include_str!("sip.sample.toml")),
         _ => None,
     }
 }
 
 /// Every check kind this build knows.
-pub const KINDS: &[&str] = &["tcp", "http", "command", "modem"];
+pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip"];
 
 /// Shortens outside text for a detail line: one line, at most `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {

@@ -63,7 +63,7 @@ pub async fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     };
     let schedule = spec.schedule(&c.defaults);
-    let check = checks::build(&spec);
+    let check = checks::build(&spec, &schedule);
     let (obs, duration) =
         crate::engine::scheduler::probe_once(check.as_ref(), schedule.timeout).await;
 

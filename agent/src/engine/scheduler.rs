@@ -111,7 +111,7 @@ impl Scheduler {
                 continue;
             }
             let schedule = spec.schedule(&config.defaults);
-            let check = checks::build(&spec);
+            let check = checks::build(&spec, &schedule);
             self.shared.model.write().targets.insert(
                 name.clone(),
                 Target::new(&name, check.kind(), check.error_types(), schedule.interval),
