@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::checks::{
-    command::CommandConfig, http::HttpConfig, modem::ModemConfig, sip::SipConfig, tcp::TcpConfig,
+    command::CommandConfig, gateway::GatewayConfig, http::HttpConfig, modem::ModemConfig,
+    sip::SipConfig, tcp::TcpConfig,
 };
 
 /// The configuration used when no `--config` is given and the system file does not exist.
@@ -52,6 +53,9 @@ pub struct Config {
     /// SIP OPTIONS pings.
     #[serde(default)]
     pub sip: Vec<SipConfig>,
+    /// Gateway channels over SNMP.
+    #[serde(default)]
+    pub gateway: Vec<GatewayConfig>,
 }
 
 /// `[agent]`: this agent and its server.
@@ -316,6 +320,7 @@ pub enum CheckSpec {
     Command(CommandConfig),
     Modem(ModemConfig),
     Sip(SipConfig),
+    Gateway(GatewayConfig),
 }
 
 impl CheckSpec {
@@ -327,6 +332,7 @@ impl CheckSpec {
             CheckSpec::Command(_) => "command",
             CheckSpec::Modem(_) => "modem",
             CheckSpec::Sip(_) => "sip",
+            CheckSpec::Gateway(_) => "gateway",
         }
     }
 
@@ -338,6 +344,7 @@ impl CheckSpec {
             CheckSpec::Command(c) => c.common(),
             CheckSpec::Modem(c) => c.common(),
             CheckSpec::Sip(c) => c.common(),
+            CheckSpec::Gateway(c) => c.common(),
         }
     }
 
@@ -372,6 +379,7 @@ impl CheckSpec {
             CheckSpec::Command(c) => c.validate(),
             CheckSpec::Modem(c) => c.validate(),
             CheckSpec::Sip(c) => c.validate(),
+            CheckSpec::Gateway(c) => c.validate(),
         }
     }
 }
@@ -394,6 +402,9 @@ impl Config {
         }
         for (i, c) in self.sip.iter().enumerate() {
             out.push((format!("sip[{i}]"), CheckSpec::Sip(c.clone())));
+        }
+        for (i, c) in self.gateway.iter().enumerate() {
+            out.push((format!("gateway[{i}]"), CheckSpec::Gateway(c.clone())));
         }
         out
     }

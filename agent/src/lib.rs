@@ -31,3 +31,4 @@ pub mod metrics;
 pub mod net;
 pub mod routing;
 pub mod serial;
+pub mod snmp;

@@ -10,6 +10,7 @@ pub mod modem;
 pub mod prometheus;
 pub mod service;
 pub mod sip;
+pub mod snmpsim;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

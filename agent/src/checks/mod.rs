@@ -5,6 +5,7 @@
 //! tracker decides the state.
 
 pub mod command;
+pub mod gateway;
 pub mod http;
 pub mod modem;
 pub mod sip;
@@ -135,6 +136,7 @@ pub fn build(spec: &CheckSpec, schedule: &crate::config::Schedule) -> Box<dyn Ch
         CheckSpec::Command(c) => Box::new(command::CommandCheck::new(c.clone())),
         CheckSpec::Modem(c) => Box::new(modem::ModemCheck::new(c.clone())),
         CheckSpec::Sip(c) => Box::new(sip::SipCheck::new(c.clone(), schedule.timeout)),
+        CheckSpec::Gateway(c) => Box::new(gateway::GatewayCheck::new(c.clone(), schedule.timeout)),
     }
 }
 
@@ -146,12 +148,13 @@ pub fn sample(kind: &str) -> Option<&'static str> {
         "command" => Some(include_str!("command.sample.toml")),
         "modem" => Some(include_str!("modem.sample.toml")),
         "sip" => Some(include_str!("sip.sample.toml")),
+        "gateway" => Some(include_str!("gateway.sample.toml")),
         _ => None,
     }
 }
 
 /// Every check kind this build knows.
-pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip"];
+pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip", "gateway"];
 
 /// Shortens outside text for a detail line: one line, at most `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {

@@ -1,0 +1,641 @@
+//! `gateway`: the E1/T1/ISDN channels of a gateway, polled over SNMP (v2c, or v3 authPriv
+//! with SHA or SHA-256 and AES), optionally combined with a SIP OPTIONS ping of the same
+//! gateway into one state.
+//!
+//! Profiles:
+//! - `isdn`: ISDN-MIB `isdnBearerOperStatus` (1.3.6.1.2.1.10.20.1.2.1.1.2; idle(1) is idle,
+//!   connecting(2) / connected(3) / active(4) are busy) per B-channel, with the channel out
+//!   of service when IF-MIB `ifOperStatus` (1.3.6.1.2.1.2.2.1.8) of its ifIndex is not
+//!   up(1); DS1-MIB `dsx1LineStatus` (1.3.6.1.2.1.10.18.6.1.10) per trunk, in alarm when
+//!   it is not noAlarm(1) (LOS, LOF, AIS, RAI, ...).
+//! - `custom`: one column of a vendor MIB (`state_oid`), one row per channel, and the values
+//!   that mean idle, busy and out of service (anything else counts as out of service).
+//!
+//! Table walks use GETBULK with bounded repetitions and always end (see `snmp::client`).
+//!
+//! - **ok**: enough usable channels (`min_usable`, default 1; usable = idle + busy), enough
+//!   idle ones (`min_idle`, default 0), no trunk in alarm, and the OPTIONS ping (if any) ok.
+//! - **degraded**: usable channels below `min_usable` but not zero (`few_channels`), idle
+//!   below `min_idle` (`channels_exhausted`), a trunk in alarm (`trunk_alarm`), or a
+//!   degraded OPTIONS answer.
+//! - **fail**: no usable channel (`no_usable_channel`), no channel listed (`no_channels`),
+//!   the agent does not answer (`no_response`), rejects our credentials (`auth_error`),
+//!   `bad_response`, or the OPTIONS ping failed.
+//!
+//! Metrics: `telagent_gateway_channels{check,state}` (state idle / busy / out_of_service),
+//! `telagent_gateway_trunk_alarm{check,trunk}` (1 in alarm), and
+//! `telagent_gateway_dsx1_line_status{check,trunk}` (the raw DS1-MIB bitmap).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::sip::{SipCheck, SipConfig, SipTransport};
+use super::{Check, Observation, Status};
+use crate::config::check_config;
+use crate::snmp::client::{parse_oid, Client, Credentials, Row};
+
+const BEARER_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 20, 1, 2, 1, 1, 2];
+const IF_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 8];
+const DSX1_LINE_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 18, 6, 1, 10];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SnmpVersion {
+    #[serde(rename = "2c")]
+    V2c,
+    #[serde(rename = "3")]
+    V3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Isdn,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProtocol {
+    Sha,
+    Sha256,
+}
+
+/// `custom = { ... }`: a vendor column of channel states.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomProfile {
+    /// The column holding one state per channel (dotted OID).
+    pub state_oid: String,
+    /// Values meaning idle.
+    pub idle: Vec<i64>,
+    /// Values meaning busy (in a call).
+    pub busy: Vec<i64>,
+    /// Values meaning out of service (other values count as out of service too).
+    #[serde(default)]
+    pub out_of_service: Vec<i64>,
+}
+
+/// `sip = { ... }`: an OPTIONS ping combined into the gateway's state.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySip {
+    pub uri: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default = "default_sip_transport")]
+    pub transport: SipTransport,
+}
+
+fn default_sip_transport() -> SipTransport {
+    SipTransport::Udp
+}
+
+check_config! {
+    /// `[[gateway]]`: a gateway's channels over SNMP.
+    GatewayConfig {
+        /// The SNMP agent, `host:port` (port 161 if left out).
+        address: String,
+        /// `2c` or `3`.
+        #[serde(default = "default_version")]
+        version: SnmpVersion,
+        /// v2c community.
+        #[serde(default = "default_community")]
+        community: String,
+        /// v3 user (authPriv).
+        #[serde(default)]
+        user: Option<String>,
+        /// v3 authentication: `sha` or `sha256`.
+        #[serde(default = "default_auth_protocol")]
+        auth_protocol: AuthProtocol,
+        /// v3 authentication pass phrase.
+        #[serde(default)]
+        auth_password: Option<String>,
+        /// v3 privacy (AES-128) pass phrase.
+        #[serde(default)]
+        priv_password: Option<String>,
+        /// v3 context name.
+        #[serde(default)]
+        context: String,
+        /// `isdn` or `custom`.
+        #[serde(default = "default_profile")]
+        profile: Profile,
+        /// The mapping of the `custom` profile.
+        #[serde(default)]
+        custom: Option<CustomProfile>,
+        /// Fewer usable (idle + busy) channels than this is degraded; none is down.
+        #[serde(default = "default_min_usable")]
+        min_usable: u32,
+        /// Fewer idle channels than this is degraded (channels exhausted).
+        #[serde(default)]
+        min_idle: u32,
+        /// Longest wait for one SNMP answer.
+        #[serde(default = "default_request_timeout", with = "humantime_serde")]
+        request_timeout: Duration,
+        /// Retries of an unanswered request.
+        #[serde(default = "default_retries")]
+        retries: u32,
+        /// GETBULK max-repetitions.
+        #[serde(default = "default_max_repetitions")]
+        max_repetitions: u32,
+        /// SIP OPTIONS ping of the same gateway, combined into its state.
+        #[serde(default)]
+        sip: Option<GatewaySip>,
+    }
+}
+
+fn default_version() -> SnmpVersion {
+    SnmpVersion::V2c
+}
+fn default_community() -> String {
+    "public".into()
+}
+fn default_auth_protocol() -> AuthProtocol {
+    AuthProtocol::Sha
+}
+fn default_profile() -> Profile {
+    Profile::Isdn
+}
+fn default_min_usable() -> u32 {
+    1
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_max_repetitions() -> u32 {
+    25
+}
+
+impl GatewayConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !crate::net::is_host_port(&self.agent_address()) {
+            return Err((
+                "address",
+                format!("`{}` is not host or host:port", self.address),
+            ));
+        }
+        if self.version == SnmpVersion::V3 {
+            for (key, v) in [
+                ("user", &self.user),
+                ("auth_password", &self.auth_password),
+                ("priv_password", &self.priv_password),
+            ] {
+                if v.as_deref().unwrap_or("").is_empty() {
+                    return Err((
+                        key,
+                        "SNMPv3 (authPriv) needs user, auth_password and priv_password".into(),
+                    ));
+                }
+            }
+            for (key, v) in [
+                ("auth_password", &self.auth_password),
+                ("priv_password", &self.priv_password),
+            ] {
+                if v.as_deref().is_some_and(|p| p.len() < 8) {
+                    return Err((
+                        key,
+                        "an SNMPv3 pass phrase has at least 8 characters".into(),
+                    ));
+                }
+            }
+        }
+        match (&self.profile, &self.custom) {
+            (Profile::Custom, None) => {
+                return Err(("custom", "profile \"custom\" needs custom = { state_oid = \"...\", idle = [..], busy = [..] }".into()))
+            }
+            (Profile::Custom, Some(c)) if parse_oid(&c.state_oid).is_none() => {
+                return Err(("custom", format!("state_oid `{}` is not a dotted OID such as \"1.3.6.1.4.1.9.9\"", c.state_oid)))
+            }
+            (Profile::Isdn, Some(_)) => return Err(("custom", "only used with profile = \"custom\"".into())),
+            _ => {}
+        }
+        if self.request_timeout.is_zero() {
+            return Err(("request_timeout", "must be longer than 0s".into()));
+        }
+        if self.max_repetitions == 0 || self.max_repetitions > 100 {
+            return Err(("max_repetitions", "must be between 1 and 100".into()));
+        }
+        if let Some(sip) = &self.sip {
+            self.sip_config(sip)
+                .validate()
+                .map_err(|(_, m)| ("sip", m))?;
+        }
+        Ok(())
+    }
+
+    /// `host:port` of the SNMP agent.
+    pub fn agent_address(&self) -> String {
+        if crate::net::is_host_port(&self.address) {
+            self.address.clone()
+        } else {
+            format!("{}:161", self.address)
+        }
+    }
+
+    fn credentials(&self) -> Credentials {
+        match self.version {
+            SnmpVersion::V2c => Credentials::V2c {
+                community: self.community.clone(),
+            },
+            SnmpVersion::V3 => Credentials::V3 {
+                user: self.user.clone().unwrap_or_default(),
+                auth_protocol: match self.auth_protocol {
+                    AuthProtocol::Sha => snmp2::v3::AuthProtocol::Sha1,
+                    AuthProtocol::Sha256 => snmp2::v3::AuthProtocol::Sha256,
+                },
+                auth_password: self.auth_password.clone().unwrap_or_default(),
+                priv_password: self.priv_password.clone().unwrap_or_default(),
+                context: self.context.clone(),
+            },
+        }
+    }
+
+    fn sip_config(&self, sip: &GatewaySip) -> SipConfig {
+        SipConfig {
+            name: self.name.clone(),
+            interval: None,
+            timeout: None,
+            failing_interval: None,
+            rise: None,
+            fall: None,
+            hold: None,
+            uri: sip.uri.clone(),
+            target: sip.target.clone(),
+            transport: sip.transport,
+            alive_codes: Vec::new(),
+            degraded_codes: vec![503, 486, 480],
+            from_user: "telagent".into(),
+        }
+    }
+}
+
+/// Channel counts of one poll.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Channels {
+    pub idle: u32,
+    pub busy: u32,
+    pub out_of_service: u32,
+}
+
+impl Channels {
+    pub fn total(&self) -> u32 {
+        self.idle + self.busy + self.out_of_service
+    }
+    pub fn usable(&self) -> u32 {
+        self.idle + self.busy
+    }
+}
+
+fn last_arc(rows: &[Row], root: &[u64]) -> BTreeMap<u64, i64> {
+    rows.iter()
+        .filter_map(|(oid, v)| Some((*oid.get(root.len())?, v.as_i64()?)))
+        .collect()
+}
+
+/// Counts ISDN bearer channels: bearer state by ifIndex, ifOperStatus by ifIndex.
+pub fn isdn_channels(bearer: &BTreeMap<u64, i64>, if_oper: &BTreeMap<u64, i64>) -> Channels {
+    let mut c = Channels::default();
+    for (if_index, state) in bearer {
+        let up = if_oper.get(if_index).is_none_or(|s| *s == 1);
+        match (up, state) {
+            (false, _) => c.out_of_service += 1,
+            (true, 1) => c.idle += 1,
+            (true, 2..=4) => c.busy += 1,
+            _ => c.out_of_service += 1,
+        }
+    }
+    c
+}
+
+/// Counts channels of a custom column.
+pub fn custom_channels(states: &BTreeMap<u64, i64>, map: &CustomProfile) -> Channels {
+    let mut c = Channels::default();
+    for v in states.values() {
+        if map.idle.contains(v) {
+            c.idle += 1;
+        } else if map.busy.contains(v) {
+            c.busy += 1;
+        } else {
+            c.out_of_service += 1;
+        }
+    }
+    c
+}
+
+/// The alarms named by a DS1-MIB dsx1LineStatus bitmap (empty: noAlarm).
+pub fn dsx1_alarms(status: i64) -> Vec<&'static str> {
+    const BITS: [(i64, &str); 13] = [
+        (2, "RAI (far-end LOF, yellow)"),
+        (4, "sending far-end LOF"),
+        (8, "AIS"),
+        (16, "sending AIS"),
+        (32, "LOF (red)"),
+        (64, "LOS"),
+        (128, "loopback"),
+        (256, "TS16 AIS"),
+        (512, "far-end TS16 LOMF"),
+        (1024, "TS16 LOMF"),
+        (2048, "sending TS16 LOMF"),
+        (4096, "far-end LOMF"),
+        (8192, "LOMF"),
+    ];
+    if status == 1 {
+        return Vec::new();
+    }
+    let named: Vec<&str> = BITS
+        .iter()
+        .filter(|(b, _)| status & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if named.is_empty() {
+        vec!["unknown alarm"]
+    } else {
+        named
+    }
+}
+
+pub struct GatewayCheck {
+    config: GatewayConfig,
+    client: tokio::sync::Mutex<Client>,
+    sip: Option<SipCheck>,
+}
+
+impl GatewayCheck {
+    pub fn new(config: GatewayConfig, timeout: Duration) -> Self {
+        let client = Client::new(
+            &config.agent_address(),
+            config.credentials(),
+            config.request_timeout,
+            config.retries,
+            config.max_repetitions,
+        );
+        let sip = config
+            .sip
+            .as_ref()
+            .map(|s| SipCheck::new(config.sip_config(s), timeout));
+        GatewayCheck {
+            config,
+            client: tokio::sync::Mutex::new(client),
+            sip,
+        }
+    }
+
+    async fn poll(&self) -> Observation {
+        let c = &self.config;
+        let mut client = self.client.lock().await;
+        let fail =
+            |e: crate::snmp::client::PollError| Observation::fail(e.error_type(), e.to_string());
+        let (channels, trunks) = match &c.profile {
+            Profile::Isdn => {
+                let bearer = match client.walk(BEARER_OPER_STATUS).await {
+                    Ok(r) => last_arc(&r, BEARER_OPER_STATUS),
+                    Err(e) => return fail(e),
+                };
+                let if_oper = match client.walk(IF_OPER_STATUS).await {
+                    Ok(r) => last_arc(&r, IF_OPER_STATUS),
+                    Err(e) => return fail(e),
+                };
+                let trunks = match client.walk(DSX1_LINE_STATUS).await {
+                    Ok(r) => last_arc(&r, DSX1_LINE_STATUS),
+                    Err(e) => return fail(e),
+                };
+                (isdn_channels(&bearer, &if_oper), trunks)
+            }
+            Profile::Custom => {
+                let Some(map) = &c.custom else {
+                    return Observation::fail("bad_response", "profile custom without a mapping");
+                };
+                let root = parse_oid(&map.state_oid).unwrap_or_default();
+                match client.walk(&root).await {
+                    Ok(r) => (custom_channels(&last_arc(&r, &root), map), BTreeMap::new()),
+                    Err(e) => return fail(e),
+                }
+            }
+        };
+        drop(client);
+        self.judge(channels, &trunks)
+    }
+
+    fn judge(&self, ch: Channels, trunks: &BTreeMap<u64, i64>) -> Observation {
+        let c = &self.config;
+        let mut alarms = Vec::new();
+        for (trunk, status) in trunks {
+            let a = dsx1_alarms(*status);
+            if !a.is_empty() {
+                alarms.push(format!("trunk {trunk}: {}", a.join(", ")));
+            }
+        }
+        let summary = format!(
+            "{}: {} channels: {} idle, {} busy, {} out of service{}",
+            c.address,
+            ch.total(),
+            ch.idle,
+            ch.busy,
+            ch.out_of_service,
+            if alarms.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", alarms.join("; "))
+            }
+        );
+        let mut obs = if ch.total() == 0 {
+            Observation::fail(
+                "no_channels",
+                format!("{summary}; the agent lists no channels (check the profile)"),
+            )
+        } else if ch.usable() == 0 {
+            Observation::fail("no_usable_channel", summary)
+        } else if ch.usable() < c.min_usable {
+            Observation::degraded(
+                "few_channels",
+                format!("{summary}; fewer than {} usable", c.min_usable),
+            )
+        } else if ch.idle < c.min_idle {
+            Observation::degraded(
+                "channels_exhausted",
+                format!("{summary}; fewer than {} idle", c.min_idle),
+            )
+        } else if !alarms.is_empty() {
+            Observation::degraded("trunk_alarm", summary)
+        } else {
+            Observation::ok(summary)
+        };
+        for (state, n) in [
+            ("idle", ch.idle),
+            ("busy", ch.busy),
+            ("out_of_service", ch.out_of_service),
+        ] {
+            obs.values.push(super::Value {
+                name: "channels",
+                help: "Channels by state at the last poll.",
+                labels: vec![("state", state.to_string())],
+                value: n.into(),
+            });
+        }
+        for (trunk, status) in trunks {
+            obs.values.push(super::Value {
+                name: "trunk_alarm",
+                help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm).",
+                labels: vec![("trunk", trunk.to_string())],
+                value: if *status == 1 { 0.0 } else { 1.0 },
+            });
+            obs.values.push(super::Value {
+                name: "dsx1_line_status",
+                help: "DS1-MIB dsx1LineStatus bitmap (1.3.6.1.2.1.10.18.6.1.10); 1 is noAlarm.",
+                labels: vec![("trunk", trunk.to_string())],
+                value: *status as f64,
+            });
+        }
+        obs
+    }
+}
+
+#[async_trait]
+impl Check for GatewayCheck {
+    fn kind(&self) -> &'static str {
+        "gateway"
+    }
+
+    fn error_types(&self) -> &'static [&'static str] {
+        &[
+            "no_response",
+            "auth_error",
+            "bad_response",
+            "connect_refused",
+            "io_error",
+            "no_channels",
+            "no_usable_channel",
+            "few_channels",
+            "channels_exhausted",
+            "trunk_alarm",
+            "no_capacity",
+            "unexpected_status",
+            "closed_early",
+            "dns",
+        ]
+    }
+
+    async fn probe(&self) -> Observation {
+        let Some(sip) = &self.sip else {
+            return self.poll().await;
+        };
+        let (channels, options) = tokio::join!(self.poll(), sip.probe());
+        // One state: the worse of the two, with the values of both.
+        let rank = |s: Status| match s {
+            Status::Ok => 0,
+            Status::Degraded => 1,
+            Status::Fail => 2,
+        };
+        let detail = format!("{}; OPTIONS: {}", channels.detail, options.detail);
+        let mut values = channels.values.clone();
+        values.extend(
+            options
+                .values
+                .iter()
+                .filter(|v| v.name != "stray_responses_total")
+                .map(|v| super::Value {
+                    name: match v.name {
+                        "rtt_seconds" => "sip_rtt_seconds",
+                        "status_code" => "sip_status_code",
+                        other => other,
+                    },
+                    ..v.clone()
+                }),
+        );
+        let worse = if rank(options.status) > rank(channels.status) {
+            options
+        } else {
+            channels
+        };
+        Observation {
+            detail,
+            values,
+            ..worse
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isdn_counts_follow_bearer_and_interface_state() {
+        let bearer: BTreeMap<u64, i64> = (101..=130)
+            .map(|i| (i, if i <= 105 { 4 } else { 1 }))
+            .collect();
+        let up: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 1)).collect();
+        assert_eq!(
+            isdn_channels(&bearer, &up),
+            Channels {
+                idle: 25,
+                busy: 5,
+                out_of_service: 0
+            }
+        );
+        let down: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 2)).collect();
+        assert_eq!(
+            isdn_channels(&bearer, &down),
+            Channels {
+                idle: 0,
+                busy: 0,
+                out_of_service: 30
+            }
+        );
+    }
+
+    #[test]
+    fn dsx1_bitmaps() {
+        assert!(dsx1_alarms(1).is_empty());
+        assert_eq!(dsx1_alarms(64), vec!["LOS"]);
+        assert_eq!(
+            dsx1_alarms(2 | 32),
+            vec!["RAI (far-end LOF, yellow)", "LOF (red)"]
+        );
+        assert_eq!(dsx1_alarms(0), vec!["unknown alarm"]);
+    }
+
+    #[test]
+    fn any_values_from_an_agent_map_without_panic() {
+        let mut x: u64 = 99;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x as i64
+        };
+        for _ in 0..500 {
+            let bearer: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
+            let oper: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
+            let c = isdn_channels(&bearer, &oper);
+            assert_eq!(c.total(), 40);
+            let _ = dsx1_alarms(next());
+        }
+    }
+
+    #[test]
+    fn custom_mapping() {
+        let map = CustomProfile {
+            state_oid: "1.3.6.1.4.1.99999.2".into(),
+            idle: vec![0],
+            busy: vec![1, 2],
+            out_of_service: vec![9],
+        };
+        let states: BTreeMap<u64, i64> = [(1, 0), (2, 1), (3, 2), (4, 9), (5, 77)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            custom_channels(&states, &map),
+            Channels {
+                idle: 1,
+                busy: 2,
+                out_of_service: 2
+            }
+        );
+    }
+}

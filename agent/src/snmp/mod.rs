@@ -1,0 +1,3 @@
+//! SNMP: the polling client used by the `gateway` check.
+
+pub mod client;
