@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::sip::{SipCheck, SipConfig, SipTransport};
-use super::{Check, Observation, Status};
+use super::{Check, Observation};
 use crate::config::check_config;
 use crate::snmp::client::{parse_oid, Client, Credentials, Row};
 
@@ -526,17 +526,11 @@ impl Check for GatewayCheck {
         };
         let (channels, options) = tokio::join!(self.poll(), sip.probe());
         // One state: the worse of the two, with the values of both.
-        let rank = |s: Status| match s {
-            Status::Ok => 0,
-            Status::Degraded => 1,
-            Status::Fail => 2,
-        };
         let detail = format!("{}; OPTIONS: {}", channels.detail, options.detail);
-        let mut values = channels.values.clone();
-        values.extend(
-            options
+        let options = Observation {
+            values: options
                 .values
-                .iter()
+                .into_iter()
                 .filter(|v| v.name != "stray_responses_total")
                 .map(|v| super::Value {
                     name: match v.name {
@@ -544,18 +538,14 @@ impl Check for GatewayCheck {
                         "status_code" => "sip_status_code",
                         other => other,
                     },
-                    ..v.clone()
-                }),
-        );
-        let worse = if rank(options.status) > rank(channels.status) {
-            options
-        } else {
-            channels
+                    ..v
+                })
+                .collect(),
+            ..options
         };
         Observation {
             detail,
-            values,
-            ..worse
+            ..channels.worse(options)
         }
     }
 }

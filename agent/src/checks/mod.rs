@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CheckSpec;
 
-/// What one probe saw, judged on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What one probe saw, judged on its own; ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -85,6 +85,18 @@ impl Observation {
             error_type: Some(error_type),
             values: Vec::new(),
         }
+    }
+
+    /// The worse of two observations, carrying the values of both (`self`'s first).
+    pub fn worse(mut self, other: Observation) -> Observation {
+        let mut values = std::mem::take(&mut self.values);
+        values.extend(other.values.iter().cloned());
+        let worse = if other.status > self.status {
+            other
+        } else {
+            self
+        };
+        Observation { values, ..worse }
     }
 
     pub fn with_value(mut self, name: &'static str, help: &'static str, value: f64) -> Self {

@@ -542,32 +542,23 @@ impl ModemCheck {
         };
         let cached = *lock_ignore_poison(&self.dialtone);
         let obs = match &result {
-            Some((Ok(r), _)) if r.result == Final::LineInUse => worse(
-                obs,
-                Observation::degraded(
-                    "line_in_use",
-                    format!("{device}: the line is in use (LINE IN USE at the dial-tone test)"),
+            Some((Ok(r), _)) if r.result == Final::LineInUse => obs.worse(Observation::degraded(
+                "line_in_use",
+                format!("{device}: the line is in use (LINE IN USE at the dial-tone test)"),
+            )),
+            Some((Ok(r), _)) if r.result != Final::Ok => obs.worse(Observation::fail(
+                "no_dialtone",
+                format!(
+                    "{device}: no dial tone ({} to {})",
+                    r.result.as_str(),
+                    d.command
                 ),
-            ),
-            Some((Ok(r), _)) if r.result != Final::Ok => worse(
-                obs,
-                Observation::fail(
-                    "no_dialtone",
-                    format!(
-                        "{device}: no dial tone ({} to {})",
-                        r.result.as_str(),
-                        d.command
-                    ),
-                ),
-            ),
-            Some((Err(e), _)) => worse(obs, at_failure(e, device)),
-            None if cached.is_some_and(|c| !c.passed) => worse(
-                obs,
-                Observation::fail(
-                    "no_dialtone",
-                    format!("{device}: no dial tone at the last test"),
-                ),
-            ),
+            )),
+            Some((Err(e), _)) => obs.worse(at_failure(e, device)),
+            None if cached.is_some_and(|c| !c.passed) => obs.worse(Observation::fail(
+                "no_dialtone",
+                format!("{device}: no dial tone at the last test"),
+            )),
             _ => obs,
         };
         match cached {
@@ -594,24 +585,18 @@ impl ModemCheck {
             let volts = match s.command(&v.command, self.config.command_timeout).await {
                 Ok(r) if r.result == Final::Ok => r.lines.iter().find_map(|l| parse_volts(l)),
                 Ok(r) => {
-                    return worse(
-                        obs,
-                        Observation::degraded(
-                            "bad_voltage_reply",
-                            format!("{device} answered {} to {}", r.result.as_str(), v.command),
-                        ),
-                    )
+                    return obs.worse(Observation::degraded(
+                        "bad_voltage_reply",
+                        format!("{device} answered {} to {}", r.result.as_str(), v.command),
+                    ))
                 }
-                Err(e) => return worse(obs, at_failure(&e, device)),
+                Err(e) => return obs.worse(at_failure(&e, device)),
             };
             let Some(volts) = volts else {
-                return worse(
-                    obs,
-                    Observation::degraded(
-                        "bad_voltage_reply",
-                        format!("{device} gave no number in answer to {}", v.command),
-                    ),
-                );
+                return obs.worse(Observation::degraded(
+                    "bad_voltage_reply",
+                    format!("{device} gave no number in answer to {}", v.command),
+                ));
             };
             *lock_ignore_poison(&self.voltage) = Some(LineResult {
                 at: Instant::now(),
@@ -625,16 +610,13 @@ impl ModemCheck {
         let obs = if last.passed {
             obs
         } else {
-            worse(
-                obs,
-                Observation::fail(
-                    "no_line",
-                    format!(
-                        "{device}: line voltage {:.1} V is below {:.1} V: no line",
-                        last.value, v.min_volts
-                    ),
+            obs.worse(Observation::fail(
+                "no_line",
+                format!(
+                    "{device}: line voltage {:.1} V is below {:.1} V: no line",
+                    last.value, v.min_volts
                 ),
-            )
+            ))
         };
         obs.with_value(
             "line_volts",
@@ -652,23 +634,6 @@ fn due(slot: &Mutex<Option<LineResult>>, interval: Duration) -> bool {
 fn lock_ignore_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The slot holds plain Copy data: a panic elsewhere cannot leave it half-written.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Keeps the worse of two observations (the values of the first are kept).
-fn worse(a: Observation, b: Observation) -> Observation {
-    let rank = |s: Status| match s {
-        Status::Ok => 0,
-        Status::Degraded => 1,
-        Status::Fail => 2,
-    };
-    if rank(b.status) > rank(a.status) {
-        Observation {
-            values: a.values,
-            ..b
-        }
-    } else {
-        a
-    }
 }
 
 fn or_unknown(s: &str) -> &str {
