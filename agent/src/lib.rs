@@ -17,7 +17,7 @@
 //! - [`routing`]: reactions of the routing layer to transitions (HylaFAX `faxstate`).
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
-//! - [`net`], [`http_client`]: outbound connections with typed errors.
+//! - [`net`], [`http_client`], [`dns`]: outbound connections with typed errors, SRV lookups.
 
 pub mod agent;
 pub mod api;
@@ -25,6 +25,7 @@ pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod engine;
 pub mod http_client;
 pub mod metrics;

@@ -216,3 +216,47 @@ pub fn sipsak_options(port: u16) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// dnsmasq (Debian dnsmasq-base) serving SRV records on a loopback port, nothing else.
+pub struct Dnsmasq {
+    pub port: u16,
+    child: Child,
+}
+
+impl Dnsmasq {
+    /// `records`: (service name such as `_sip._udp.gw.test`, target, port).
+    pub fn start(records: &[(&str, &str, u16)]) -> Dnsmasq {
+        let port = free_udp_port();
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "-k",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .args([
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+            "--log-facility=-",
+        ])
+        .arg(format!("--port={port}"));
+        for (name, target, p) in records {
+            cmd.arg(format!("--srv-host={name},{target},{p},0,0"));
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start dnsmasq (apt-get install dnsmasq-base)");
+        wait_for("dnsmasq", &mut child, || udp_listening(port));
+        Dnsmasq { port, child }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        crate::stop(&mut self.child, Duration::from_secs(3));
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use telagent_tests::agent_bin;
-use telagent_tests::sip::{free_udp_port, sipsak_options, Kamailio, Sipp};
+use telagent_tests::sip::{free_udp_port, sipsak_options, Dnsmasq, Kamailio, Sipp};
 
 struct Run {
     code: Option<i32>,
@@ -207,4 +207,23 @@ fn malformed_and_oversized_replies_are_clear_errors() {
         r.out
     );
     assert!(!r.out.contains("panicked"));
+}
+
+#[test]
+fn srv_lookup_finds_the_gateway() {
+    let gw = Sipp::start("u1", "200 OK");
+    let dns = Dnsmasq::start(&[("_sip._udp.gw.test", "127.0.0.1", gw.port)]);
+    let server = format!("dns_server = \"127.0.0.1:{}\"\nsrv = true\n", dns.port);
+    let r = check("sip:gw.test", "udp", &server);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(r.out.contains("answered 200"), "{}", r.out);
+
+    let r = check("sip:other.test", "udp", &server);
+    assert_eq!(r.code, Some(1), "{}", r.out);
+    assert!(r.out.contains("error     dns"), "{}", r.out);
+    assert!(
+        r.out.contains("_sip._udp.other.test: DNS says"),
+        "{}",
+        r.out
+    );
 }

@@ -270,6 +270,8 @@ impl GatewayConfig {
             alive_codes: Vec::new(),
             degraded_codes: vec![503, 486, 480],
             from_user: "telagent".into(),
+            srv: false,
+            dns_server: None,
         }
     }
 }

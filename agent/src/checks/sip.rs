@@ -65,6 +65,13 @@ check_config! {
         /// User part of the From header.
         #[serde(default = "default_from_user")]
         from_user: String,
+        /// Find the destination with a DNS SRV lookup of `_sip._udp.<host>` (or `_sip._tcp`),
+        /// the URI's host being a domain.
+        #[serde(default)]
+        srv: bool,
+        /// DNS server for the SRV lookup, `ip:port`; default: /etc/resolv.conf's first.
+        #[serde(default)]
+        dns_server: Option<std::net::SocketAddr>,
     }
 }
 
@@ -87,6 +94,12 @@ impl SipConfig {
                 self.uri
             ),
         ))?;
+        if self.srv && self.target.is_some() {
+            return Err((
+                "srv",
+                "srv and target exclude each other: SRV finds the target".into(),
+            ));
+        }
         let target = self.target.clone().unwrap_or(host_port);
         if !crate::net::is_host_port(&target) {
             return Err(("target", format!("`{target}` is not host:port")));
@@ -440,6 +453,26 @@ impl SipCheck {
         }
     }
 
+    /// `target:port` of the best SRV record of the URI's domain.
+    async fn srv_destination(&self) -> Result<String, crate::dns::DnsError> {
+        let c = &self.config;
+        let host_port = c.destination();
+        let domain = host_port
+            .rsplit_once(':')
+            .map_or(host_port.as_str(), |(h, _)| h);
+        let proto = match c.transport {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+        };
+        let name = format!("_sip._{proto}.{domain}");
+        let records = crate::dns::lookup_srv(&name, c.dns_server, self.wait / 3).await?;
+        let best = records.first().ok_or(crate::dns::DnsError::NoRecord {
+            name,
+            what: "only the \".\" target (service not offered)".into(),
+        })?;
+        Ok(format!("{}:{}", best.target, best.port))
+    }
+
     fn no_answer(&self, sent: u32, malformed: Option<String>) -> Observation {
         let wait = humantime::format_duration(self.wait);
         match malformed {
@@ -528,7 +561,14 @@ impl Check for SipCheck {
     }
 
     async fn probe(&self) -> Observation {
-        let dest_name = self.config.destination();
+        let dest_name = if self.config.srv {
+            match self.srv_destination().await {
+                Ok(d) => d,
+                Err(e) => return self.with_stray(Observation::fail("dns", e.to_string())),
+            }
+        } else {
+            self.config.destination()
+        };
         let dest = match tokio::net::lookup_host(&dest_name)
             .await
             .map(|mut a| a.next())
