@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::access::Access;
 use crate::config::{self, Config, Source};
 use crate::engine::bus::Bus;
 use crate::engine::model::Model;
@@ -54,18 +55,37 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )
     .context("cannot start the audit writer thread")?;
 
+    let access = Access::load(&config.access).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
     })?;
+    let haproxy = match &config.haproxy {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for HAProxy's agent-check; set haproxy.listen",
+                        h.listen
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let cancel = CancellationToken::new();
-    let api = crate::api::router(Arc::new(crate::api::ApiState {
+    let api_state = Arc::new(crate::api::ApiState {
         model: model.clone(),
         process: crate::metrics::process_registry(),
-    }));
+        access: std::sync::RwLock::new(access),
+    });
+    let api = crate::api::router(api_state.clone());
     let server = tokio::spawn(
-        axum::serve(listener, api)
-            .with_graceful_shutdown(cancel.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            api.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .into_future(),
     );
 
     let mut scheduler = Scheduler::new(
@@ -78,7 +98,46 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     scheduler.apply(&config);
     let (config_tx, config_rx) = watch::channel(config.clone());
     let inventory = tokio::spawn(inventory(model.clone(), config_rx.clone(), cancel.clone()));
-    let faxstate = tokio::spawn(crate::routing::faxstate::run(bus.subscribe(), config_rx));
+    let faxstate = tokio::spawn(crate::routing::faxstate::run(
+        bus.subscribe(),
+        config_rx.clone(),
+    ));
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(crate::routing::Snapshot {
+        me: config.agent.server.clone(),
+        learned: false,
+        config_hash: String::new(),
+        servers: Vec::new(),
+        routes: Vec::new(),
+    }));
+    let mut routing = vec![
+        tokio::spawn(crate::routing::run(
+            model.clone(),
+            bus.clone(),
+            config_rx.clone(),
+            snap_tx,
+            cancel.clone(),
+        )),
+        tokio::spawn(crate::routing::kamailio::run(
+            snap_rx.clone(),
+            config_rx.clone(),
+            model.clone(),
+            cancel.clone(),
+        )),
+        tokio::spawn(crate::routing::hook::run(
+            snap_rx.clone(),
+            config_rx.clone(),
+            model.clone(),
+            cancel.clone(),
+        )),
+    ];
+    if let Some(l) = haproxy {
+        routing.push(tokio::spawn(crate::routing::haproxy::serve(
+            l,
+            snap_rx.clone(),
+            config_rx.clone(),
+            cancel.clone(),
+        )));
+    }
     info!(
         listen = %listen, config = %source, server = %config.agent.server,
         checks = config.checks().len(),
@@ -92,7 +151,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Some(new) = reload(&source, &current, &model) {
+                if let Some((new, access)) = reload(&source, &current, &model) {
+                    *api_state.access.write().unwrap_or_else(std::sync::PoisonError::into_inner) = access;
                     scheduler.apply(&new);
                     config_tx.send_replace(new.clone());
                     current = new;
@@ -106,6 +166,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!("Shutting down.");
     scheduler.shutdown().await;
     let _ = inventory.await;
+    for task in routing {
+        let _ = task.await;
+    }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error."),
         Err(_) => warn!("HTTP server did not finish its requests within 5s."),
@@ -118,13 +181,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the config again; on success returns it, on failure keeps the old one.
-fn reload(source: &Source, current: &Config, model: &Model) -> Option<Config> {
-    let result = config::load(source);
+/// Loads the config (and the access files) again; on success returns them, on failure
+/// keeps the old ones.
+fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, Access)> {
+    let result = config::load(source)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            let access = Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
+            Ok((c, access))
+        });
     let mut m = model.write();
     m.reload.at = SystemTime::now();
     match result {
-        Ok(new) => {
+        Ok((new, access)) => {
             m.reload.successful = true;
             m.reload.error = None;
             drop(m);
@@ -148,11 +217,11 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<Config> {
                 }
             }
             info!(config = %source, checks = new.checks().len(), "Configuration reloaded.");
-            Some(new)
+            Some((new, access))
         }
         Err(e) => {
             m.reload.successful = false;
-            m.reload.error = Some(e.to_string());
+            m.reload.error = Some(e.clone());
             drop(m);
             error!(error = %e, "Configuration rejected; the previous configuration keeps running.");
             None

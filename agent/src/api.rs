@@ -1,21 +1,30 @@
-//! HTTP endpoints: `/` (landing page), `/metrics`, `/healthz`, `/v1/status`.
+//! HTTP endpoints: `/` (landing page), `/metrics`, `/healthz`, `/v1/status`,
+//! `/v1/server` (this server's routing state, polled by peer agents), `/v1/server/health`
+//! (200 while routable, 503 when down: HAProxy's plain health check), `/v1/routes`, and
+//! `POST /v1/server/maintenance` (drain for maintenance; bearer token and allowlist).
 //!
 //! Everything is read from the model; no request triggers a probe.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::Registry;
+use serde::Deserialize;
 
+use crate::access::{Access, Refusal};
 use crate::engine::model::Model;
+use crate::routing::decision::ServerState;
 
 pub struct ApiState {
     pub model: Arc<Model>,
     pub process: Registry,
+    /// Replaced at each reload.
+    pub access: RwLock<Access>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -24,8 +33,154 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
+        .route("/v1/server", get(server))
+        .route("/v1/server/health", get(server_health))
+        .route("/v1/server/maintenance", post(maintenance))
+        .route("/v1/routes", get(routes))
         .fallback(not_found)
         .with_state(state)
+}
+
+fn access(s: &ApiState) -> Access {
+    s.access
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn refuse(r: Refusal, uri: &Uri) -> Response {
+    let (code, why) = match r {
+        Refusal::Forbidden(w) => (StatusCode::FORBIDDEN, w),
+        Refusal::Unauthorized(w) => (StatusCode::UNAUTHORIZED, w),
+    };
+    tracing::warn!(path = %uri.path(), reason = %why, "Request refused.");
+    (code, format!("{why}\n")).into_response()
+}
+
+/// Refuses a read from a caller outside the allowlist when reads are protected.
+fn read_guard(s: &ApiState, caller: SocketAddr, uri: &Uri) -> Result<(), Response> {
+    access(s)
+        .check_read(caller.ip())
+        .map_err(|r| refuse(r, uri))
+}
+
+async fn server(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+) -> Response {
+    if let Some(r) = read_guard(&s, caller, &uri) {
+        return r;
+    }
+    match s.model.read().cluster.as_ref().and_then(|c| c.doc()) {
+        Some(doc) => Json(doc).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no [[member]] for this server is configured\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn server_health(State(s): State<Arc<ApiState>>) -> Response {
+    let own = s
+        .model
+        .read()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.own().cloned());
+    match own {
+        Some(v) if matches!(v.state, ServerState::Up | ServerState::Drain) => {
+            (StatusCode::OK, format!("{}\n", v.state.as_str())).into_response()
+        }
+        Some(v) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}: {}\n", v.state.as_str(), v.reason),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no [[member]] for this server is configured\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RoutesQuery {
+    group: Option<String>,
+}
+
+async fn routes(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    Query(q): Query<RoutesQuery>,
+) -> Response {
+    if let Some(r) = read_guard(&s, caller, &uri) {
+        return r;
+    }
+    let all = s
+        .model
+        .read()
+        .cluster
+        .as_ref()
+        .map(|c| c.routes.clone())
+        .unwrap_or_default();
+    match q.group {
+        None => Json(all).into_response(),
+        Some(g) => match all.into_iter().find(|r| r.group == g) {
+            Some(r) => Json(vec![r]).into_response(),
+            None => (StatusCode::NOT_FOUND, format!("no routing group `{g}`\n")).into_response(),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Maintenance {
+    drain: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn maintenance(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(r) = access(&s).check_write(caller.ip(), auth) {
+        return refuse(r, &uri);
+    }
+    let m: Maintenance = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"drain\": true|false, \"reason\": \"...\"}}: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let reason = m
+        .reason
+        .unwrap_or_else(|| format!("set by {}", caller.ip()));
+    s.model.write().maintenance = m.drain.then(|| reason.clone());
+    tracing::warn!(caller = %caller.ip(), drain = m.drain, reason = %reason, "Maintenance drain changed.");
+    (
+        StatusCode::OK,
+        if m.drain {
+            "draining\n"
+        } else {
+            "maintenance ended\n"
+        },
+    )
+        .into_response()
 }
 
 async fn index(State(s): State<Arc<ApiState>>) -> Html<String> {
@@ -36,6 +191,8 @@ async fn index(State(s): State<Arc<ApiState>>) -> Html<String> {
          <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\
          <li><a href=\"/v1/status\">/v1/status</a>: every target, its state and last observation (JSON)</li>\
          <li><a href=\"/healthz\">/healthz</a>: the agent itself is alive</li>\
+         <li><a href=\"/v1/server\">/v1/server</a>: this server's routing state</li>\
+         <li><a href=\"/v1/routes\">/v1/routes</a>: the routes of every group</li>\
          </ul></body></html>\n",
         v = env!("CARGO_PKG_VERSION"),
         server = escape(&server),
@@ -48,19 +205,34 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+async fn metrics(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+) -> Response {
+    if let Some(r) = read_guard(&s, caller, &uri) {
+        return r;
+    }
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         crate::metrics::render(&s.model, &s.process),
     )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn status(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
-    Json(s.model.status_doc())
+async fn status(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+) -> Response {
+    if let Some(r) = read_guard(&s, caller, &uri) {
+        return r;
+    }
+    Json(s.model.status_doc()).into_response()
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

@@ -42,8 +42,8 @@ pub fn line(t: &Transition) -> String {
         server: &t.server,
         target: &t.target,
         kind: t.kind,
-        from: t.from.as_str(),
-        to: t.to.as_str(),
+        from: t.state_name(t.from),
+        to: t.state_name(t.to),
         reason: &t.reason,
         observation: ObservationLine {
             status: t.status.as_str(),

@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::routing::cluster::{
+    AccessConfig, ClusterConfig, Group, HaproxyConfig, HookConfig, KamailioConfig, Member,
+    ServerRules,
+};
+
 use crate::checks::{
     command::CommandConfig, gateway::GatewayConfig, http::HttpConfig, modem::ModemConfig,
     sip::SipConfig, tcp::TcpConfig,
@@ -56,6 +61,30 @@ pub struct Config {
     /// Gateway channels over SNMP.
     #[serde(default)]
     pub gateway: Vec<GatewayConfig>,
+    /// Cluster timing: peer polling, inactivity, damping, panic threshold.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Every server of the cluster, this one included, in precedence order.
+    #[serde(default)]
+    pub member: Vec<Member>,
+    /// Routing groups.
+    #[serde(default)]
+    pub group: Vec<Group>,
+    /// How this server's state follows its checks.
+    #[serde(default)]
+    pub server: ServerRules,
+    /// HAProxy agent-check responder.
+    #[serde(default)]
+    pub haproxy: Option<HaproxyConfig>,
+    /// Kamailio dispatcher over JSON-RPC.
+    #[serde(default)]
+    pub kamailio: Option<KamailioConfig>,
+    /// Program run on routing changes.
+    #[serde(default)]
+    pub hook: Option<HookConfig>,
+    /// Bearer token and allowlist.
+    #[serde(default)]
+    pub access: AccessConfig,
 }
 
 /// `[agent]`: this agent and its server.
@@ -535,6 +564,12 @@ impl Config {
             ));
         }
         let mut names = BTreeSet::new();
+        let check_names: Vec<String> = self
+            .checks()
+            .iter()
+            .map(|(_, s)| s.name().to_string())
+            .collect();
+        crate::routing::cluster::validate(self, &check_names)?;
         for (path, spec) in self.checks() {
             let c = spec.common();
             if !valid_name(c.name) {

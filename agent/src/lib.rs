@@ -14,11 +14,14 @@
 //! - [`audit`]: the JSON-lines audit trail of transitions.
 //! - [`serial`]: the serial-port inventory, UUCP locks, the AT conversation, HylaFAX
 //!   status files.
-//! - [`routing`]: reactions of the routing layer to transitions (HylaFAX `faxstate`).
+//! - [`routing`]: server states (own and peers), routes per group, and the outputs to the
+//!   routing layer (HAProxy agent-check, Kamailio dispatcher, hook, HylaFAX `faxstate`).
+//! - [`access`]: bearer token and caller allowlist.
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
 //! - [`net`], [`http_client`], [`dns`]: outbound connections with typed errors, SRV lookups.
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod audit;

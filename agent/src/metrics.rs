@@ -208,6 +208,73 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
             );
         }
     }
+    if let Some(c) = &m.cluster {
+        for v in &c.servers {
+            let l = [("server", v.name.as_str())];
+            for st in crate::routing::decision::ServerState::ALL {
+                f.gauge(
+                    "telagent_server_state",
+                    "Routing state of the server as this agent sees it (1 for the current state of unknown / up / drain / down), refreshed every evaluation.",
+                    &[l[0], ("state", st.as_str())],
+                    bool01(v.state == st),
+                );
+            }
+            if let Some(t) = v.last_active {
+                f.gauge(
+                    "telagent_server_last_active_timestamp_seconds",
+                    "Last time the server's agent answered (this server: now), seconds since the Unix epoch.",
+                    &l,
+                    seconds(t),
+                );
+            }
+            f.gauge(
+                "telagent_server_speaker",
+                "1 if this agent tells the routing layer about the server (its own, or a dead peer it speaks for).",
+                &l,
+                bool01(v.speaker),
+            );
+            f.gauge(
+                "telagent_cluster_config_drift",
+                "1 if the server's agent publishes other cluster / member / group sections than this agent.",
+                &l,
+                bool01(v.config_drift),
+            );
+        }
+        for g in &c.routes {
+            f.gauge(
+                "telagent_routing_panic",
+                "1 while fewer servers of the group are routable than the panic threshold (every server is routed).",
+                &[("group", g.group.as_str())],
+                bool01(g.panic),
+            );
+            f.gauge(
+                "telagent_routing_routable_servers",
+                "Servers of the group that take new work.",
+                &[("group", g.group.as_str())],
+                g.servers.iter().filter(|s| s.routable).count() as f64,
+            );
+        }
+        f.gauge(
+            "telagent_routing_learned",
+            "1 once every peer was polled and this server's state is known (outputs act only then).",
+            &[],
+            bool01(c.learned),
+        );
+    }
+    for output in ["kamailio", "hook"] {
+        f.counter(
+            "telagent_routing_changes_total",
+            "State changes told to a routing output.",
+            &[("output", output)],
+            m.routing_changes.get(output).copied().unwrap_or(0) as f64,
+        );
+        f.counter(
+            "telagent_routing_errors_total",
+            "Failed attempts to tell a routing output.",
+            &[("output", output)],
+            m.routing_errors.get(output).copied().unwrap_or(0) as f64,
+        );
+    }
     for p in &m.ports {
         let port = [("port", p.name.as_str())];
         f.gauge(

@@ -3,6 +3,7 @@
 
 mod check;
 mod check_config;
+mod route;
 mod run;
 mod status;
 
@@ -31,6 +32,9 @@ pub enum Command {
     /// Probe one check now and print what it saw and the metrics it would export
     /// (exit 0 ok, 1 degraded or failed, 2 error).
     Check(check::Args),
+    /// Print the routable hosts of a routing group in precedence order, one argument per
+    /// host (exit 1 if none is routable, 2 on error).
+    Route(route::Args),
     /// Validate a configuration file (default: the one `run` would use).
     CheckConfig {
         /// Config file.
@@ -71,6 +75,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Check(args) => check::run(args).await,
+            Command::Route(args) => route::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
         }
     })

@@ -99,6 +99,52 @@ pub fn render(doc: &StatusDoc, now: SystemTime) -> String {
         out.push_str(&t.to_string());
         out.push('\n');
     }
+    if let Some(c) = doc.cluster.as_ref().filter(|c| !c.servers.is_empty()) {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["SERVER", "STATE", "SINCE", "AGENT", "SPEAKS", "REASON"]);
+        for s in &c.servers {
+            let agent = match (s.name == c.me, s.agent_reachable, s.config_drift) {
+                (true, _, _) => "this one",
+                (_, _, true) => "CONFIG DRIFT",
+                (_, true, _) => "answers",
+                (_, false, _) => "unreachable",
+            };
+            t.add_row([
+                s.name.clone(),
+                s.state.as_str().to_string(),
+                ago(now, s.since),
+                agent.to_string(),
+                if s.speaker { "yes" } else { "" }.to_string(),
+                s.reason.clone(),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+        for g in &c.routes {
+            let order: Vec<String> = g
+                .servers
+                .iter()
+                .map(|s| {
+                    if s.routable {
+                        s.host.clone()
+                    } else {
+                        format!("({})", s.host)
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "group {}: {}{}\n",
+                g.group,
+                order.join(" "),
+                if g.panic {
+                    "  -- PANIC: every server routed"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     if !doc.ports.is_empty() {
         let mut p = Table::new();
         p.load_preset(UTF8_FULL_CONDENSED);

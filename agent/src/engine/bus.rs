@@ -29,6 +29,14 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// A state as the audit log names it: servers drain where checks are degraded.
+    pub fn state_name(&self, s: State) -> &'static str {
+        match (self.kind, s) {
+            ("server", State::Degraded) => "drain",
+            _ => s.as_str(),
+        }
+    }
+
     pub fn reason_for(from: State, streak: u32, needed: u32, obs: &Observation) -> String {
         let what = match obs.status {
             Status::Ok => "successes",

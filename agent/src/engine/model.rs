@@ -88,6 +88,13 @@ pub struct Inner {
     pub ports: Vec<PortInfo>,
     pub reload: ReloadStatus,
     pub audit_write_errors: u64,
+    /// The cluster as the routing layer sees it.
+    pub cluster: Option<std::sync::Arc<crate::routing::Snapshot>>,
+    /// A drain set by an operator through the API, with its reason.
+    pub maintenance: Option<String>,
+    /// Changes told to, and failures of, each routing output (`kamailio`, `hook`).
+    pub routing_changes: BTreeMap<&'static str, u64>,
+    pub routing_errors: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug)]
@@ -111,6 +118,10 @@ impl Model {
                     error: None,
                 },
                 audit_write_errors: 0,
+                cluster: None,
+                maintenance: None,
+                routing_changes: BTreeMap::new(),
+                routing_errors: BTreeMap::new(),
             }),
         }
     }
@@ -139,6 +150,7 @@ impl Model {
             config: m.reload.clone(),
             targets: m.targets.values().map(TargetDoc::from).collect(),
             ports: m.ports.clone(),
+            cluster: m.cluster.as_deref().cloned(),
         }
     }
 }
@@ -153,6 +165,9 @@ pub struct StatusDoc {
     pub config: ReloadStatus,
     pub targets: Vec<TargetDoc>,
     pub ports: Vec<PortInfo>,
+    /// The cluster as this agent sees it (servers, routes), when members are configured.
+    #[serde(default)]
+    pub cluster: Option<crate::routing::Snapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,379 @@
-//! Telling the routing layer what the checks decided. One file per integration; each reacts
-//! to transition events and never slows a check.
+//! The routing layer: which servers may take work, decided here and told to HAProxy,
+//! Kamailio, hooks, HylaFAX and clients.
+//!
+//! One task evaluates, every `cluster.evaluate_interval`, this server's state from its
+//! checks (`[server]` rules) and each peer's state: what the peer's own agent reports while
+//! it answers (each agent is authoritative for its server); when it stops answering, its
+//! service is probed directly, and after `inactive_after` without its agent and without its
+//! service the peer is down. States pass rise / fall / hold damping. The result, a
+//! [`Snapshot`], goes into the model and to every output, each of which acts only for the
+//! servers this agent speaks for (see [`decision::speaks_for`]), and only once it has
+//! learned the cluster's view (every peer polled once, its own state known).
 
+pub mod cluster;
+pub mod decision;
 pub mod faxstate;
+pub mod haproxy;
+pub mod hook;
+pub mod kamailio;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::engine::bus::{Bus, Transition};
+use crate::engine::model::Model;
+use crate::engine::tracker::{State, Tracker};
+use decision::{GroupRoutes, ServerState, ServerView};
+
+/// What an agent publishes about its own server (`GET /v1/server`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerDoc {
+    pub server: String,
+    pub state: ServerState,
+    pub reason: String,
+    #[serde(with = "crate::engine::model::rfc3339")]
+    pub since: SystemTime,
+    pub config_hash: String,
+    pub version: String,
+}
+
+/// The cluster as this agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub me: String,
+    /// Every peer polled once and our own state known: outputs may act.
+    pub learned: bool,
+    pub config_hash: String,
+    pub servers: Vec<ServerView>,
+    pub routes: Vec<GroupRoutes>,
+}
+
+impl Snapshot {
+    pub fn server(&self, name: &str) -> Option<&ServerView> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    pub fn own(&self) -> Option<&ServerView> {
+        self.server(&self.me)
+    }
+
+    pub fn doc(&self) -> Option<ServerDoc> {
+        let v = self.own()?;
+        Some(ServerDoc {
+            server: v.name.clone(),
+            state: v.state,
+            reason: v.reason.clone(),
+            since: v.since,
+            config_hash: self.config_hash.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+}
+
+/// The last poll of one peer.
+#[derive(Debug, Clone, Default)]
+struct PeerReport {
+    polled: bool,
+    reachable: bool,
+    last_ok: Option<(Instant, SystemTime)>,
+    doc: Option<ServerDoc>,
+    error: Option<String>,
+    service_ok: Option<bool>,
+}
+
+type Reports = Arc<Mutex<BTreeMap<String, PeerReport>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Polls one peer until cancelled or no longer a member.
+async fn poll_peer(
+    name: String,
+    mut config: watch::Receiver<Config>,
+    reports: Reports,
+    cancel: CancellationToken,
+) {
+    loop {
+        let c = config.borrow_and_update().clone();
+        let Some(member) = c.member.iter().find(|m| m.name == name).cloned() else {
+            lock(&reports).remove(&name);
+            return;
+        };
+        let cl = &c.cluster;
+        let url = format!("{}/v1/server", member.agent.trim_end_matches('/'));
+        let answer =
+            tokio::time::timeout(cl.poll_timeout, crate::http_client::get(&url, 1 << 20)).await;
+        let result = match answer {
+            Err(_) => Err(format!(
+                "{url} did not answer within {}",
+                humantime::format_duration(cl.poll_timeout)
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(r)) if r.status != 200 => Err(format!("{url} answered {}", r.status)),
+            Ok(Ok(r)) => serde_json::from_slice::<ServerDoc>(&r.body)
+                .map_err(|e| format!("{url}: not a server document: {e}")),
+        };
+        let service_ok = match (&result, &member.service) {
+            (Err(_), Some(addr)) => Some(matches!(
+                tokio::time::timeout(cl.poll_timeout, crate::net::connect(addr)).await,
+                Ok(Ok(_))
+            )),
+            _ => None,
+        };
+        {
+            let mut all = lock(&reports);
+            let r = all.entry(name.clone()).or_default();
+            r.polled = true;
+            match result {
+                Ok(doc) => {
+                    r.reachable = true;
+                    r.last_ok = Some((Instant::now(), SystemTime::now()));
+                    r.doc = Some(doc);
+                    r.error = None;
+                }
+                Err(e) => {
+                    r.reachable = false;
+                    r.error = Some(e);
+                }
+            }
+            r.service_ok = service_ok;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(cl.poll_interval) => {}
+            _ = config.changed() => {}
+        }
+    }
+}
+
+/// Decided state of one server, with damping for the states this agent infers.
+struct Decided {
+    tracker: Tracker,
+    state: ServerState,
+    reason: String,
+    since: SystemTime,
+}
+
+impl Decided {
+    fn new(c: &cluster::ClusterConfig) -> Self {
+        Decided {
+            tracker: Tracker::new(c.rise, c.fall, c.hold),
+            state: ServerState::Unknown,
+            reason: "not evaluated yet".into(),
+            since: SystemTime::now(),
+        }
+    }
+
+    /// Feeds a raw state; returns the previous state when the decision changed.
+    fn feed(&mut self, raw: ServerState, reason: String, now: Instant) -> Option<ServerState> {
+        if raw == ServerState::Unknown {
+            return None;
+        }
+        self.tracker.observe(raw.to_status(), now);
+        let decided = ServerState::from_state(self.tracker.state());
+        if decided == raw {
+            self.reason = reason;
+        }
+        if decided != self.state {
+            let before = self.state;
+            self.state = decided;
+            self.since = SystemTime::now();
+            return Some(before);
+        }
+        None
+    }
+}
+
+/// Runs the routing evaluation until cancelled.
+pub async fn run(
+    model: Arc<Model>,
+    bus: Arc<Bus>,
+    mut config: watch::Receiver<Config>,
+    out: watch::Sender<Arc<Snapshot>>,
+    cancel: CancellationToken,
+) {
+    let reports: Reports = Arc::default();
+    let mut pollers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut decided: BTreeMap<String, Decided> = BTreeMap::new();
+    loop {
+        let c = config.borrow_and_update().clone();
+        let me = c.agent.server.clone();
+        pollers.retain(|name, h| !h.is_finished() && c.member.iter().any(|m| &m.name == name));
+        for m in c.member.iter().filter(|m| m.name != me) {
+            pollers.entry(m.name.clone()).or_insert_with(|| {
+                tokio::spawn(poll_peer(
+                    m.name.clone(),
+                    config.clone(),
+                    reports.clone(),
+                    cancel.child_token(),
+                ))
+            });
+        }
+        decided.retain(|name, _| c.member.iter().any(|m| &m.name == name));
+        let snapshot = evaluate(&c, &model, &bus, &reports, &mut decided);
+        let changed = **out.borrow() != snapshot;
+        if changed {
+            model.write().cluster = Some(Arc::new(snapshot.clone()));
+            out.send_replace(Arc::new(snapshot));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(c.cluster.evaluate_interval) => {}
+            _ = config.changed() => {}
+        }
+    }
+}
+
+fn evaluate(
+    c: &Config,
+    model: &Model,
+    bus: &Bus,
+    reports: &Reports,
+    decided: &mut BTreeMap<String, Decided>,
+) -> Snapshot {
+    let me = &c.agent.server;
+    let now = Instant::now();
+    let hash = cluster::config_hash(c);
+    let reports = lock(reports).clone();
+    let (own_raw, own_reason) = {
+        let m = model.read();
+        decision::own_state(&c.server, &m.targets, m.maintenance.as_deref())
+    };
+    let mut views = BTreeMap::new();
+    for member in &c.member {
+        let d = decided
+            .entry(member.name.clone())
+            .or_insert_with(|| Decided::new(&c.cluster));
+        let (raw, reason, reachable, last_active, peer_hash) = if &member.name == me {
+            (
+                own_raw,
+                own_reason.clone(),
+                true,
+                Some(SystemTime::now()),
+                Some(hash.clone()),
+            )
+        } else {
+            let r = reports.get(&member.name).cloned().unwrap_or_default();
+            let fresh = r
+                .last_ok
+                .is_some_and(|(at, _)| now.duration_since(at) < c.cluster.inactive_after);
+            let last_active = r.last_ok.map(|(_, t)| t);
+            let peer_hash = r.doc.as_ref().map(|d| d.config_hash.clone());
+            match (&r.doc, r.reachable || fresh) {
+                _ if !r.polled => (
+                    ServerState::Unknown,
+                    "not polled yet".into(),
+                    false,
+                    None,
+                    None,
+                ),
+                (Some(doc), true) => (
+                    doc.state,
+                    doc.reason.clone(),
+                    r.reachable,
+                    last_active,
+                    peer_hash,
+                ),
+                _ => {
+                    let since = last_active.map_or("start".to_string(), |t| {
+                        humantime::format_rfc3339_seconds(t).to_string()
+                    });
+                    let error = r.error.clone().unwrap_or_default();
+                    match r.service_ok {
+                        Some(true) => (ServerState::Up, format!("agent unreachable since {since} ({error}); its service answers"), false, last_active, peer_hash),
+                        Some(false) => (ServerState::Down, format!("inactive: agent unreachable since {since} ({error}) and its service does not answer"), false, last_active, peer_hash),
+                        None => (ServerState::Down, format!("inactive: agent unreachable since {since} ({error})"), false, last_active, peer_hash),
+                    }
+                }
+            }
+        };
+        if let Some(before) = d.feed(raw, reason, now) {
+            let after = d.state;
+            match after {
+                ServerState::Up => {
+                    info!(server = %member.name, from = before.as_str(), reason = %d.reason, "Server is up.")
+                }
+                _ => {
+                    warn!(server = %member.name, from = before.as_str(), to = after.as_str(), reason = %d.reason, "Server is no longer up.")
+                }
+            }
+            bus.publish(Transition {
+                time: SystemTime::now(),
+                server: me.clone(),
+                target: member.name.clone(),
+                kind: "server",
+                from: to_state(before),
+                to: to_state(after),
+                reason: d.reason.clone(),
+                status: after.to_status(),
+                error_type: None,
+                detail: d.reason.clone(),
+                duration: std::time::Duration::ZERO,
+            });
+        }
+        let drift = peer_hash.as_ref().is_some_and(|h| h != &hash);
+        views.insert(
+            member.name.clone(),
+            ServerView {
+                name: member.name.clone(),
+                state: d.state,
+                reason: d.reason.clone(),
+                since: d.since,
+                last_active,
+                agent_reachable: reachable,
+                config_hash: peer_hash,
+                config_drift: drift,
+                speaker: false,
+            },
+        );
+    }
+    let speakers: Vec<String> = c
+        .member
+        .iter()
+        .filter(|m| decision::speaks_for(&c.member, &views, me, &m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    for s in speakers {
+        if let Some(v) = views.get_mut(&s) {
+            v.speaker = true;
+        }
+    }
+    let learned = c
+        .member
+        .iter()
+        .all(|m| &m.name == me || reports.get(&m.name).is_some_and(|r| r.polled))
+        && views
+            .get(me)
+            .is_some_and(|v| v.state != ServerState::Unknown);
+    let routes = decision::routes(&c.group, &c.member, &views, c.cluster.panic_threshold);
+    Snapshot {
+        me: me.clone(),
+        learned,
+        config_hash: hash,
+        servers: c
+            .member
+            .iter()
+            .filter_map(|m| views.remove(&m.name))
+            .collect(),
+        routes,
+    }
+}
+
+fn to_state(s: ServerState) -> State {
+    match s {
+        ServerState::Unknown => State::Unknown,
+        ServerState::Up => State::Up,
+        ServerState::Drain => State::Degraded,
+        ServerState::Down => State::Down,
+    }
+}

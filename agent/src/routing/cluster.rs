@@ -1,0 +1,332 @@
+//! Cluster configuration: the members (every agent of a cluster has the same list, in the
+//! same precedence order), routing groups, how this server's own state follows its checks,
+//! and the outputs to the routing layer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often each peer agent's /v1/server is polled.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longest wait for a peer's answer (and for the direct probe of its service).
+    #[serde(default = "default_poll_timeout", with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// A peer whose agent has not answered for this long is inactive; if its service does
+    /// not answer either, it is down.
+    #[serde(default = "default_inactive_after", with = "humantime_serde")]
+    pub inactive_after: Duration,
+    /// How often this server's own state is evaluated from its checks.
+    #[serde(default = "default_evaluate_interval", with = "humantime_serde")]
+    pub evaluate_interval: Duration,
+    /// Consecutive evaluations before a server is routed again / taken out.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Shortest time a server stays in a routing state (flap damping).
+    #[serde(default = "default_hold", with = "humantime_serde")]
+    pub hold: Duration,
+    /// Panic mode: below this percentage of routable servers in a group, stop taking
+    /// servers out of it (0: off).
+    #[serde(default)]
+    pub panic_threshold: u8,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_poll_timeout() -> Duration {
+    Duration::from_millis(400)
+}
+fn default_inactive_after() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_evaluate_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    1
+}
+fn default_hold() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[[member]]`: one server of the cluster, this one included, in precedence order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Server name (`agent.server` of its agent).
+    pub name: String,
+    /// Base URL of its agent (`http://10.0.0.2:9847`).
+    pub agent: String,
+    /// Its messaging service (`host:port`), probed directly when its agent is unreachable.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The host name clients use (`telagent route`); default: the name.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Its SIP URI in Kamailio's dispatcher set (`sip:10.0.0.2:5060`).
+    #[serde(default)]
+    pub sip: Option<String>,
+    /// Relative weight in percent (HAProxy agent-check, routes).
+    #[serde(default = "default_weight")]
+    pub weight: u8,
+}
+
+fn default_weight() -> u8 {
+    100
+}
+
+/// `[[group]]`: a routing group: servers in precedence order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    pub order: Vec<String>,
+    /// Per-server weights in this group (default: the member's weight).
+    #[serde(default)]
+    pub weights: BTreeMap<String, u8>,
+}
+
+/// `[server]`: how this server's state follows its checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRules {
+    /// Checks of the messaging service: any of them down and the server is down.
+    #[serde(default)]
+    pub critical: Vec<String>,
+    /// Checks that drain the server when degraded or down (queue over high water, ...).
+    #[serde(default)]
+    pub drain: Vec<String>,
+    /// Line and gateway checks: none up is down, fewer than `min_lines` up is drain.
+    #[serde(default)]
+    pub lines: Vec<String>,
+    #[serde(default = "default_min_lines")]
+    pub min_lines: u32,
+}
+
+fn default_min_lines() -> u32 {
+    1
+}
+
+/// `[haproxy]`: the agent-check responder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyConfig {
+    /// TCP address HAProxy's `agent-check` connects to.
+    pub listen: SocketAddr,
+}
+
+/// `[kamailio]`: Kamailio's dispatcher, over JSON-RPC (xhttp + jsonrpcs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KamailioConfig {
+    /// `http://127.0.0.1:5071/RPC`.
+    pub rpc_url: String,
+    /// Dispatcher set id.
+    #[serde(default = "default_set")]
+    pub set: u32,
+    /// How often the wanted states are compared with `dispatcher.list` and re-asserted.
+    #[serde(default = "default_reassert", with = "humantime_serde")]
+    pub reassert_interval: Duration,
+}
+
+fn default_set() -> u32 {
+    1
+}
+fn default_reassert() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// `[hook]`: a program run on every routing change this agent speaks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Program and arguments; TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS,
+    /// TELAGENT_REASON and TELAGENT_SPEAKER are set.
+    pub command: Vec<String>,
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[access]`: who may call state-changing (and, optionally, read-only) endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// File holding the bearer token (one line).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// File of allowed callers: one host name, address or CIDR per line, `#` comments.
+    #[serde(default)]
+    pub allowlist_file: Option<PathBuf>,
+    /// Apply the allowlist to read-only endpoints too.
+    #[serde(default)]
+    pub protect_reads: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            poll_interval: default_poll_interval(),
+            poll_timeout: default_poll_timeout(),
+            inactive_after: default_inactive_after(),
+            evaluate_interval: default_evaluate_interval(),
+            rise: default_rise(),
+            fall: default_fall(),
+            hold: default_hold(),
+            panic_threshold: 0,
+        }
+    }
+}
+
+/// Cross-key rules of the routing sections. `Err((key path, message))`.
+pub fn validate(c: &crate::config::Config, check_names: &[String]) -> Result<(), (String, String)> {
+    let names: Vec<&str> = c.member.iter().map(|m| m.name.as_str()).collect();
+    for (i, m) in c.member.iter().enumerate() {
+        if names.iter().filter(|n| **n == m.name).count() > 1 {
+            return Err((
+                format!("member[{i}].name"),
+                format!("duplicate member `{}`", m.name),
+            ));
+        }
+        if let Err(reason) =
+            crate::http_client::split_url(&format!("{}/v1/server", m.agent.trim_end_matches('/')))
+        {
+            return Err((
+                format!("member[{i}].agent"),
+                format!("`{}` is not usable: {reason}", m.agent),
+            ));
+        }
+        if let Some(s) = m
+            .service
+            .as_deref()
+            .filter(|s| !crate::net::is_host_port(s))
+        {
+            return Err((
+                format!("member[{i}].service"),
+                format!("`{s}` is not host:port"),
+            ));
+        }
+        if m.weight == 0 || m.weight > 100 {
+            return Err((
+                format!("member[{i}].weight"),
+                "must be 1 to 100 (percent)".into(),
+            ));
+        }
+    }
+    if !c.member.is_empty() && !names.contains(&c.agent.server.as_str()) {
+        return Err((
+            "member".into(),
+            format!("this server `{}` (agent.server) is not a member; list every server of the cluster, this one included", c.agent.server),
+        ));
+    }
+    for (i, g) in c.group.iter().enumerate() {
+        if let Some(n) = g
+            .order
+            .iter()
+            .chain(g.weights.keys())
+            .find(|n| !names.contains(&n.as_str()))
+        {
+            return Err((
+                format!("group[{i}].order"),
+                format!("`{n}` is not a [[member]]"),
+            ));
+        }
+        if g.order.is_empty() {
+            return Err((
+                format!("group[{i}].order"),
+                "must list at least one member".into(),
+            ));
+        }
+    }
+    let rules = &c.server;
+    for (key, list) in [
+        ("critical", &rules.critical),
+        ("drain", &rules.drain),
+        ("lines", &rules.lines),
+    ] {
+        if let Some(n) = list.iter().find(|n| !check_names.contains(n)) {
+            return Err((
+                format!("server.{key}"),
+                format!("`{n}` is not a configured check"),
+            ));
+        }
+    }
+    let cl = &c.cluster;
+    if cl.poll_timeout >= cl.poll_interval {
+        return Err((
+            "cluster.poll_timeout".into(),
+            "must be shorter than poll_interval".into(),
+        ));
+    }
+    if cl.inactive_after < cl.poll_interval {
+        return Err((
+            "cluster.inactive_after".into(),
+            "must be at least poll_interval".into(),
+        ));
+    }
+    if cl.panic_threshold > 100 {
+        return Err((
+            "cluster.panic_threshold".into(),
+            "is a percentage, 0 to 100".into(),
+        ));
+    }
+    if cl.rise == 0 || cl.fall == 0 {
+        return Err((
+            "cluster.rise".into(),
+            "rise and fall must be at least 1".into(),
+        ));
+    }
+    if let Some(k) = &c.kamailio {
+        crate::http_client::split_url(&k.rpc_url).map_err(|r| {
+            (
+                "kamailio.rpc_url".to_string(),
+                format!("`{}` is not usable: {r}", k.rpc_url),
+            )
+        })?;
+        if let Some((i, _)) = c.member.iter().enumerate().find(|(_, m)| m.sip.is_none()) {
+            return Err((
+                format!("member[{i}].sip"),
+                "every member needs its dispatcher URI when [kamailio] is set".into(),
+            ));
+        }
+    }
+    if c.hook
+        .as_ref()
+        .is_some_and(|h| h.command.first().is_none_or(String::is_empty))
+    {
+        return Err(("hook.command".into(), "must name a program".into()));
+    }
+    Ok(())
+}
+
+/// A stable hash of the sections every agent of a cluster must share (FNV-1a 64 of their
+/// canonical JSON): peers that publish another hash route differently.
+pub fn config_hash(c: &crate::config::Config) -> String {
+    let shared = serde_json::json!({
+        "cluster": c.cluster,
+        "member": c.member,
+        "group": c.group,
+    });
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in shared.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,439 @@
+//! Routing decisions, as pure functions of what the agent knows: this server's state from
+//! its checks, which agent speaks for a server that cannot, and the routes of each group.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{Group, Member, ServerRules};
+use crate::engine::model::Target;
+use crate::engine::tracker::State;
+
+/// A server's routing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Unknown,
+    Down,
+    Drain,
+    Up,
+}
+
+impl ServerState {
+    pub const ALL: [ServerState; 4] = [
+        ServerState::Unknown,
+        ServerState::Up,
+        ServerState::Drain,
+        ServerState::Down,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Unknown => "unknown",
+            ServerState::Up => "up",
+            ServerState::Drain => "drain",
+            ServerState::Down => "down",
+        }
+    }
+
+    /// The tracker's states stand for server states: degraded is drain.
+    pub fn from_state(s: State) -> Self {
+        match s {
+            State::Unknown => ServerState::Unknown,
+            State::Up => ServerState::Up,
+            State::Degraded => ServerState::Drain,
+            State::Down => ServerState::Down,
+        }
+    }
+
+    pub fn to_status(self) -> crate::checks::Status {
+        use crate::checks::Status;
+        match self {
+            ServerState::Up | ServerState::Unknown => Status::Ok,
+            ServerState::Drain => Status::Degraded,
+            ServerState::Down => Status::Fail,
+        }
+    }
+}
+
+/// This server's state from its checks (and a maintenance drain set through the API).
+pub fn own_state(
+    rules: &ServerRules,
+    targets: &BTreeMap<String, Target>,
+    maintenance: Option<&str>,
+) -> (ServerState, String) {
+    let state_of = |n: &String| targets.get(n).map_or(State::Unknown, |t| t.state);
+    let detail = |n: &String| {
+        targets
+            .get(n)
+            .and_then(|t| t.last_error.as_ref().or(t.last.as_ref()))
+            .map(|p| p.observation.detail.clone())
+            .unwrap_or_default()
+    };
+    if let Some(n) = rules.critical.iter().find(|n| state_of(n) == State::Down) {
+        return (
+            ServerState::Down,
+            format!("critical check {n} is down: {}", detail(n)),
+        );
+    }
+    if let Some(n) = rules
+        .critical
+        .iter()
+        .find(|n| state_of(n) == State::Unknown)
+    {
+        return (
+            ServerState::Unknown,
+            format!("waiting for the first probe of {n}"),
+        );
+    }
+    if !rules.lines.is_empty() {
+        let up = rules
+            .lines
+            .iter()
+            .filter(|n| state_of(n) == State::Up)
+            .count() as u32;
+        let unknown = rules.lines.iter().any(|n| state_of(n) == State::Unknown);
+        if up == 0 && unknown {
+            return (
+                ServerState::Unknown,
+                "waiting for the first probe of the lines".into(),
+            );
+        }
+        if up == 0 {
+            return (
+                ServerState::Down,
+                format!("no usable line ({} configured, none up)", rules.lines.len()),
+            );
+        }
+        if up < rules.min_lines {
+            return (
+                ServerState::Drain,
+                format!("{up} usable lines, fewer than {}", rules.min_lines),
+            );
+        }
+    }
+    if let Some(n) = rules
+        .drain
+        .iter()
+        .find(|n| matches!(state_of(n), State::Degraded | State::Down))
+    {
+        return (
+            ServerState::Drain,
+            format!("{n} is {}: {}", state_of(n), detail(n)),
+        );
+    }
+    if let Some(reason) = maintenance {
+        return (ServerState::Drain, format!("maintenance: {reason}"));
+    }
+    (ServerState::Up, "all routing checks pass".into())
+}
+
+/// What this agent knows of one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub name: String,
+    pub state: ServerState,
+    pub reason: String,
+    #[serde(with = "crate::engine::model::rfc3339")]
+    pub since: SystemTime,
+    /// Last time its agent answered (for this server: now).
+    #[serde(default, with = "opt_rfc3339")]
+    pub last_active: Option<SystemTime>,
+    /// Its agent answers (or this is our own server).
+    pub agent_reachable: bool,
+    /// The hash its agent publishes of the cluster sections, when known.
+    pub config_hash: Option<String>,
+    /// That hash differs from ours.
+    pub config_drift: bool,
+    /// This agent tells the routing layer about this server (its own, or a dead peer it
+    /// speaks for as the first live server in precedence order).
+    pub speaker: bool,
+}
+
+/// Optional RFC 3339 timestamps.
+pub mod opt_rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Whether `me` speaks for `server`: its own server always; a peer only when the peer's
+/// agent cannot, and `me` is the first member in precedence order, other than that peer,
+/// whose agent answers and whose server is live (up or drain) - or, when no such member
+/// exists, the first whose agent answers.
+pub fn speaks_for(
+    members: &[Member],
+    views: &BTreeMap<String, ServerView>,
+    me: &str,
+    server: &str,
+) -> bool {
+    if server == me {
+        return true;
+    }
+    if views.get(server).is_none_or(|v| v.agent_reachable) {
+        return false;
+    }
+    let reachable =
+        |m: &&Member| m.name == me || views.get(&m.name).is_some_and(|v| v.agent_reachable);
+    let live = |m: &&Member| {
+        views
+            .get(&m.name)
+            .is_some_and(|v| matches!(v.state, ServerState::Up | ServerState::Drain))
+    };
+    let others: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.name != server)
+        .filter(reachable)
+        .collect();
+    let first = others.iter().find(|m| live(m)).or(others.first());
+    first.is_some_and(|m| m.name == me)
+}
+
+/// One server in a group's routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub server: String,
+    pub host: String,
+    pub state: ServerState,
+    pub reason: String,
+    pub weight: u8,
+    #[serde(with = "crate::engine::model::rfc3339")]
+    pub since: SystemTime,
+    pub routable: bool,
+}
+
+/// A group's routes, in precedence order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRoutes {
+    pub group: String,
+    /// Fewer servers routable than the panic threshold: every server is routed.
+    pub panic: bool,
+    pub servers: Vec<RouteEntry>,
+}
+
+/// The routes of every group. Only `up` servers take new work; in panic mode (fewer
+/// routable than `panic_threshold` percent) every server of the group stays routed.
+pub fn routes(
+    groups: &[Group],
+    members: &[Member],
+    views: &BTreeMap<String, ServerView>,
+    panic_threshold: u8,
+) -> Vec<GroupRoutes> {
+    groups
+        .iter()
+        .map(|g| {
+            let mut servers: Vec<RouteEntry> = g
+                .order
+                .iter()
+                .filter_map(|name| {
+                    let m = members.iter().find(|m| &m.name == name)?;
+                    let v = views.get(name)?;
+                    Some(RouteEntry {
+                        server: name.clone(),
+                        host: m.host.clone().unwrap_or_else(|| m.name.clone()),
+                        state: v.state,
+                        reason: v.reason.clone(),
+                        weight: g.weights.get(name).copied().unwrap_or(m.weight),
+                        since: v.since,
+                        routable: v.state == ServerState::Up,
+                    })
+                })
+                .collect();
+            let routable = servers.iter().filter(|s| s.routable).count();
+            let panic = panic_threshold > 0
+                && routable * 100 < usize::from(panic_threshold) * servers.len();
+            if panic {
+                for s in &mut servers {
+                    s.routable = true;
+                }
+            }
+            GroupRoutes {
+                group: g.name.clone(),
+                panic,
+                servers,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Observation;
+    use crate::engine::model::Probe;
+    use std::time::Duration;
+
+    fn target(name: &str, state: State) -> (String, Target) {
+        let mut t = Target::new(name, "tcp", &[], Duration::from_secs(1));
+        t.state = state;
+        t.last = Some(Probe {
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            observation: Observation::ok(format!("{name} says hi")),
+        });
+        (name.to_string(), t)
+    }
+
+    fn rules() -> ServerRules {
+        ServerRules {
+            critical: vec!["smtp".into()],
+            drain: vec!["queue".into()],
+            lines: vec!["line1".into(), "line2".into()],
+            min_lines: 2,
+        }
+    }
+
+    #[test]
+    fn own_state_rules() {
+        let all = |smtp, queue, l1, l2| -> BTreeMap<String, Target> {
+            [
+                target("smtp", smtp),
+                target("queue", queue),
+                target("line1", l1),
+                target("line2", l2),
+            ]
+            .into_iter()
+            .collect()
+        };
+        use State::*;
+        assert_eq!(
+            own_state(&rules(), &all(Up, Up, Up, Up), None).0,
+            ServerState::Up
+        );
+        assert_eq!(
+            own_state(&rules(), &all(Down, Up, Up, Up), None).0,
+            ServerState::Down
+        );
+        assert_eq!(
+            own_state(&rules(), &all(Unknown, Up, Up, Up), None).0,
+            ServerState::Unknown
+        );
+        assert_eq!(
+            own_state(&rules(), &all(Up, Degraded, Up, Up), None).0,
+            ServerState::Drain
+        );
+        assert_eq!(
+            own_state(&rules(), &all(Up, Up, Up, Down), None).0,
+            ServerState::Drain
+        );
+        let (s, why) = own_state(&rules(), &all(Up, Up, Down, Down), None);
+        assert_eq!(
+            (s, why.as_str()),
+            (ServerState::Down, "no usable line (2 configured, none up)")
+        );
+        let (s, why) = own_state(&rules(), &all(Up, Up, Up, Up), Some("patching"));
+        assert_eq!(
+            (s, why.as_str()),
+            (ServerState::Drain, "maintenance: patching")
+        );
+    }
+
+    fn member(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            agent: format!("http://{name}:9847"),
+            service: None,
+            host: None,
+            sip: None,
+            weight: 100,
+        }
+    }
+
+    fn view(name: &str, state: ServerState, reachable: bool) -> (String, ServerView) {
+        (
+            name.into(),
+            ServerView {
+                name: name.into(),
+                state,
+                reason: String::new(),
+                since: SystemTime::UNIX_EPOCH,
+                last_active: None,
+                agent_reachable: reachable,
+                config_hash: None,
+                config_drift: false,
+                speaker: false,
+            },
+        )
+    }
+
+    #[test]
+    fn exactly_one_survivor_speaks_for_the_dead() {
+        let members: Vec<Member> = ["fax1", "fax2", "fax3"].iter().map(|n| member(n)).collect();
+        use ServerState::*;
+        // fax1 is dead: fax2 (next in order, live) speaks; fax3 does not.
+        let views: BTreeMap<_, _> = [
+            view("fax1", Down, false),
+            view("fax2", Up, true),
+            view("fax3", Up, true),
+        ]
+        .into_iter()
+        .collect();
+        // fax1's own agent is gone; of the agents that run, only fax2 speaks.
+        let speakers: Vec<&str> = ["fax2", "fax3"]
+            .into_iter()
+            .filter(|me| speaks_for(&members, &views, me, "fax1"))
+            .collect();
+        assert_eq!(speakers, ["fax2"]);
+        // A peer whose agent answers speaks for itself.
+        assert!(!speaks_for(&members, &views, "fax1", "fax2"));
+        // fax2's server is down but its agent runs: fax3 (live) speaks for fax1.
+        let views: BTreeMap<_, _> = [
+            view("fax1", Down, false),
+            view("fax2", Down, true),
+            view("fax3", Up, true),
+        ]
+        .into_iter()
+        .collect();
+        assert!(speaks_for(&members, &views, "fax3", "fax1"));
+        assert!(!speaks_for(&members, &views, "fax2", "fax1"));
+    }
+
+    #[test]
+    fn routes_in_order_with_panic_mode() {
+        let members: Vec<Member> = ["fax1", "fax2", "fax3", "fax4"]
+            .iter()
+            .map(|n| member(n))
+            .collect();
+        let groups = vec![Group {
+            name: "alerts".into(),
+            order: vec!["fax2".into(), "fax1".into(), "fax3".into(), "fax4".into()],
+            weights: [("fax1".to_string(), 50)].into_iter().collect(),
+        }];
+        use ServerState::*;
+        let views: BTreeMap<_, _> = [
+            view("fax1", Up, true),
+            view("fax2", Down, false),
+            view("fax3", Drain, true),
+            view("fax4", Up, true),
+        ]
+        .into_iter()
+        .collect();
+        let r = routes(&groups, &members, &views, 0);
+        let routable: Vec<_> = r[0]
+            .servers
+            .iter()
+            .filter(|s| s.routable)
+            .map(|s| (s.server.as_str(), s.weight))
+            .collect();
+        assert_eq!(routable, [("fax1", 50), ("fax4", 100)]);
+        assert!(!r[0].panic);
+        // 2 of 4 routable is below a 75 % threshold: panic, every server routed.
+        let r = routes(&groups, &members, &views, 75);
+        assert!(r[0].panic);
+        assert!(r[0].servers.iter().all(|s| s.routable));
+    }
+}

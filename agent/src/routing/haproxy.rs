@@ -1,0 +1,72 @@
+//! HAProxy's agent-check: HAProxy connects to `[haproxy] listen` and reads one line with
+//! this server's state: `up ready 100%` (the weight in percent), `drain`, or
+//! `down#<reason>`. `up` alone would not clear a drain or restore the weight, hence
+//! `up ready N%`. Until the server's state is known the agent closes without a word, which
+//! leaves HAProxy's view as it was. HAProxy keeps a server UP when its agent is unreachable,
+//! so pair this with `option httpchk GET /v1/server/health` (503 when down).
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::decision::ServerState;
+use super::Snapshot;
+use crate::config::Config;
+
+/// The agent-check line for this server, if its state is known.
+pub fn agent_line(snapshot: &Snapshot, config: &Config) -> Option<String> {
+    let own = snapshot.own()?;
+    let weight = config
+        .member
+        .iter()
+        .find(|m| m.name == snapshot.me)
+        .map_or(100, |m| m.weight);
+    match own.state {
+        ServerState::Unknown => None,
+        ServerState::Up => Some(format!("up ready {weight}%\n")),
+        ServerState::Drain => Some("drain\n".into()),
+        ServerState::Down => {
+            let reason: String = own
+                .reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(100)
+                .collect();
+            Some(format!("down#{reason}\n"))
+        }
+    }
+}
+
+/// Answers HAProxy's agent checks on `listener` until cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    config: watch::Receiver<Config>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "agent-check accept failed");
+                    continue;
+                }
+            },
+        };
+        let line = agent_line(&snapshots.borrow(), &config.borrow());
+        tokio::spawn(async move {
+            if let Some(line) = line {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    sock.write_all(line.as_bytes()),
+                )
+                .await;
+            }
+        });
+    }
+}

@@ -1,0 +1,72 @@
+//! The exec hook: a program run on every change of a server this agent speaks for, with
+//! TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS, TELAGENT_REASON and TELAGENT_SPEAKER
+//! in its environment. One run per change, bounded by `[hook] timeout`; a failure is logged
+//! and counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::decision::ServerState;
+use super::Snapshot;
+use crate::config::Config;
+use crate::engine::model::Model;
+
+pub async fn run(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    config: watch::Receiver<Config>,
+    model: Arc<Model>,
+    cancel: CancellationToken,
+) {
+    let mut told: BTreeMap<String, ServerState> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = snapshots.changed() => if r.is_err() { return },
+        }
+        let snap = snapshots.borrow_and_update().clone();
+        let Some(hook) = config.borrow().hook.clone() else {
+            continue;
+        };
+        if !snap.learned {
+            continue;
+        }
+        for v in snap
+            .servers
+            .iter()
+            .filter(|v| v.speaker && v.state != ServerState::Unknown)
+        {
+            let previous = told.get(&v.name).copied().unwrap_or(ServerState::Unknown);
+            if previous == v.state {
+                continue;
+            }
+            told.insert(v.name.clone(), v.state);
+            let mut cmd = tokio::process::Command::new(&hook.command[0]);
+            cmd.args(&hook.command[1..])
+                .env("TELAGENT_SERVER", &v.name)
+                .env("TELAGENT_STATE", v.state.as_str())
+                .env("TELAGENT_PREVIOUS", previous.as_str())
+                .env("TELAGENT_REASON", &v.reason)
+                .env("TELAGENT_SPEAKER", &snap.me)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let outcome = tokio::time::timeout(hook.timeout, cmd.status()).await;
+            let ok = matches!(outcome, Ok(Ok(s)) if s.success());
+            {
+                let mut m = model.write();
+                *m.routing_changes.entry("hook").or_default() += 1;
+                if !ok {
+                    *m.routing_errors.entry("hook").or_default() += 1;
+                }
+            }
+            if ok {
+                info!(server = %v.name, state = v.state.as_str(), "Hook told of the change.");
+            } else {
+                error!(server = %v.name, state = v.state.as_str(), command = %hook.command.join(" "), outcome = ?outcome, "Hook failed.");
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Kamailio's dispatcher, over JSON-RPC on HTTP (modules xhttp + jsonrpcs): each server this
+//! agent speaks for is set `a` (active) when up, and `d` (disabled) when down or draining
+//! (`i`, inactive, would be undone by Kamailio's own OPTIONS probing). On every change and
+//! every `reassert_interval` the wanted states are compared with `dispatcher.list` and
+//! re-asserted, so a Kamailio that restarted (its list back from the file) or drifted is put
+//! right. In panic mode no server of a panicking group is disabled. Nothing is asserted
+//! before the agent has learned the cluster's view.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+use super::decision::ServerState;
+use super::Snapshot;
+use crate::config::Config;
+use crate::engine::model::Model;
+
+/// Calls one JSON-RPC method; returns its `result`.
+pub async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+    let headers = [("Content-Type".to_string(), "application/json".to_string())];
+    let call = crate::http_client::request("POST", url, &headers, body.into_bytes(), 4 << 20);
+    let resp = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .map_err(|_| format!("{url} did not answer {method} within 3s"))?
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&resp.body)
+        .map_err(|e| format!("{method}: {url} sent no JSON ({e})"))?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("{method}: {err}"));
+    }
+    Ok(v.get("result").cloned().unwrap_or(Value::Null))
+}
+
+/// Destination URI -> FLAGS of one set, from a `dispatcher.list` result.
+pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for record in list["RECORDS"].as_array().into_iter().flatten() {
+        let s = &record["SET"];
+        if s["ID"].as_u64() != Some(u64::from(set)) {
+            continue;
+        }
+        for t in s["TARGETS"].as_array().into_iter().flatten() {
+            let d = &t["DEST"];
+            if let (Some(uri), Some(f)) = (d["URI"].as_str(), d["FLAGS"].as_str()) {
+                out.insert(uri.to_string(), f.to_string());
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    config: watch::Receiver<Config>,
+    model: Arc<Model>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let interval = config
+            .borrow()
+            .kamailio
+            .as_ref()
+            .map_or(Duration::from_secs(2), |k| k.reassert_interval);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = snapshots.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let snap = snapshots.borrow_and_update().clone();
+        let c = config.borrow().clone();
+        let Some(k) = &c.kamailio else { continue };
+        if !snap.learned {
+            continue;
+        }
+        if let Err(e) = assert_states(&snap, &c, k, &model).await {
+            *model.write().routing_errors.entry("kamailio").or_default() += 1;
+            error!(error = %e, "Cannot bring Kamailio's dispatcher in line; retrying.");
+        }
+    }
+}
+
+async fn assert_states(
+    snap: &Snapshot,
+    c: &Config,
+    k: &super::cluster::KamailioConfig,
+    model: &Model,
+) -> Result<(), String> {
+    let current = flags(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
+    for v in snap.servers.iter().filter(|v| v.speaker) {
+        let Some(uri) = c
+            .member
+            .iter()
+            .find(|m| m.name == v.name)
+            .and_then(|m| m.sip.clone())
+        else {
+            continue;
+        };
+        let panic = snap
+            .routes
+            .iter()
+            .any(|g| g.panic && g.servers.iter().any(|s| s.server == v.name));
+        let want = match v.state {
+            ServerState::Unknown => continue,
+            ServerState::Up => "a",
+            ServerState::Drain | ServerState::Down if panic => "a",
+            ServerState::Drain | ServerState::Down => "d",
+        };
+        let Some(now) = current.get(&uri) else {
+            debug!(uri = %uri, "Not in Kamailio's dispatcher set; nothing to assert.");
+            continue;
+        };
+        let disabled = now.starts_with('D');
+        if disabled == (want == "d") {
+            continue;
+        }
+        rpc(
+            &k.rpc_url,
+            "dispatcher.set_state",
+            json!([want, k.set, uri]),
+        )
+        .await?;
+        *model.write().routing_changes.entry("kamailio").or_default() += 1;
+        info!(server = %v.name, uri = %uri, state = want, was = %now, "Kamailio dispatcher set.");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_dispatcher_list() {
+        // As Kamailio 5.6 answers dispatcher.list.
+        let v: Value = serde_json::from_str(r#"{"NRSETS":1,"RECORDS":[{"SET":{"ID":1,"TARGETS":[
+            {"DEST":{"URI":"sip:127.0.0.1:25060","FLAGS":"AP","PRIORITY":0,"ATTRS":{"BODY":"duid=gw1"}}},
+            {"DEST":{"URI":"sip:127.0.0.1:25061","FLAGS":"DX","PRIORITY":0}}]}}]}"#).unwrap();
+        let f = flags(&v, 1);
+        assert_eq!(f["sip:127.0.0.1:25060"], "AP");
+        assert_eq!(f["sip:127.0.0.1:25061"], "DX");
+        assert!(flags(&v, 2).is_empty());
+        assert!(flags(&Value::Null, 1).is_empty());
+    }
+}
