@@ -57,11 +57,12 @@ fn refuse(r: Refusal, uri: &Uri) -> Response {
     (code, format!("{why}\n")).into_response()
 }
 
-/// Refuses a read from a caller outside the allowlist when reads are protected.
-fn read_guard(s: &ApiState, caller: SocketAddr, uri: &Uri) -> Result<(), Response> {
+/// The refusal of a read from a caller outside the allowlist when reads are protected.
+fn read_guard(s: &ApiState, caller: SocketAddr, uri: &Uri) -> Option<Response> {
     access(s)
         .check_read(caller.ip())
-        .map_err(|r| refuse(r, uri))
+        .err()
+        .map(|r| refuse(r, uri))
 }
 
 async fn server(
