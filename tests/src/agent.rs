@@ -22,13 +22,29 @@ impl Agent {
         let mut logs = String::new();
         // A port picked free can be taken by another test before the agent binds it.
         for _ in 0..3 {
+            match Agent::start_as("test", crate::free_port(), body).await {
+                Ok(a) => return a,
+                Err(log) => logs.push_str(&log),
+            }
+        }
+        panic!("the agent did not start:\n{logs}");
+    }
+
+    /// Starts an agent for server `name` on `port` (members of a cluster must know each
+    /// other's ports beforehand); Err(log) if it exited before answering.
+    pub async fn start_as(name: &str, port: u16, body: &str) -> Result<Agent, String> {
+        {
             let dir = tempfile::Builder::new()
                 .prefix("telagent-e2e-")
                 .tempdir()
                 .expect("tempdir");
             let config = dir.path().join("telagent.toml");
-            let port = crate::free_port();
-            std::fs::write(&config, config_text(dir.path(), port, body)).expect("config");
+            std::fs::write(
+                &config,
+                config_text(dir.path(), port, body)
+                    .replace("server = \"test\"", &format!("server = \"{name}\"")),
+            )
+            .expect("config");
             let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
             let child = Command::new(crate::agent_bin())
                 .args(["-v", "run", "--config"])
@@ -45,11 +61,10 @@ impl Agent {
                 child,
             };
             if agent.wait_ready().await {
-                return agent;
+                return Ok(agent);
             }
-            logs.push_str(&agent.log());
+            Err(agent.log())
         }
-        panic!("the agent did not start:\n{logs}");
     }
 
     fn log_path(&self) -> PathBuf {
@@ -67,7 +82,14 @@ impl Agent {
 
     /// Replaces the config file (the agent reads it on SIGHUP).
     pub fn write_config(&self, body: &str) {
-        let text = config_text(self.dir.path(), self.port, body);
+        let old = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let name = old
+            .lines()
+            .find_map(|l| l.strip_prefix("server = \""))
+            .map(|n| n.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| "test".into());
+        let text = config_text(self.dir.path(), self.port, body)
+            .replace("server = \"test\"", &format!("server = \"{name}\""));
         std::fs::write(&self.config, text).expect("write config");
     }
 
@@ -144,6 +166,12 @@ impl Agent {
             .lines()
             .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
             .collect()
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait; true if it exited by itself within 10 s.

@@ -120,7 +120,9 @@ fn scenario_text(code: &str) -> String {
     )
 }
 
-/// Kamailio answering OPTIONS addressed to itself, on UDP and TCP.
+/// Kamailio answering OPTIONS addressed to itself, on UDP and TCP; with
+/// [`Kamailio::start_dispatcher`], a proxy dispatching to a set of destinations, managed
+/// over JSON-RPC on its TCP port (`/RPC`).
 pub struct Kamailio {
     pub udp_port: u16,
     pub tcp_port: u16,
@@ -129,6 +131,140 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
+    /// Kamailio as a dispatcher proxy for `destinations` (set 1, round robin, OPTIONS
+    /// probing every second), its RPC at `http://127.0.0.1:<tcp_port>/RPC`.
+    pub fn start_dispatcher(destinations: &[String]) -> Kamailio {
+        let dir = tempfile::Builder::new()
+            .prefix("telagent-kam-")
+            .tempdir()
+            .unwrap();
+        Self::start_dispatcher_in(dir, free_udp_port(), crate::free_port(), destinations)
+    }
+
+    /// Starts it again with the same ports and files (as after a crash).
+    pub fn restart(mut self) -> Kamailio {
+        crate::stop(&mut self.child, Duration::from_secs(5));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let (udp_port, tcp_port) = (self.udp_port, self.tcp_port);
+        drop(self);
+        let list = std::fs::read_to_string(dir.path().join("dispatcher.list")).unwrap();
+        let destinations: Vec<String> = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        Self::start_dispatcher_in(dir, udp_port, tcp_port, &destinations)
+    }
+
+    fn start_dispatcher_in(
+        dir: TempDir,
+        udp_port: u16,
+        tcp_port: u16,
+        destinations: &[String],
+    ) -> Kamailio {
+        let list: String = destinations
+            .iter()
+            .map(|d| format!("1 {d} 0 0\n"))
+            .collect();
+        std::fs::write(dir.path().join("dispatcher.list"), list).unwrap();
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+tcp_children=1
+auto_aliases=no
+enable_sctp=no
+dns=no
+rev_dns=no
+use_dns_cache=off
+listen=udp:127.0.0.1:{udp_port}
+listen=tcp:127.0.0.1:{tcp_port}
+tcp_accept_no_cl=yes
+mpath="{mpath}/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "maxfwd.so"
+loadmodule "xhttp.so"
+loadmodule "jsonrpcs.so"
+loadmodule "dispatcher.so"
+modparam("jsonrpcs", "transport", 1)
+modparam("dispatcher", "list_file", "{dir}/dispatcher.list")
+modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "ds_ping_method", "OPTIONS")
+modparam("dispatcher", "ds_ping_from", "sip:dispatcher@127.0.0.1:{udp_port}")
+modparam("dispatcher", "ds_ping_interval", 1)
+modparam("dispatcher", "ds_probing_mode", 1)
+modparam("dispatcher", "ds_probing_threshold", 1)
+modparam("dispatcher", "ds_inactive_threshold", 1)
+modparam("tm", "fr_timer", 1000)
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (is_method("OPTIONS") && uri==myself && $rU==$null) {{ sl_send_reply("200", "Keepalive"); exit; }}
+    if (!ds_select_dst("1", "4")) {{ sl_send_reply("503", "No destination available"); exit; }}
+    xlog("L_NOTICE", "DSROUTE $rm $ci -> $du
+");
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+}}
+event_route[xhttp:request] {{
+    if ($hu =~ "^/RPC") {{ jsonrpc_dispatch(); exit; }}
+    xhttp_reply("404", "Not Found", "text/plain", "not found
+");
+}}
+"#,
+                mpath = modules_dir().display(),
+                dir = dir.path().display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("kamailio.log"))
+            .unwrap();
+        let mut child = Command::new("kamailio")
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-Y"])
+            .arg(dir.path())
+            .arg("-P")
+            .arg(dir.path().join("k.pid"))
+            .arg("-w")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start kamailio (apt-get install kamailio)");
+        wait_for("kamailio", &mut child, || {
+            udp_listening(udp_port) && std::net::TcpStream::connect(("127.0.0.1", tcp_port)).is_ok()
+        });
+        Kamailio {
+            udp_port,
+            tcp_port,
+            dir,
+            child,
+        }
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}/RPC", self.tcp_port)
+    }
+
+    /// Kamailio's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+
     pub fn start() -> Kamailio {
         let dir = tempfile::Builder::new()
             .prefix("telagent-kam-")

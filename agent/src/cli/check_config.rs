@@ -8,7 +8,11 @@ use crate::config;
 
 pub fn run(file: Option<PathBuf>) -> ExitCode {
     let source = config::resolve_source(file.as_deref());
-    match config::load(&source) {
+    let loaded = config::load(&source).map_err(|e| e.to_string()).and_then(|c| {
+        crate::access::Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
+        Ok(c)
+    });
+    match loaded {
         Ok(c) => {
             let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
             for (_, spec) in c.checks() {

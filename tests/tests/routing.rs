@@ -1,0 +1,461 @@
+//! The routing layer against the real programs: HAProxy (agent-check + health check),
+//! Kamailio's dispatcher (JSON-RPC), three agents of which one dies, a flapping service,
+//! and the access rules of state-changing endpoints.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use telagent::routing::kamailio::{flags, rpc};
+use telagent_tests::agent::Agent;
+use telagent_tests::haproxy::{Backend, Haproxy};
+use telagent_tests::service::{Behaviour, Service};
+use telagent_tests::sip::{Kamailio, Sipp};
+use telagent_tests::{free_port, poll};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Node {
+    name: String,
+    port: u16,
+    check_port: u16,
+    svc: Service,
+    sip: String,
+}
+
+async fn nodes(n: usize, reply: impl Fn(usize) -> Behaviour) -> Vec<Node> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Node {
+            name: format!("fax{}", i + 1),
+            port: free_port(),
+            check_port: free_port(),
+            svc: Service::start(reply(i)).await,
+            sip: String::new(),
+        });
+    }
+    out
+}
+
+/// The config of node `me`: the shared cluster sections, its own checks and outputs.
+fn body(nodes: &[Node], me: usize, hold: &str, extra: &str) -> String {
+    let mut b = format!(
+        "[cluster]\npoll_interval = \"200ms\"\npoll_timeout = \"150ms\"\ninactive_after = \"1s\"\nevaluate_interval = \"50ms\"\nrise = 2\nfall = 1\nhold = \"{hold}\"\n\n"
+    );
+    for n in nodes {
+        b.push_str(&format!(
+            "[[member]]\nname = \"{}\"\nagent = \"http://127.0.0.1:{}\"\nservice = \"{}\"\nhost = \"{}.example\"\n{}\n",
+            n.name,
+            n.port,
+            n.svc.addr,
+            n.name,
+            if n.sip.is_empty() { String::new() } else { format!("sip = \"{}\"\n", n.sip) }
+        ));
+    }
+    let order: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.name)).collect();
+    b.push_str(&format!(
+        "[[group]]\nname = \"alerts\"\norder = [{}]\n\n",
+        order.join(", ")
+    ));
+    b.push_str("[server]\ncritical = [\"svc\"]\n\n");
+    b.push_str(&format!(
+        "[[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"200ms\"\nfailing_interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n\n[haproxy]\nlisten = \"127.0.0.1:{}\"\n\n{extra}",
+        nodes[me].svc.addr, nodes[me].check_port
+    ));
+    b
+}
+
+async fn start(nodes: &[Node], me: usize, hold: &str, extra: &str) -> Agent {
+    Agent::start_as(
+        &nodes[me].name,
+        nodes[me].port,
+        &body(nodes, me, hold, extra),
+    )
+    .await
+    .unwrap_or_else(|log| panic!("agent {} did not start: {log}", nodes[me].name))
+}
+
+async fn server_state(agent: &Agent, name: &str) -> Option<String> {
+    let s = agent.status().await;
+    s["cluster"]["servers"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["state"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_takes_a_down_server_out_and_back_at_full_weight() {
+    let mut ns = nodes(2, |i| {
+        let body = ["A", "B"][i];
+        Behaviour::Reply(
+            format!("HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n{body}")
+                .into_bytes(),
+        )
+    })
+    .await;
+    let mut queue = Service::start(Behaviour::Accept).await;
+    let drain = format!(
+        "[[tcp]]\nname = \"queue\"\naddress = \"{}\"\ninterval = \"200ms\"\nfailing_interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+        queue.addr
+    );
+    // fax1 drains when its queue check fails.
+    let body_a = body(&ns, 0, "500ms", &drain).replace(
+        "critical = [\"svc\"]",
+        "critical = [\"svc\"]\ndrain = [\"queue\"]",
+    );
+    let a = Agent::start_as(&ns[0].name, ns[0].port, &body_a)
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    let b = start(&ns, 1, "500ms", "").await;
+    let backends: Vec<Backend> = ns
+        .iter()
+        .map(|n| Backend {
+            name: n.name.clone(),
+            addr: n.svc.addr,
+            agent_http: n.port,
+            agent_check: n.check_port,
+        })
+        .collect();
+    let hap = Haproxy::start(&backends);
+    let status = |name: &'static str, want: &'static str| {
+        let hap = &hap;
+        async move { hap.server(name).filter(|(s, _)| s.starts_with(want)) }
+    };
+    poll(LIMIT, "both UP", || async {
+        status("fax1", "UP").await.and(status("fax2", "UP").await)
+    })
+    .await;
+    let bodies: Vec<String> = (0..6).map(|_| hap.get()).collect();
+    assert!(
+        bodies.contains(&"A".into()) && bodies.contains(&"B".into()),
+        "{bodies:?}"
+    );
+
+    ns[0].svc.stop().await;
+    poll(LIMIT, "fax1 DOWN in HAProxy", || status("fax1", "DOWN")).await;
+    let bodies: Vec<String> = (0..6).map(|_| hap.get()).collect();
+    assert!(
+        bodies.iter().all(|b| b == "B"),
+        "all requests on fax2: {bodies:?}"
+    );
+
+    ns[0].svc.restart().await;
+    let (_, weight) = poll(LIMIT, "fax1 UP again", || status("fax1", "UP")).await;
+    assert_eq!(weight, "100", "back at full weight");
+
+    queue.stop().await;
+    poll(LIMIT, "fax1 DRAIN", || status("fax1", "DRAIN")).await;
+    assert_eq!(server_state(&a, "fax1").await.as_deref(), Some("drain"));
+    queue.restart().await;
+    let (_, weight) = poll(LIMIT, "fax1 UP after drain", || status("fax1", "UP")).await;
+    assert_eq!(weight, "100");
+    drop(b);
+}
+
+async fn dispatcher(k: &Kamailio) -> BTreeMap<String, String> {
+    rpc(&k.rpc_url(), "dispatcher.list", Value::Array(vec![]))
+        .await
+        .map(|l| flags(&l, 1))
+        .unwrap_or_default()
+}
+
+/// Sends OPTIONS with a user part through Kamailio (dispatched), distinct Call-IDs.
+fn send_through(k: &Kamailio, count: usize, tag: &str) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    for i in 0..count {
+        let msg = format!(
+            "OPTIONS sip:route@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{tag}{i}\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag={tag}\r\nTo: <sip:route@127.0.0.1:{p}>\r\nCall-ID: {tag}-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            p = k.udp_port
+        );
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", k.udp_port))
+            .unwrap();
+    }
+}
+
+fn routed(k: &Kamailio, tag: &str) -> Vec<String> {
+    k.log()
+        .lines()
+        .filter(|l| l.contains("DSROUTE") && l.contains(&format!("{tag}-")))
+        .filter_map(|l| l.rsplit("-> ").next().map(|d| d.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kamailio_dispatcher_follows_and_is_reasserted_after_a_restart() {
+    let gw: Vec<Sipp> = (0..2).map(|_| Sipp::start("u1", "200 OK")).collect();
+    let mut ns = nodes(2, |_| Behaviour::Accept).await;
+    for (n, g) in ns.iter_mut().zip(&gw) {
+        n.sip = format!("sip:127.0.0.1:{}", g.port);
+    }
+    let mut k = Kamailio::start_dispatcher(&ns.iter().map(|n| n.sip.clone()).collect::<Vec<_>>());
+    let kam = |k: &Kamailio| {
+        format!(
+            "[kamailio]\nrpc_url = \"{}\"\nreassert_interval = \"500ms\"\n",
+            k.rpc_url()
+        )
+    };
+    let _a = start(&ns, 0, "500ms", &kam(&k)).await;
+    let _b = start(&ns, 1, "500ms", &kam(&k)).await;
+    let (d1, d2) = (ns[0].sip.clone(), ns[1].sip.clone());
+    poll(LIMIT, "both active in Kamailio", || async {
+        let f = dispatcher(&k).await;
+        (f.get(&d1)?.starts_with('A') && f.get(&d2)?.starts_with('A')).then_some(())
+    })
+    .await;
+
+    ns[0].svc.stop().await;
+    poll(LIMIT, "fax1 disabled (d)", || async {
+        dispatcher(&k)
+            .await
+            .get(&d1)?
+            .starts_with('D')
+            .then_some(())
+    })
+    .await;
+    send_through(&k, 6, "down");
+    let seen = poll(LIMIT, "6 requests dispatched", || async {
+        let r = routed(&k, "down");
+        (r.len() >= 6).then_some(r)
+    })
+    .await;
+    assert!(seen.iter().all(|d| *d == d2), "all on fax2: {seen:?}");
+
+    // Kamailio restarts with its list from the file (both active): the agent re-asserts.
+    k = k.restart();
+    poll(LIMIT, "fax1 disabled again after the restart", || async {
+        dispatcher(&k)
+            .await
+            .get(&d1)?
+            .starts_with('D')
+            .then_some(())
+    })
+    .await;
+
+    ns[0].svc.restart().await;
+    poll(LIMIT, "fax1 active again", || async {
+        dispatcher(&k)
+            .await
+            .get(&d1)?
+            .starts_with('A')
+            .then_some(())
+    })
+    .await;
+    send_through(&k, 8, "up");
+    let seen = poll(LIMIT, "8 requests dispatched", || async {
+        let r = routed(&k, "up");
+        (r.len() >= 8).then_some(r)
+    })
+    .await;
+    assert!(
+        seen.contains(&d1) && seen.contains(&d2),
+        "traffic shared again: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_survivor_speaks_for_a_dead_server() {
+    let gw: Vec<Sipp> = (0..3).map(|_| Sipp::start("u1", "200 OK")).collect();
+    let mut ns = nodes(3, |_| Behaviour::Accept).await;
+    for (n, g) in ns.iter_mut().zip(&gw) {
+        n.sip = format!("sip:127.0.0.1:{}", g.port);
+    }
+    let k = Kamailio::start_dispatcher(&ns.iter().map(|n| n.sip.clone()).collect::<Vec<_>>());
+    let hooks = tempfile::tempdir().unwrap();
+    let log = hooks.path().join("hook.log");
+    let extra = format!(
+        "[kamailio]\nrpc_url = \"{}\"\nreassert_interval = \"500ms\"\n\n[hook]\ncommand = [\"sh\", \"-c\", \"echo \\\"$TELAGENT_SPEAKER $TELAGENT_SERVER $TELAGENT_STATE\\\" >> {}\"]\n",
+        k.rpc_url(),
+        log.display()
+    );
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        agents.push(start(&ns, i, "500ms", &extra).await);
+    }
+    poll(LIMIT, "every agent sees three up servers", || async {
+        for a in &agents {
+            for n in ["fax1", "fax2", "fax3"] {
+                if server_state(a, n).await.as_deref() != Some("up") {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+
+    // fax1 dies whole: agent and service.
+    agents[0].kill();
+    ns[0].svc.stop().await;
+    let d1 = ns[0].sip.clone();
+    poll(LIMIT, "fax1 disabled in Kamailio", || async {
+        dispatcher(&k)
+            .await
+            .get(&d1)?
+            .starts_with('D')
+            .then_some(())
+    })
+    .await;
+    let hook_lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll(LIMIT, "the down notification", || async {
+        hook_lines().contains("fax1 down").then_some(())
+    })
+    .await;
+    // Give the other survivor every chance to speak too: wait until both survivors have
+    // seen fax1 down for a while (several evaluations and re-assertions).
+    for a in &agents[1..] {
+        poll(LIMIT, "fax1 down seen", || async {
+            (server_state(a, "fax1").await.as_deref() == Some("down")).then_some(())
+        })
+        .await;
+    }
+    // Who speaks is each agent's own decision: fax2 (first live in order) does, fax3 not.
+    let speaker = |i: usize| {
+        let agents = &agents;
+        async move {
+            let s = agents[i].status().await;
+            s["cluster"]["servers"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == "fax1")?["speaker"]
+                .as_bool()
+        }
+    };
+    assert_eq!(speaker(1).await, Some(true));
+    assert_eq!(speaker(2).await, Some(false));
+    let downs: Vec<String> = hook_lines()
+        .lines()
+        .filter(|l| l.ends_with("fax1 down"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        downs,
+        ["fax2 fax1 down"],
+        "exactly one survivor (the first in order) spoke"
+    );
+    assert!(agents[1].log().contains("Kamailio dispatcher set") && agents[1].log().contains(&d1));
+    assert!(
+        !agents[2].log().contains(&format!("uri={d1} state=d")),
+        "fax3 left it to fax2"
+    );
+
+    // Clients asking fax3 for hosts no longer get fax1.
+    let out = std::process::Command::new(telagent_tests::agent_bin())
+        .args(["route", "alerts", "--url", &agents[2].url("")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "fax2.example fax3.example\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_service_changes_routing_no_faster_than_the_hold() {
+    let mut ns = nodes(1, |_| Behaviour::Accept).await;
+    let hooks = tempfile::tempdir().unwrap();
+    let log = hooks.path().join("hook.log");
+    let extra = format!(
+        "[hook]\ncommand = [\"sh\", \"-c\", \"date +%s.%N >> {}\"]\n",
+        log.display()
+    );
+    let _a = start(&ns, 0, "2s", &extra).await;
+    poll(LIMIT, "first hook call (up)", || async {
+        std::fs::read_to_string(&log).ok().filter(|s| !s.is_empty())
+    })
+    .await;
+    // Up and down every 200 ms for 6 s.
+    for _ in 0..15 {
+        ns[0].svc.stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ns[0].svc.restart().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let times: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(times.len() >= 2, "the flapping was seen at all: {times:?}");
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= 1.9,
+            "two routing changes {:.2}s apart, hold is 2s: {times:?}",
+            w[1] - w[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_changes_need_the_token_and_an_allowed_address() {
+    let ns = nodes(1, |_| Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-0123456789";
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+    let allow = dir.path().join("allow");
+    std::fs::write(&allow, "# nobody local\n192.0.2.0/24\n").unwrap();
+    let access = format!(
+        "[access]\ntoken_file = \"{}\"\nallowlist_file = \"{}\"\n",
+        dir.path().join("token").display(),
+        allow.display()
+    );
+    let a = start(&ns, 0, "500ms", &access).await;
+    let post = |auth: Option<&str>| {
+        let url = a.url("/v1/server/maintenance");
+        let headers: Vec<(String, String)> = auth
+            .map(|t| vec![("Authorization".into(), format!("Bearer {t}"))])
+            .unwrap_or_default();
+        async move {
+            let r = telagent::http_client::request(
+                "POST",
+                &url,
+                &headers,
+                br#"{"drain": true, "reason": "patching"}"#.to_vec(),
+                1 << 16,
+            )
+            .await
+            .unwrap();
+            (r.status, String::from_utf8_lossy(&r.body).into_owned())
+        }
+    };
+    // The right token from an address not in the allowlist.
+    let (code, body) = post(Some(token)).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("127.0.0.1 is not in the allowlist"));
+    assert!(a.log().contains("Request refused"), "rejections are logged");
+
+    std::fs::write(&allow, "127.0.0.1   # this host\n").unwrap();
+    a.hup();
+    poll(LIMIT, "allowlist reloaded", || async {
+        let (code, _) = post(Some("wrong-token")).await;
+        (code == 401).then_some(())
+    })
+    .await;
+    let (code, _) = post(None).await;
+    assert_eq!(code, 401);
+    let (code, body) = post(Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    poll(LIMIT, "drained for maintenance", || async {
+        (server_state(&a, "fax1").await.as_deref() == Some("drain")).then_some(())
+    })
+    .await;
+
+    // A malformed allowlist line: the reload is rejected with file and line, the old rules stay.
+    std::fs::write(&allow, "127.0.0.1\n10.0.0.0/40\n").unwrap();
+    a.hup();
+    let error = poll(LIMIT, "reload rejected", || async {
+        let s = a.status().await;
+        s["config"]["error"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(
+        error.ends_with(&format!(
+            "allowlist {}, line 2: `10.0.0.0/40`: the prefix length must be 0 to 32",
+            allow.display()
+        )),
+        "{error}"
+    );
+    let (code, _) = post(Some(token)).await;
+    assert_eq!(code, 200, "the previous rules still apply");
+}
