@@ -459,3 +459,38 @@ async fn state_changes_need_the_token_and_an_allowed_address() {
     let (code, _) = post(Some(token)).await;
     assert_eq!(code, 200, "the previous rules still apply");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_with_other_routing_sections_are_reported() {
+    let ns = nodes(2, |_| Behaviour::Accept).await;
+    let a = start(&ns, 0, "500ms", "").await;
+    let other =
+        body(&ns, 1, "500ms", "").replace("name = \"alerts\"", "name = \"alerts-elsewhere\"");
+    let _b = Agent::start_as(&ns[1].name, ns[1].port, &other)
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    let view = poll(LIMIT, "fax2 reported as drifting", || async {
+        let s = a.status().await;
+        let v = s["cluster"]["servers"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "fax2")?
+            .clone();
+        (v["config_drift"] == true).then_some(v)
+    })
+    .await;
+    assert_ne!(
+        view["config_hash"],
+        a.status().await["cluster"]["config_hash"]
+    );
+    let m = a.metrics().await;
+    assert_eq!(
+        telagent_tests::agent::metric(&m, "telagent_cluster_config_drift{server=\"fax2\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        telagent_tests::agent::metric(&m, "telagent_cluster_config_drift{server=\"fax1\"}"),
+        Some(0.0)
+    );
+    assert!(a.log().contains("Config drift"), "{}", a.log());
+}

@@ -8,10 +8,12 @@ use crate::config;
 
 pub fn run(file: Option<PathBuf>) -> ExitCode {
     let source = config::resolve_source(file.as_deref());
-    let loaded = config::load(&source).map_err(|e| e.to_string()).and_then(|c| {
-        crate::access::Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
-        Ok(c)
-    });
+    let loaded = config::load(&source)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            crate::access::Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
+            Ok(c)
+        });
     match loaded {
         Ok(c) => {
             let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();

@@ -159,6 +159,8 @@ async fn poll_peer(
 /// Decided state of one server, with damping for the states this agent infers.
 struct Decided {
     tracker: Tracker,
+    /// Whether the peer's cluster sections differed at the last evaluation.
+    drift: bool,
     state: ServerState,
     reason: String,
     since: SystemTime,
@@ -168,6 +170,7 @@ impl Decided {
     fn new(c: &cluster::ClusterConfig) -> Self {
         Decided {
             tracker: Tracker::new(c.rise, c.fall, c.hold),
+            drift: false,
             state: ServerState::Unknown,
             reason: "not evaluated yet".into(),
             since: SystemTime::now(),
@@ -322,6 +325,14 @@ fn evaluate(
             });
         }
         let drift = peer_hash.as_ref().is_some_and(|h| h != &hash);
+        if drift != d.drift {
+            d.drift = drift;
+            if drift {
+                warn!(server = %member.name, "Config drift: this peer's [cluster], [[member]] or [[group]] sections differ from ours; routing may be inconsistent.");
+            } else {
+                info!(server = %member.name, "Config drift resolved.");
+            }
+        }
         views.insert(
             member.name.clone(),
             ServerView {
