@@ -260,17 +260,10 @@ mod tests {
         m[n - 10] = 0xc0;
         m[n - 9] = (n - 10) as u8;
         let _ = parse(&m, 1);
-        let mut x: u64 = 5;
+        let mut rng = crate::testing::Lcg(5);
         for _ in 0..3000 {
-            let len = (x % 200) as usize;
-            let mut bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (x >> 56) as u8
-                })
-                .collect();
+            let len = (rng.next_u64() % 200) as usize;
+            let mut bytes = rng.bytes(len);
             if bytes.len() > 3 {
                 bytes[0] = 0;
                 bytes[1] = 1;

@@ -36,3 +36,5 @@ pub mod net;
 pub mod routing;
 pub mod serial;
 pub mod snmp;
+#[cfg(test)]
+mod testing;

@@ -226,6 +226,11 @@ event_route[xhttp:request] {{
             ),
         )
         .unwrap();
+        Self::spawn(dir, udp_port, tcp_port)
+    }
+
+    /// Runs `<dir>/kamailio.cfg`, appending to `<dir>/kamailio.log`, until both ports answer.
+    fn spawn(dir: TempDir, udp_port: u16, tcp_port: u16) -> Kamailio {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -233,7 +238,7 @@ event_route[xhttp:request] {{
             .unwrap();
         let mut child = Command::new("kamailio")
             .arg("-f")
-            .arg(&cfg)
+            .arg(dir.path().join("kamailio.cfg"))
             .args(["-DD", "-E", "-Y"])
             .arg(dir.path())
             .arg("-P")
@@ -284,30 +289,7 @@ event_route[xhttp:request] {{
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
-        let mut child = Command::new("kamailio")
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-Y"])
-            .arg(dir.path())
-            .arg("-P")
-            .arg(dir.path().join("k.pid"))
-            .arg("-w")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start kamailio (apt-get install kamailio)");
-        wait_for("kamailio", &mut child, || {
-            udp_listening(udp_port) && std::net::TcpStream::connect(("127.0.0.1", tcp_port)).is_ok()
-        });
-        Kamailio {
-            udp_port,
-            tcp_port,
-            dir,
-            child,
-        }
+        Self::spawn(dir, udp_port, tcp_port)
     }
 }
 

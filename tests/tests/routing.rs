@@ -160,6 +160,18 @@ async fn dispatcher(k: &Kamailio) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Waits until the dispatcher flags of `uri` start with `prefix` (`A` active, `D` disabled).
+async fn wait_flag(k: &Kamailio, uri: &str, prefix: char, what: &str) {
+    poll(LIMIT, what, || async {
+        dispatcher(k)
+            .await
+            .get(uri)?
+            .starts_with(prefix)
+            .then_some(())
+    })
+    .await;
+}
+
 /// Sends OPTIONS with a user part through Kamailio (dispatched), distinct Call-IDs.
 fn send_through(k: &Kamailio, count: usize, tag: &str) {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -206,14 +218,7 @@ async fn kamailio_dispatcher_follows_and_is_reasserted_after_a_restart() {
     .await;
 
     ns[0].svc.stop().await;
-    poll(LIMIT, "fax1 disabled (d)", || async {
-        dispatcher(&k)
-            .await
-            .get(&d1)?
-            .starts_with('D')
-            .then_some(())
-    })
-    .await;
+    wait_flag(&k, &d1, 'D', "fax1 disabled (d)").await;
     send_through(&k, 6, "down");
     let seen = poll(LIMIT, "6 requests dispatched", || async {
         let r = routed(&k, "down");
@@ -224,24 +229,10 @@ async fn kamailio_dispatcher_follows_and_is_reasserted_after_a_restart() {
 
     // Kamailio restarts with its list from the file (both active): the agent re-asserts.
     k = k.restart();
-    poll(LIMIT, "fax1 disabled again after the restart", || async {
-        dispatcher(&k)
-            .await
-            .get(&d1)?
-            .starts_with('D')
-            .then_some(())
-    })
-    .await;
+    wait_flag(&k, &d1, 'D', "fax1 disabled again after the restart").await;
 
     ns[0].svc.restart().await;
-    poll(LIMIT, "fax1 active again", || async {
-        dispatcher(&k)
-            .await
-            .get(&d1)?
-            .starts_with('A')
-            .then_some(())
-    })
-    .await;
+    wait_flag(&k, &d1, 'A', "fax1 active again").await;
     send_through(&k, 8, "up");
     let seen = poll(LIMIT, "8 requests dispatched", || async {
         let r = routed(&k, "up");
@@ -289,14 +280,7 @@ async fn one_survivor_speaks_for_a_dead_server() {
     agents[0].kill();
     ns[0].svc.stop().await;
     let d1 = ns[0].sip.clone();
-    poll(LIMIT, "fax1 disabled in Kamailio", || async {
-        dispatcher(&k)
-            .await
-            .get(&d1)?
-            .starts_with('D')
-            .then_some(())
-    })
-    .await;
+    wait_flag(&k, &d1, 'D', "fax1 disabled in Kamailio").await;
     let hook_lines = || std::fs::read_to_string(&log).unwrap_or_default();
     poll(LIMIT, "the down notification", || async {
         hook_lines().contains("fax1 down").then_some(())

@@ -594,13 +594,8 @@ mod tests {
 
     #[test]
     fn any_values_from_an_agent_map_without_panic() {
-        let mut x: u64 = 99;
-        let mut next = || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x as i64
-        };
+        let mut rng = crate::testing::Lcg(99);
+        let mut next = || rng.next_u64() as i64;
         for _ in 0..500 {
             let bearer: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
             let oper: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();

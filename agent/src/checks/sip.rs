@@ -648,17 +648,10 @@ mod tests {
             classify(&vec![b'a'; MAX_MESSAGE + 1], &t),
             Match::Malformed(_)
         ));
-        let mut x: u64 = 7;
+        let mut rng = crate::testing::Lcg(7);
         for _ in 0..2000 {
-            let len = (x % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (x >> 56) as u8
-                })
-                .collect();
+            let len = (rng.next_u64() % 300) as usize;
+            let bytes = rng.bytes(len);
             let _ = classify(&bytes, &t);
             let _ = frame(&bytes);
         }

@@ -287,19 +287,11 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        // A small LCG: the same bytes every run.
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rng = crate::testing::Lcg(0x2545_f491_4f6c_dd1d);
         let mut splitter = Lines::default();
         let mut out = Vec::new();
         for _ in 0..2000 {
-            let chunk: Vec<u8> = (0..64)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (x >> 56) as u8
-                })
-                .collect();
+            let chunk = rng.bytes(64);
             splitter.feed(&chunk, &mut out);
             for e in out.drain(..) {
                 if let Event::Line(l) = e {
