@@ -208,8 +208,9 @@ pub async fn run(
     let reports: Reports = Arc::default();
     let mut pollers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut decided: BTreeMap<String, Decided> = BTreeMap::new();
+    let mut c = config.borrow_and_update().clone();
     loop {
-        let c = config.borrow_and_update().clone();
+        // Only on start and after a reload: the members, their pollers, the config hash.
         let me = c.agent.server.clone();
         pollers.retain(|name, h| !h.is_finished() && c.member.iter().any(|m| &m.name == name));
         for m in c.member.iter().filter(|m| m.name != me) {
@@ -223,22 +224,26 @@ pub async fn run(
             });
         }
         decided.retain(|name, _| c.member.iter().any(|m| &m.name == name));
-        let snapshot = evaluate(&c, &model, &bus, &reports, &mut decided);
-        let changed = **out.borrow() != snapshot;
-        if changed {
-            model.write().cluster = Some(Arc::new(snapshot.clone()));
-            out.send_replace(Arc::new(snapshot));
+        let hash = cluster::config_hash(&c);
+        loop {
+            let snapshot = evaluate(&c, &hash, &model, &bus, &reports, &mut decided);
+            if **out.borrow() != snapshot {
+                model.write().cluster = Some(Arc::new(snapshot.clone()));
+                out.send_replace(Arc::new(snapshot));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(c.cluster.evaluate_interval) => {}
+                _ = config.changed() => break,
+            }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(c.cluster.evaluate_interval) => {}
-            _ = config.changed() => {}
-        }
+        c = config.borrow_and_update().clone();
     }
 }
 
 fn evaluate(
     c: &Config,
+    hash: &str,
     model: &Model,
     bus: &Bus,
     reports: &Reports,
@@ -246,7 +251,7 @@ fn evaluate(
 ) -> Snapshot {
     let me = &c.agent.server;
     let now = Instant::now();
-    let hash = cluster::config_hash(c);
+    let hash = hash.to_string();
     let reports = lock(reports).clone();
     let (own_raw, own_reason) = {
         let m = model.read();
