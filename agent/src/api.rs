@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,15 +29,19 @@ pub struct ApiState {
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/", get(index))
+    // Read-only endpoints that `access.protect_reads` restricts to the allowlist.
+    let reads = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .route("/v1/server", get(server))
+        .route("/v1/routes", get(routes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard_reads));
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
         .route("/v1/server/health", get(server_health))
         .route("/v1/server/maintenance", post(maintenance))
-        .route("/v1/routes", get(routes))
+        .merge(reads)
         .fallback(not_found)
         .with_state(state)
 }
@@ -57,22 +62,20 @@ fn refuse(r: Refusal, uri: &Uri) -> Response {
     (code, format!("{why}\n")).into_response()
 }
 
-/// The refusal of a read from a caller outside the allowlist when reads are protected.
-fn read_guard(s: &ApiState, caller: SocketAddr, uri: &Uri) -> Option<Response> {
-    access(s)
-        .check_read(caller.ip())
-        .err()
-        .map(|r| refuse(r, uri))
-}
-
-async fn server(
+/// Refuses a read from a caller outside the allowlist when reads are protected.
+async fn guard_reads(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(caller): ConnectInfo<SocketAddr>,
-    uri: Uri,
+    req: Request,
+    next: Next,
 ) -> Response {
-    if let Some(r) = read_guard(&s, caller, &uri) {
-        return r;
+    match access(&s).check_read(caller.ip()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => refuse(r, req.uri()),
     }
+}
+
+async fn server(State(s): State<Arc<ApiState>>) -> Response {
     match s.model.read().cluster.as_ref().and_then(|c| c.doc()) {
         Some(doc) => Json(doc).into_response(),
         None => (
@@ -112,15 +115,7 @@ struct RoutesQuery {
     group: Option<String>,
 }
 
-async fn routes(
-    State(s): State<Arc<ApiState>>,
-    ConnectInfo(caller): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    Query(q): Query<RoutesQuery>,
-) -> Response {
-    if let Some(r) = read_guard(&s, caller, &uri) {
-        return r;
-    }
+async fn routes(State(s): State<Arc<ApiState>>, Query(q): Query<RoutesQuery>) -> Response {
     let all = s
         .model
         .read()
@@ -206,14 +201,7 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn metrics(
-    State(s): State<Arc<ApiState>>,
-    ConnectInfo(caller): ConnectInfo<SocketAddr>,
-    uri: Uri,
-) -> Response {
-    if let Some(r) = read_guard(&s, caller, &uri) {
-        return r;
-    }
+async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         crate::metrics::render(&s.model, &s.process),
@@ -225,14 +213,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn status(
-    State(s): State<Arc<ApiState>>,
-    ConnectInfo(caller): ConnectInfo<SocketAddr>,
-    uri: Uri,
-) -> Response {
-    if let Some(r) = read_guard(&s, caller, &uri) {
-        return r;
-    }
+async fn status(State(s): State<Arc<ApiState>>) -> Response {
     Json(s.model.status_doc()).into_response()
 }
 
