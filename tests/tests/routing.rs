@@ -478,3 +478,42 @@ async fn peers_with_other_routing_sections_are_reported() {
     );
     assert!(a.log().contains("Config drift"), "{}", a.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protected_reads_refuse_callers_outside_the_allowlist() {
+    let ns = nodes(1, |_| Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allow");
+    std::fs::write(&allow, "192.0.2.0/24\n").unwrap();
+    let a = start(
+        &ns,
+        0,
+        "500ms",
+        &format!(
+            "[access]\nallowlist_file = \"{}\"\nprotect_reads = true\n",
+            allow.display()
+        ),
+    )
+    .await;
+    for path in ["/metrics", "/v1/status", "/v1/server", "/v1/routes"] {
+        let (code, body) = a.get(path).await.expect("answers");
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(
+            body.contains("127.0.0.1 is not in the allowlist"),
+            "{path}: {body}"
+        );
+    }
+    // Liveness and HAProxy's health check stay open.
+    assert_eq!(a.get("/healthz").await.map(|r| r.0), Some(200));
+    poll(LIMIT, "health check answers 200", || async {
+        (a.get("/v1/server/health").await?.0 == 200).then_some(())
+    })
+    .await;
+
+    std::fs::write(&allow, "127.0.0.1\n").unwrap();
+    a.hup();
+    poll(LIMIT, "reads allowed after the reload", || async {
+        (a.get("/v1/status").await?.0 == 200).then_some(())
+    })
+    .await;
+}
