@@ -73,10 +73,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let cancel = CancellationToken::new();
+    let traffic = Arc::new(
+        crate::traffic::Traffic::open(&config, model.clone())
+            .context("cannot open the traffic store; check agent.state_dir")?,
+    );
+    let traffic_tasks = traffic.start(&config.traffic, cancel.clone());
     let api_state = Arc::new(crate::api::ApiState {
         model: model.clone(),
         process: crate::metrics::process_registry(),
         access: std::sync::RwLock::new(access),
+        traffic,
     });
     let api = crate::api::router(api_state.clone());
     let server = tokio::spawn(
@@ -166,7 +172,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!("Shutting down.");
     scheduler.shutdown().await;
     let _ = inventory.await;
-    for task in routing {
+    for task in routing.into_iter().chain(traffic_tasks) {
         let _ = task.await;
     }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -208,6 +214,7 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, A
                     "agent.audit_log",
                     new.agent.audit_log != current.agent.audit_log,
                 ),
+                ("traffic", new.traffic != current.traffic),
             ] {
                 if changed {
                     warn!(

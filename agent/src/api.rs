@@ -1,7 +1,9 @@
 //! HTTP endpoints: `/` (landing page), `/metrics`, `/healthz`, `/v1/status`,
 //! `/v1/server` (this server's routing state, polled by peer agents), `/v1/server/health`
 //! (200 while routable, 503 when down: HAProxy's plain health check), `/v1/routes`, and
-//! `POST /v1/server/maintenance` (drain for maintenance; bearer token and allowlist).
+//! `POST /v1/server/maintenance` (drain for maintenance; bearer token and allowlist),
+//! `POST /v1/events` (message events counted in the traffic store; bearer token and
+//! allowlist) and `GET /v1/totals` (traffic totals over a window).
 //!
 //! Everything is read from the model; no request triggers a probe.
 
@@ -26,6 +28,7 @@ pub struct ApiState {
     pub process: Registry,
     /// Replaced at each reload.
     pub access: RwLock<Access>,
+    pub traffic: Arc<crate::traffic::Traffic>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -35,12 +38,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/server", get(server))
         .route("/v1/routes", get(routes))
+        .route("/v1/totals", get(totals))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard_reads));
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/v1/server/health", get(server_health))
         .route("/v1/server/maintenance", post(maintenance))
+        .route(
+            "/v1/events",
+            post(events).layer(axum::extract::DefaultBodyLimit::max(
+                crate::traffic::events::MAX_BODY,
+            )),
+        )
         .merge(reads)
         .fallback(not_found)
         .with_state(state)
@@ -179,6 +189,97 @@ async fn maintenance(
         .into_response()
 }
 
+async fn events(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(r) = access(&s).check_write(caller.ip(), auth) {
+        return refuse(r, &uri);
+    }
+    let traffic = s.traffic.clone();
+    let outcome = tokio::task::spawn_blocking(move || traffic.post(&body)).await;
+    use crate::traffic::{store::Ingested, PostError};
+    let (label, response) = match outcome {
+        Ok(Ok(Ingested::Counted(n))) => (
+            "counted",
+            Json(serde_json::json!({"counted": n, "duplicate": false})).into_response(),
+        ),
+        Ok(Ok(Ingested::Duplicate)) => (
+            "duplicate",
+            Json(serde_json::json!({"counted": 0, "duplicate": true})).into_response(),
+        ),
+        Ok(Err(PostError::Invalid(why))) => {
+            tracing::warn!(caller = %caller.ip(), reason = %why, "Event batch rejected.");
+            (
+                "rejected",
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+            )
+        }
+        Ok(Err(PostError::Store(why))) => {
+            tracing::error!(error = %why, "Event batch not stored.");
+            (
+                "failed",
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{why}; nothing of the batch was counted, send it again\n"),
+                )
+                    .into_response(),
+            )
+        }
+        Err(_) => (
+            "failed",
+            (StatusCode::INTERNAL_SERVER_ERROR, "the store task ended\n").into_response(),
+        ),
+    };
+    *s.model.write().event_batches.entry(label).or_default() += 1;
+    response
+}
+
+#[derive(Deserialize)]
+struct TotalsParams {
+    since: i64,
+    until: Option<i64>,
+    server: Option<String>,
+    by: Option<crate::traffic::totals::Split>,
+}
+
+async fn totals(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<TotalsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(p)) = q else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected ?since=<unix seconds>[&until=<unix seconds>][&server=NAME][&by=line|hour]\n",
+        )
+            .into_response();
+    };
+    let query = crate::traffic::totals::Query {
+        since: p.since,
+        until: p.until.unwrap_or_else(crate::traffic::events::unix_now),
+        server: p.server,
+        by: p.by,
+    };
+    let traffic = s.traffic.clone();
+    let q2 = query.clone();
+    match tokio::task::spawn_blocking(move || traffic.totals(&q2)).await {
+        Ok(Ok(rows)) => Json(serde_json::json!({
+            "server": s.traffic.server,
+            "query": query,
+            "rows": rows,
+        }))
+        .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the store task ended\n").into_response(),
+    }
+}
+
 async fn index(State(s): State<Arc<ApiState>>) -> Html<String> {
     let server = s.model.read().server.clone();
     Html(format!(
@@ -189,6 +290,7 @@ async fn index(State(s): State<Arc<ApiState>>) -> Html<String> {
          <li><a href=\"/healthz\">/healthz</a>: the agent itself is alive</li>\
          <li><a href=\"/v1/server\">/v1/server</a>: this server's routing state</li>\
          <li><a href=\"/v1/routes\">/v1/routes</a>: the routes of every group</li>\
+         <li><a href=\"/v1/totals?since=0\">/v1/totals</a>: traffic totals (since, until, server, by)</li>\
          </ul></body></html>\n",
         v = env!("CARGO_PKG_VERSION"),
         server = escape(&server),

@@ -85,6 +85,9 @@ pub struct Config {
     /// Bearer token and allowlist.
     #[serde(default)]
     pub access: AccessConfig,
+    /// Traffic store and its sources.
+    #[serde(default)]
+    pub traffic: crate::traffic::TrafficConfig,
 }
 
 /// `[agent]`: this agent and its server.
@@ -563,6 +566,15 @@ impl Config {
                 "must be at least 1s (the inventory reads sysfs and lock files)".into(),
             ));
         }
+        self.traffic.validate()?;
+        for (i, x) in self.traffic.xferfaxlog.iter().enumerate() {
+            if x.server.as_deref().is_some_and(|s| !valid_name(s)) {
+                return Err((
+                    format!("traffic.xferfaxlog[{i}].server"),
+                    name_rule("server name"),
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         let check_names: Vec<String> = self
             .checks()
@@ -635,7 +647,7 @@ fn check_schedule(
 }
 
 /// Names become label values and file names: keep them plain.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()

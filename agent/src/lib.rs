@@ -16,6 +16,8 @@
 //!   status files.
 //! - [`routing`]: server states (own and peers), routes per group, and the outputs to the
 //!   routing layer (HAProxy agent-check, Kamailio dispatcher, hook, HylaFAX `faxstate`).
+//! - [`traffic`]: traffic accounting: the SQLite store, the xferfaxlog tail, posted
+//!   events, totals.
 //! - [`access`]: bearer token and caller allowlist.
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
@@ -38,3 +40,4 @@ pub mod serial;
 pub mod snmp;
 #[cfg(test)]
 mod testing;
+pub mod traffic;

@@ -275,6 +275,7 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
             m.routing_errors.get(output).copied().unwrap_or(0) as f64,
         );
     }
+    traffic(&mut f, &m);
     for p in &m.ports {
         let port = [("port", p.name.as_str())];
         f.gauge(
@@ -305,4 +306,89 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
         );
     }
     f.into_vec()
+}
+
+/// Lifetime traffic counters from the store (they survive restarts), one series per server
+/// and line, every one of the six exported once the line has any traffic.
+fn traffic(f: &mut Families, m: &crate::engine::model::Inner) {
+    use crate::traffic::Direction;
+    let mut lines: BTreeMap<(&str, &str), [u64; 6]> = BTreeMap::new();
+    for (k, c) in &m.traffic {
+        let v = lines
+            .entry((k.server.as_str(), k.line.as_str()))
+            .or_default();
+        let (messages, pages) = match (k.direction, k.ok) {
+            (Direction::Sent, true) => (0, 4),
+            (Direction::Sent, false) => (1, 4),
+            (Direction::Received, true) => (2, 5),
+            (Direction::Received, false) => (3, 5),
+        };
+        v[messages] += c.messages;
+        v[pages] += c.pages;
+    }
+    const SERIES: [(&str, &str); 6] = [
+        (
+            "telagent_messages_sent_total",
+            "Messages delivered (xferfaxlog SEND/PAGE without error, events sent ok).",
+        ),
+        (
+            "telagent_messages_failed_total",
+            "Send attempts that failed.",
+        ),
+        (
+            "telagent_messages_received_total",
+            "Messages received (xferfaxlog RECV/POLL without error, events received ok).",
+        ),
+        (
+            "telagent_messages_receive_failed_total",
+            "Receptions that failed.",
+        ),
+        (
+            "telagent_pages_sent_total",
+            "Pages of send attempts, as the source reports them.",
+        ),
+        (
+            "telagent_pages_received_total",
+            "Pages of receptions, as the source reports them.",
+        ),
+    ];
+    for ((server, line), v) in &lines {
+        for (i, (name, help)) in SERIES.iter().enumerate() {
+            f.counter(
+                name,
+                &format!("{help} Kept in the traffic store: never reset by a restart."),
+                &[("server", server), ("line", line)],
+                v[i] as f64,
+            );
+        }
+    }
+    for (source, st) in &m.traffic_sources {
+        let l = [("source", source.as_str())];
+        f.counter(
+            "telagent_traffic_source_records_total",
+            "Records counted from a tailed file.",
+            &l,
+            st.records as f64,
+        );
+        f.counter(
+            "telagent_traffic_source_malformed_lines_total",
+            "Lines of a tailed file skipped because they are not records (logged with their line number).",
+            &l,
+            st.malformed as f64,
+        );
+        f.gauge(
+            "telagent_traffic_source_offset_bytes",
+            "Bytes of the current file counted so far.",
+            &l,
+            st.offset as f64,
+        );
+    }
+    for result in ["counted", "duplicate", "rejected", "failed"] {
+        f.counter(
+            "telagent_event_batches_total",
+            "Batches posted to /v1/events, by what became of them (failed: the store could not commit; the sender should retry).",
+            &[("result", result)],
+            m.event_batches.get(result).copied().unwrap_or(0) as f64,
+        );
+    }
 }

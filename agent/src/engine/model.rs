@@ -95,6 +95,12 @@ pub struct Inner {
     /// Changes told to, and failures of, each routing output (`kamailio`, `hook`).
     pub routing_changes: BTreeMap<&'static str, u64>,
     pub routing_errors: BTreeMap<&'static str, u64>,
+    /// Lifetime traffic counters, as committed to the traffic store.
+    pub traffic: BTreeMap<crate::traffic::Key, crate::traffic::Count>,
+    /// Each tailed file's progress, by source name (`xferfaxlog:<path>`).
+    pub traffic_sources: BTreeMap<String, crate::traffic::SourceStats>,
+    /// Event batches posted: `counted`, `duplicate`, `rejected`.
+    pub event_batches: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug)]
@@ -122,6 +128,9 @@ impl Model {
                 maintenance: None,
                 routing_changes: BTreeMap::new(),
                 routing_errors: BTreeMap::new(),
+                traffic: BTreeMap::new(),
+                traffic_sources: BTreeMap::new(),
+                event_batches: BTreeMap::new(),
             }),
         }
     }

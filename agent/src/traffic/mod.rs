@@ -1,0 +1,295 @@
+//! Traffic accounting: how many messages and pages each server sent and received.
+//!
+//! Sources: HylaFAX's `xferfaxlog`, tailed across rotation and truncation
+//! ([`xferfaxlog`]), and batches of message events posted to `POST /v1/events`
+//! ([`events`]). Both land in the [`store`]: an embedded SQLite database in the state
+//! directory holding per-minute, per-hour and per-day buckets per server / direction /
+//! result / line, the lifetime counters behind the Prometheus metrics, and the read offset
+//! of every tailed file, each committed in the same transaction as the counts it produced
+//! (exactly once across crashes). [`totals`] answers `GET /v1/totals` and
+//! `telagent totals`.
+
+pub mod events;
+pub mod store;
+pub mod totals;
+pub mod xferfaxlog;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[traffic]`: the traffic store and its sources.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficConfig {
+    /// How long per-minute buckets are kept (then only hours and days remain).
+    #[serde(default = "default_minute_retention", with = "humantime_serde")]
+    pub minute_retention: Duration,
+    /// How long per-hour buckets are kept (then only days remain).
+    #[serde(default = "default_hour_retention", with = "humantime_serde")]
+    pub hour_retention: Duration,
+    /// Most distinct lines counted per server; further lines are counted as `other`.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+    /// Most distinct servers the store accepts events for.
+    #[serde(default = "default_max_servers")]
+    pub max_servers: usize,
+    /// HylaFAX transfer logs to tail.
+    #[serde(default)]
+    pub xferfaxlog: Vec<XferfaxlogConfig>,
+}
+
+/// `[[traffic.xferfaxlog]]`: one HylaFAX transfer log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XferfaxlogConfig {
+    /// The log file (Debian: `/var/spool/hylafax/log/xferfaxlog`).
+    pub path: PathBuf,
+    /// Server the records are counted for; default `agent.server`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// How often the file is read for new records.
+    #[serde(default = "default_tail_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_minute_retention() -> Duration {
+    Duration::from_secs(14 * 86400)
+}
+fn default_hour_retention() -> Duration {
+    Duration::from_secs(730 * 86400)
+}
+fn default_max_lines() -> usize {
+    64
+}
+fn default_max_servers() -> usize {
+    64
+}
+fn default_tail_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            minute_retention: default_minute_retention(),
+            hour_retention: default_hour_retention(),
+            max_lines: default_max_lines(),
+            max_servers: default_max_servers(),
+            xferfaxlog: Vec::new(),
+        }
+    }
+}
+
+impl TrafficConfig {
+    /// Cross-key rules. `Err((key path, message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.minute_retention < Duration::from_secs(3600) {
+            return Err((
+                "traffic.minute_retention".into(),
+                "must be at least 1h".into(),
+            ));
+        }
+        if self.hour_retention < self.minute_retention {
+            return Err((
+                "traffic.hour_retention".into(),
+                "must be at least minute_retention (hours are rolled up from minutes)".into(),
+            ));
+        }
+        if self.max_lines == 0 || self.max_servers == 0 {
+            let key = if self.max_lines == 0 {
+                "max_lines"
+            } else {
+                "max_servers"
+            };
+            return Err((format!("traffic.{key}"), "must be at least 1".into()));
+        }
+        for (i, x) in self.xferfaxlog.iter().enumerate() {
+            if x.interval < Duration::from_millis(100) {
+                return Err((
+                    format!("traffic.xferfaxlog[{i}].interval"),
+                    "must be at least 100ms".into(),
+                ));
+            }
+            if self.xferfaxlog[..i].iter().any(|o| o.path == x.path) {
+                return Err((
+                    format!("traffic.xferfaxlog[{i}].path"),
+                    format!("{} is tailed twice", x.path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "sent" => Some(Direction::Sent),
+            "received" => Some(Direction::Received),
+            _ => None,
+        }
+    }
+}
+
+/// One message handled by a server: the unit every source produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When it happened, seconds since the Unix epoch.
+    pub time: i64,
+    pub server: String,
+    pub direction: Direction,
+    /// Delivered (sent) or taken in (received) without error.
+    pub ok: bool,
+    /// Fax line, modem or channel.
+    pub line: String,
+    pub pages: u32,
+    /// Time on the line, seconds.
+    pub seconds: u32,
+}
+
+/// Identity of a lifetime counter: one per server / line / direction / result.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Key {
+    pub server: String,
+    pub line: String,
+    pub direction: Direction,
+    pub ok: bool,
+}
+
+/// Messages and pages counted under one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Count {
+    pub messages: u64,
+    pub pages: u64,
+}
+
+/// What a traffic source has done, for metrics and `/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceStats {
+    /// Records counted.
+    pub records: u64,
+    /// Lines skipped because they could not be read as a record.
+    pub malformed: u64,
+    /// Read offset in the current file.
+    pub offset: u64,
+}
+
+/// The running traffic accounting: the store, shared by the API and the tailers.
+pub struct Traffic {
+    pub store: std::sync::Arc<std::sync::Mutex<store::Store>>,
+    /// The server events are counted for when they name none.
+    pub server: String,
+    model: std::sync::Arc<crate::engine::model::Model>,
+}
+
+/// Why a batch of events was not counted, with the HTTP status to answer.
+#[derive(Debug)]
+pub enum PostError {
+    /// 400: the batch is malformed or refused; the message says which event and why.
+    Invalid(String),
+    /// 503: the store failed; the sender should retry the same batch.
+    Store(String),
+}
+
+impl Traffic {
+    /// Opens `<state_dir>/traffic.db` and publishes its counters in the model.
+    pub fn open(
+        config: &crate::config::Config,
+        model: std::sync::Arc<crate::engine::model::Model>,
+    ) -> Result<Traffic, store::StoreError> {
+        let path = config.agent.state_dir.join("traffic.db");
+        let mut s = store::Store::open(&path, store::Limits::from(&config.traffic))?;
+        s.prune(events::unix_now())?;
+        model.write().traffic = s.lifetime().clone();
+        Ok(Traffic {
+            store: std::sync::Arc::new(std::sync::Mutex::new(s)),
+            server: config.agent.server.clone(),
+            model,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a posted batch (`POST /v1/events`), committed before it returns.
+    pub fn post(&self, body: &[u8]) -> Result<store::Ingested, PostError> {
+        let now = events::unix_now();
+        let (batch, evs) = events::decode(body, &self.server, now).map_err(PostError::Invalid)?;
+        let mut s = self.lock();
+        let outcome = s
+            .ingest(&evs, batch.as_deref(), now)
+            .map_err(|e| PostError::Store(e.to_string()))?
+            .map_err(|r| PostError::Invalid(r.to_string()))?;
+        self.model.write().traffic = s.lifetime().clone();
+        Ok(outcome)
+    }
+
+    /// Totals over a window (`GET /v1/totals`).
+    pub fn totals(&self, q: &totals::Query) -> Result<Vec<totals::Row>, String> {
+        self.lock()
+            .totals(q, events::unix_now())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts a tailer per configured xferfaxlog and the hourly pruning; they end with
+    /// `cancel`.
+    pub fn start(
+        &self,
+        config: &TrafficConfig,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = config
+            .xferfaxlog
+            .iter()
+            .map(|x| {
+                tokio::spawn(xferfaxlog::run(
+                    x.clone(),
+                    x.server.clone().unwrap_or_else(|| self.server.clone()),
+                    self.store.clone(),
+                    self.model.clone(),
+                    cancel.clone(),
+                ))
+            })
+            .collect();
+        let store = self.store.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                }
+                let st = store.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    st.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .prune(events::unix_now())
+                })
+                .await;
+                if let Ok(Err(e)) = pruned {
+                    tracing::warn!(error = %e, "Cannot prune the traffic store.");
+                }
+            }
+        }));
+        tasks
+    }
+}

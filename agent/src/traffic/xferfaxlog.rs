@@ -1,0 +1,491 @@
+//! HylaFAX `xferfaxlog`: parsing records and tailing the file exactly once.
+//!
+//! Records (xferfaxlog(5)) are tab-separated; text fields are quoted and may hold tabs:
+//! `date TYPE commid modem jobid jobtag sender "number" "CSI/TSI" params #pages jobtime
+//! conntime "reason" ...`. `SEND` and `PAGE` count as sent, `RECV` and `POLL` as received;
+//! an empty reason is a success, any other a failure. Other record types (`CALL`,
+//! `UNSENT`, ...) are read past without counting. A line that cannot be read as a record
+//! is counted as malformed and logged with its line number; it never stops the tail.
+//!
+//! The tail follows the path: when the file is renamed away (rotation), the rest of the
+//! old file is read before the new one; when it shrinks (truncation), reading starts over.
+//! Each chunk's counts and the new offset are committed in one transaction, so a crash at
+//! any point neither loses nor repeats a record. At start, a file whose identity differs
+//! from the committed one is searched for in the same directory (a rotated `xferfaxlog.0`)
+//! to finish it first.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Position, Store};
+use super::{Direction, Event, SourceStats, XferfaxlogConfig};
+use crate::engine::model::Model;
+
+/// Bytes of the file's start remembered to tell a new file that reuses an inode.
+const HEAD: usize = 64;
+/// Most bytes read (and committed) at once.
+const CHUNK: usize = 4 << 20;
+/// A "line" longer than this without a newline is skipped as malformed.
+const MAX_LINE: usize = 64 << 10;
+
+/// Why a line is not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("{0} fields, a {1} record has at least 14")]
+    TooFewFields(usize, String),
+    #[error("the date `{0}` is not MM/DD/YY HH:MM")]
+    Date(String),
+    #[error("the page count `{0}` is not a number")]
+    Pages(String),
+    #[error("the line is not text")]
+    NotText,
+}
+
+/// Splits a record into fields: tabs separate them, except inside double quotes; quotes
+/// are removed and `\"` inside them is a quote.
+pub fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            '\\' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' if quoted && matches!(chars.peek(), None | Some('\t')) => quoted = false,
+            '\t' if !quoted => {
+                out.push(std::mem::take(&mut cur));
+                at_start = true;
+            }
+            c => {
+                cur.push(c);
+                at_start = false;
+            }
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Reads one record; `Ok(None)` for record types that carry no traffic.
+pub fn parse(line: &str, server: &str) -> Result<Option<Event>, Malformed> {
+    let f = fields(line);
+    let kind = f.get(1).map(String::as_str).unwrap_or("");
+    let direction = match kind {
+        "SEND" | "PAGE" => Direction::Sent,
+        "RECV" | "POLL" => Direction::Received,
+        _ if f.len() >= 2 && !kind.is_empty() && kind.chars().all(|c| c.is_ascii_uppercase()) => {
+            return Ok(None)
+        }
+        _ => return Err(Malformed::TooFewFields(f.len(), "HylaFAX".into())),
+    };
+    if f.len() < 14 {
+        return Err(Malformed::TooFewFields(f.len(), kind.into()));
+    }
+    let time = parse_date(&f[0]).ok_or_else(|| Malformed::Date(f[0].clone()))?;
+    let pages = f[10]
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| Malformed::Pages(f[10].clone()))?;
+    Ok(Some(Event {
+        time,
+        server: server.to_string(),
+        direction,
+        ok: f[13].trim().is_empty(),
+        line: f[3].clone(),
+        pages,
+        seconds: parse_hms(&f[12]).unwrap_or(0),
+    }))
+}
+
+/// `MM/DD/YY HH:MM` in local time, as HylaFAX writes it.
+fn parse_date(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    if b.len() != 14 || b[2] != b'/' || b[5] != b'/' || b[8] != b' ' || b[11] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        std::str::from_utf8(&b[r]).ok()?.parse().ok()
+    };
+    let (mon, day, year, hour, min) = (
+        num(0..2)?,
+        num(3..5)?,
+        num(6..8)?,
+        num(9..11)?,
+        num(12..14)?,
+    );
+    if !(1..=12).contains(&mon) || !(1..=31).contains(&day) || hour > 23 || min > 59 {
+        return None;
+    }
+    // SAFETY: mktime reads and normalizes the tm we own; no pointers are kept.
+    let t = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = 100 + year;
+        tm.tm_mon = mon - 1;
+        tm.tm_mday = day;
+        tm.tm_hour = hour;
+        tm.tm_min = min;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    (t != -1).then_some(t)
+}
+
+/// `H:MM:SS` to seconds.
+fn parse_hms(s: &str) -> Option<u32> {
+    let mut total = 0u32;
+    for part in s.trim().split(':') {
+        total = total.checked_mul(60)?.checked_add(part.parse().ok()?)?;
+    }
+    Some(total)
+}
+
+/// The result of parsing a chunk of complete lines.
+#[derive(Debug, Default, PartialEq)]
+pub struct Chunk {
+    pub events: Vec<Event>,
+    pub lines: u64,
+    pub malformed: Vec<(u64, String)>,
+}
+
+/// Parses the complete lines of `buf`; `first_line` is the number of the first one.
+pub fn parse_lines(buf: &[u8], first_line: u64, server: &str) -> Chunk {
+    let mut chunk = Chunk::default();
+    // The part after the last newline is not a complete line.
+    let complete = buf.iter().filter(|&&b| b == b'\n').count();
+    for (i, raw) in buf.split(|&b| b == b'\n').take(complete).enumerate() {
+        let n = first_line + i as u64;
+        chunk.lines += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(raw)
+            .map_err(|_| Malformed::NotText)
+            .and_then(|l| parse(l, server));
+        match parsed {
+            Ok(Some(e)) => chunk.events.push(e),
+            Ok(None) => {}
+            Err(e) => chunk.malformed.push((n, e.to_string())),
+        }
+    }
+    chunk
+}
+
+/// Follows one xferfaxlog.
+pub struct Tailer {
+    path: PathBuf,
+    server: String,
+    /// The committed position; `open` is the file it describes, when open.
+    pos: Position,
+    open: Option<File>,
+}
+
+fn identity(f: &File) -> std::io::Result<(u64, u64, u64)> {
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino(), m.len()))
+}
+
+fn head_of(f: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; HEAD];
+    f.seek(SeekFrom::Start(0))?;
+    let mut n = 0;
+    while n < HEAD {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    Ok(head)
+}
+
+impl Tailer {
+    pub fn new(path: PathBuf, server: String, pos: Option<Position>) -> Tailer {
+        Tailer {
+            path,
+            server,
+            pos: pos.unwrap_or_default(),
+            open: None,
+        }
+    }
+
+    /// The name the position is stored under.
+    pub fn source(&self) -> String {
+        format!("xferfaxlog:{}", self.path.display())
+    }
+
+    pub fn stats(&self) -> SourceStats {
+        SourceStats {
+            records: self.pos.records,
+            malformed: self.pos.malformed,
+            offset: self.pos.offset,
+        }
+    }
+
+    /// Finds the file the committed position belongs to: the path itself, or a rotated
+    /// file beside it with the same device and inode.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let current = File::open(&self.path);
+        if self.pos.ino == 0 {
+            if let Ok(f) = current {
+                self.open = Some(f);
+            }
+            return Ok(());
+        }
+        if let Ok(f) = &current {
+            let (dev, ino, _) = identity(f)?;
+            if (dev, ino) == (self.pos.dev, self.pos.ino) {
+                self.open = current.ok();
+                return Ok(());
+            }
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let Ok(m) = e.metadata() else { continue };
+                if (m.dev(), m.ino()) == (self.pos.dev, self.pos.ino) && m.is_file() {
+                    tracing::info!(path = %self.path.display(), rotated = %e.path().display(),
+                        "Finishing the rotated xferfaxlog before the new one.");
+                    self.open = Some(File::open(e.path())?);
+                    return Ok(());
+                }
+            }
+        }
+        tracing::warn!(path = %self.path.display(), offset = self.pos.offset,
+            "The xferfaxlog read last is gone and no rotated copy was found beside it; records written to it after the last read are not counted. Reading the current file from its start.");
+        self.open = current.ok();
+        self.pos.ino = 0;
+        Ok(())
+    }
+
+    /// Reads what is new and commits it; returns the records counted. Call again until it
+    /// returns 0 to catch up.
+    pub fn poll(&mut self, store: &Mutex<Store>, now: i64) -> Result<usize, String> {
+        if self.open.is_none() {
+            self.reopen()
+                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        }
+        let Some(f) = self.open.as_mut() else {
+            return Ok(0); // no file yet: HylaFAX creates it on the first call
+        };
+        let (dev, ino, len) = identity(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let head = head_of(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let fresh = (dev, ino) != (self.pos.dev, self.pos.ino);
+        let mut pos = self.pos.clone();
+        if fresh {
+            pos = Position {
+                dev,
+                ino,
+                records: pos.records,
+                malformed: pos.malformed,
+                ..Position::default()
+            };
+        } else if len < pos.offset || !head.starts_with(&pos.head[..pos.head.len().min(head.len())])
+        {
+            tracing::warn!(path = %self.path.display(), offset = pos.offset, size = len,
+                "The xferfaxlog was truncated or replaced; reading it from the start.");
+            pos.offset = 0;
+            pos.line = 0;
+        }
+        pos.head = head;
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(pos.offset))
+            .and_then(|_| f.take(CHUNK as u64).read_to_end(&mut buf))
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut chunk = parse_lines(&buf[..complete], pos.line + 1, &self.server);
+        let mut consumed = complete;
+        if complete == 0 && buf.len() >= MAX_LINE {
+            consumed = buf.len();
+            chunk.lines = 1;
+            chunk
+                .malformed
+                .push((pos.line + 1, format!("no newline in {} bytes", buf.len())));
+        }
+        for (n, why) in chunk.malformed.iter().take(10) {
+            tracing::warn!(path = %self.path.display(), line = n, "Skipped a malformed xferfaxlog line: {why}.");
+        }
+        pos.offset += consumed as u64;
+        pos.line += chunk.lines;
+        pos.records += chunk.events.len() as u64;
+        pos.malformed += chunk.malformed.len() as u64;
+        let changed = pos != self.pos;
+        if changed {
+            let mut s = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match s.ingest_tail(&self.source(), &chunk.events, &pos, now) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => return Err(format!("{}: {refused}", self.path.display())),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        self.pos = pos;
+        let counted = chunk.events.len();
+        if consumed == 0 {
+            // At the end of this file: if the path now names another file, move on to it.
+            let moved = match std::fs::metadata(&self.path) {
+                Ok(m) => (m.dev(), m.ino()) != (dev, ino),
+                Err(_) => false,
+            };
+            if moved {
+                self.open = None;
+                self.pos.ino = 0;
+                return self.poll(store, now);
+            }
+        }
+        Ok(counted)
+    }
+}
+
+/// Tails one file until cancelled, publishing its stats in the model.
+pub async fn run(
+    config: XferfaxlogConfig,
+    server: String,
+    store: Arc<Mutex<Store>>,
+    model: Arc<Model>,
+    cancel: CancellationToken,
+) {
+    let source = Tailer::new(config.path.clone(), server.clone(), None).source();
+    let pos = {
+        let s = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.position(&source)
+    };
+    let pos = match pos {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot read the xferfaxlog position; not tailing.");
+            return;
+        }
+    };
+    let mut tailer = Some(Tailer::new(config.path.clone(), server, pos));
+    let mut last_error = String::new();
+    loop {
+        let Some(mut t) = tailer.take() else { return };
+        let st = store.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut result = Ok(0);
+            loop {
+                let now = crate::traffic::events::unix_now();
+                match t.poll(&st, now) {
+                    Ok(0) => break,
+                    Ok(n) => result = Ok(result.unwrap_or(0) + n),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            (t, result)
+        })
+        .await;
+        let Ok((t, result)) = joined else { return };
+        match result {
+            Err(e) if e != last_error => {
+                tracing::warn!(error = %e, "Cannot tail the xferfaxlog; retrying.");
+                last_error = e;
+            }
+            Err(_) => {}
+            Ok(_) => last_error.clear(),
+        }
+        {
+            let s = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut m = model.write();
+            m.traffic = s.lifetime().clone();
+            m.traffic_sources.insert(source.clone(), t.stats());
+        }
+        tailer = Some(t);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "11/23/26 08:33\tSEND\t000000001\tttyFAXLAB\t3\t\"\"\troot@vm\t\"5550003\"\t\"\"\t2220056\t0\t0:00:02\t0:00:00\t\"No carrier detected\"\t\"\"\t\"\"\t\"\"\t\"root\"\t\"00 00 00\"";
+
+    #[test]
+    fn real_send_record_failed() {
+        let e = parse(SAMPLE, "fax1").unwrap().unwrap();
+        assert_eq!(e.direction, Direction::Sent);
+        assert!(!e.ok);
+        assert_eq!((e.line.as_str(), e.pages, e.seconds), ("ttyFAXLAB", 0, 0));
+        assert_eq!(Some(e.time), parse_date("11/23/26 08:33"));
+    }
+
+    #[test]
+    fn quoted_fields_keep_their_tabs_and_empty_values() {
+        let line = "11/23/26 09:10\tRECV\t000000007\tttyS1\tfax00007.tif\t\"\"\tfax\t\"+1 555 0100\"\t\"ACME\tSales\"\t2220056\t4\t0:01:10\t0:01:02\t\"\"\t\"Caller \\\"A\\\"\"\t\"5550100\"\t\"\"\t\"\"\t\"\"";
+        let f = fields(line);
+        assert_eq!(f[8], "ACME\tSales");
+        assert_eq!(f[13], "");
+        assert_eq!(f[14], "Caller \"A\"");
+        let e = parse(line, "fax1").unwrap().unwrap();
+        assert_eq!(e.direction, Direction::Received);
+        assert!(e.ok);
+        assert_eq!((e.pages, e.seconds), (4, 62));
+    }
+
+    #[test]
+    fn page_and_poll_and_call_records() {
+        let page = "11/23/26 09:00\tPAGE\t000000009\tttyS0\t12\t\"\"\troot\t\"5550199\"\t\"\"\t0\t0\t0:00:20\t0:00:15\t\"\"\t\"\"\t\"\"\t\"root\"";
+        assert_eq!(
+            parse(page, "s").unwrap().unwrap().direction,
+            Direction::Sent
+        );
+        let call = "11/23/26 09:00\tCALL\t000000010\tttyS0\t\"\"\t\"\"\tfax\t\"5550100\"\t\"\"\t0\t0\t0:00:20\t0:00:15\t\"\"";
+        assert_eq!(parse(call, "s"), Ok(None));
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_with_their_number() {
+        let text = format!("{SAMPLE}\ngarbage without tabs\n11/99/26 08:33\tSEND\tx\ty\t1\t\"\"\ts\t\"n\"\t\"\"\t0\t0\t0:00:02\t0:00:00\t\"\"\n{SAMPLE}\nSEND\tpartial");
+        let c = parse_lines(text.as_bytes(), 10, "s");
+        assert_eq!(c.events.len(), 2);
+        assert_eq!(c.lines, 4, "the unterminated last line waits");
+        assert_eq!(
+            c.malformed.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        assert!(c.malformed[1].1.contains("11/99/26"), "{:?}", c.malformed);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = crate::testing::Lcg(11);
+        for _ in 0..2000 {
+            let len = (rng.next_u64() % 300) as usize;
+            let mut b = rng.bytes(len);
+            for x in b.iter_mut() {
+                if *x % 7 == 0 {
+                    *x = b'\t';
+                } else if *x % 11 == 0 {
+                    *x = b'"';
+                }
+            }
+            b.push(b'\n');
+            let _ = parse_lines(&b, 1, "s");
+        }
+    }
+}
