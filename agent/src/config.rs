@@ -21,7 +21,7 @@ use crate::routing::cluster::{
 
 use crate::checks::{
     command::CommandConfig, gateway::GatewayConfig, http::HttpConfig, modem::ModemConfig,
-    sip::SipConfig, tcp::TcpConfig,
+    queue::QueueConfig, sip::SipConfig, tcp::TcpConfig,
 };
 
 /// The configuration used when no `--config` is given and the system file does not exist.
@@ -61,6 +61,9 @@ pub struct Config {
     /// Gateway channels over SNMP.
     #[serde(default)]
     pub gateway: Vec<GatewayConfig>,
+    /// Outbound queues: depth and oldest item.
+    #[serde(default)]
+    pub queue: Vec<QueueConfig>,
     /// Cluster timing: peer polling, inactivity, damping, panic threshold.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -353,6 +356,7 @@ pub enum CheckSpec {
     Modem(ModemConfig),
     Sip(SipConfig),
     Gateway(GatewayConfig),
+    Queue(QueueConfig),
 }
 
 impl CheckSpec {
@@ -365,6 +369,7 @@ impl CheckSpec {
             CheckSpec::Modem(_) => "modem",
             CheckSpec::Sip(_) => "sip",
             CheckSpec::Gateway(_) => "gateway",
+            CheckSpec::Queue(_) => "queue",
         }
     }
 
@@ -377,6 +382,7 @@ impl CheckSpec {
             CheckSpec::Modem(c) => c.common(),
             CheckSpec::Sip(c) => c.common(),
             CheckSpec::Gateway(c) => c.common(),
+            CheckSpec::Queue(c) => c.common(),
         }
     }
 
@@ -412,6 +418,7 @@ impl CheckSpec {
             CheckSpec::Modem(c) => c.validate(),
             CheckSpec::Sip(c) => c.validate(),
             CheckSpec::Gateway(c) => c.validate(),
+            CheckSpec::Queue(c) => c.validate(),
         }
     }
 }
@@ -437,6 +444,9 @@ impl Config {
         }
         for (i, c) in self.gateway.iter().enumerate() {
             out.push((format!("gateway[{i}]"), CheckSpec::Gateway(c.clone())));
+        }
+        for (i, c) in self.queue.iter().enumerate() {
+            out.push((format!("queue[{i}]"), CheckSpec::Queue(c.clone())));
         }
         out
     }

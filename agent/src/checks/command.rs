@@ -113,39 +113,13 @@ impl Check for CommandCheck {
     async fn probe(&self) -> Observation {
         let c = &self.config;
         let program = &c.command[0];
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&c.command[1..])
-            .envs(&c.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Observation::fail(
-                    "spawn_error",
-                    format!("cannot run {program}: {e}; check the path and its permissions"),
-                )
-            }
-        };
-        let Some(pid) = child.id() else {
-            return Observation::fail("spawn_error", format!("{program} exited at once"));
-        };
-        let guard = GroupGuard(pid as libc::pid_t);
-        let stdout = read_bounded(child.stdout.take());
-        let stderr = read_bounded(child.stderr.take());
-        let wait = async {
-            let status = child.wait().await;
-            // The leader is done: end what it left behind, so the pipes close.
-            drop(guard);
-            status
-        };
-        let (status, stdout, stderr) = tokio::join!(wait, stdout, stderr);
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => return Observation::fail("io_error", format!("waiting for {program}: {e}")),
+        let Finished {
+            status,
+            stdout,
+            stderr,
+        } = match execute(&c.command, &c.env).await {
+            Ok(f) => f,
+            Err(o) => return o,
         };
         let first_line = |b: &[u8]| excerpt(b.split(|&x| x == b'\n').next().unwrap_or(b), 200);
         let mut said = first_line(&stdout);
@@ -171,6 +145,60 @@ impl Check for CommandCheck {
         };
         obs.with_value("exit_code", "Exit code of the last run.", code.into())
     }
+}
+
+/// What a program left when it ended.
+pub(crate) struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `argv` in its own process group and collects its bounded output; whatever is left
+/// of the group is killed when the program ends or the future is dropped. The error is a
+/// failed observation (`spawn_error`, `io_error`).
+pub(crate) async fn execute(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Finished, Observation> {
+    let program = &argv[0];
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&argv[1..])
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        Observation::fail(
+            "spawn_error",
+            format!("cannot run {program}: {e}; check the path and its permissions"),
+        )
+    })?;
+    let Some(pid) = child.id() else {
+        return Err(Observation::fail(
+            "spawn_error",
+            format!("{program} exited at once"),
+        ));
+    };
+    let guard = GroupGuard(pid as libc::pid_t);
+    let stdout = read_bounded(child.stdout.take());
+    let stderr = read_bounded(child.stderr.take());
+    let wait = async {
+        let status = child.wait().await;
+        // The leader is done: end what it left behind, so the pipes close.
+        drop(guard);
+        status
+    };
+    let (status, stdout, stderr) = tokio::join!(wait, stdout, stderr);
+    let status =
+        status.map_err(|e| Observation::fail("io_error", format!("waiting for {program}: {e}")))?;
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Reads a pipe to its end, keeping the first `MAX_OUTPUT` bytes.

@@ -8,6 +8,7 @@ pub mod command;
 pub mod gateway;
 pub mod http;
 pub mod modem;
+pub mod queue;
 pub mod sip;
 pub mod tcp;
 
@@ -149,6 +150,7 @@ pub fn build(spec: &CheckSpec, schedule: &crate::config::Schedule) -> Box<dyn Ch
         CheckSpec::Modem(c) => Box::new(modem::ModemCheck::new(c.clone())),
         CheckSpec::Sip(c) => Box::new(sip::SipCheck::new(c.clone(), schedule.timeout)),
         CheckSpec::Gateway(c) => Box::new(gateway::GatewayCheck::new(c.clone(), schedule.timeout)),
+        CheckSpec::Queue(c) => Box::new(queue::QueueCheck::new(c.clone())),
     }
 }
 
@@ -161,12 +163,13 @@ pub fn sample(kind: &str) -> Option<&'static str> {
         "modem" => Some(include_str!("modem.sample.toml")),
         "sip" => Some(include_str!("sip.sample.toml")),
         "gateway" => Some(include_str!("gateway.sample.toml")),
+        "queue" => Some(include_str!("queue.sample.toml")),
         _ => None,
     }
 }
 
 /// Every check kind this build knows.
-pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip", "gateway"];
+pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip", "gateway", "queue"];
 
 /// Shortens outside text for a detail line: one line, at most `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {

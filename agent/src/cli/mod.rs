@@ -6,6 +6,7 @@ mod check_config;
 mod route;
 mod run;
 mod status;
+mod totals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Print the routable hosts of a routing group in precedence order, one argument per
     /// host (exit 1 if none is routable, 2 on error).
     Route(route::Args),
+    /// Traffic per server (sent, failed, received, pages, share) over a window, from this
+    /// agent, the whole cluster or Prometheus (exit 1 if a source did not answer).
+    Totals(totals::Args),
     /// Validate a configuration file (default: the one `run` would use).
     CheckConfig {
         /// Config file.
@@ -76,6 +80,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Status(args) => status::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Route(args) => route::run(args).await,
+            Command::Totals(args) => totals::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
         }
     })

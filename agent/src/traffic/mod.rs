@@ -94,7 +94,7 @@ impl TrafficConfig {
         if self.hour_retention < self.minute_retention {
             return Err((
                 "traffic.hour_retention".into(),
-                "must be at least minute_retention (hours are rolled up from minutes)".into(),
+                "must not be shorter than minute_retention".into(),
             ));
         }
         if self.max_lines == 0 || self.max_servers == 0 {

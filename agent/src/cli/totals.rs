@@ -1,0 +1,356 @@
+//! `telagent totals`: sent / failed / received / pages per server over a window, from the
+//! local agent, every member of the cluster, or Prometheus.
+//!
+//! Exit 0 when every source answered, 1 when some did not (they are listed, never dropped
+//! silently from the sum), 2 on error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::traffic::events::unix_now;
+use crate::traffic::totals::{parse_time, Query, Report, Row, SourceStatus, Split};
+
+/// How long one source may take to answer.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Start of the window: a duration before now (1h, 24h, 7d) or a UTC date
+    /// (2026-11-01, "2026-11-01 08:00").
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// End of the window (same forms); default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Split each server's row by line or by hour.
+    #[arg(long, value_enum)]
+    by: Option<Split>,
+    /// Only this server.
+    #[arg(long)]
+    server: Option<String>,
+    /// Base URL of the agent asked (without --cluster or --prometheus).
+    #[arg(long, default_value = "http://127.0.0.1:9847")]
+    url: String,
+    /// Ask every [[member]] of the config's cluster, concurrently.
+    #[arg(long, conflicts_with = "prometheus")]
+    cluster: bool,
+    /// Config file naming the members (default: the one `run` would use).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Compute the totals from a Prometheus server's counters (PromQL increase) instead.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    csv: bool,
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    match report(&args).await {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else if args.csv {
+                print!("{}", r.csv());
+            } else {
+                print!("{}", r.table());
+            }
+            if r.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("telagent: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn report(args: &Args) -> Result<Report, String> {
+    let now = unix_now();
+    let since = parse_time(&args.since, now).map_err(|e| format!("--since: {e}"))?;
+    let until = match &args.until {
+        Some(u) => parse_time(u, now).map_err(|e| format!("--until: {e}"))?,
+        None => now,
+    };
+    if since >= until {
+        return Err(format!(
+            "the window is empty: --since ({}) is not before --until ({})",
+            crate::traffic::totals::minute_text(since),
+            crate::traffic::totals::minute_text(until)
+        ));
+    }
+    let q = Query {
+        since,
+        until,
+        server: args.server.clone(),
+        by: args.by,
+    };
+    if let Some(prom) = &args.prometheus {
+        return prometheus(prom, &q).await;
+    }
+    if !args.cluster {
+        let (status, rows) = ask_agent(&args.url, None, &q).await;
+        if let Some(e) = status.error {
+            return Err(format!("{e}; is the agent running? (--url)"));
+        }
+        return Ok(Report::new(&q, vec![status], rows));
+    }
+    let source = crate::config::resolve_source(args.config.as_deref());
+    let config = crate::config::load(&source).map_err(|e| e.to_string())?;
+    if config.member.is_empty() {
+        return Err(format!(
+            "{source} lists no [[member]]; --cluster asks the agent of every member"
+        ));
+    }
+    let asks = config
+        .member
+        .iter()
+        .filter(|m| q.server.as_ref().is_none_or(|s| *s == m.name))
+        .map(|m| ask_agent(&m.agent, Some(&m.name), &q));
+    let answers = futures_join_all(asks).await;
+    let mut sources = Vec::new();
+    let mut rows = Vec::new();
+    for (s, r) in answers {
+        sources.push(s);
+        rows.extend(r);
+    }
+    Ok(Report::new(&q, sources, rows))
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct AgentTotals {
+    server: String,
+    rows: Vec<Row>,
+}
+
+/// GETs JSON within [`SOURCE_TIMEOUT`]; the error says what went wrong with the URL.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+    let resp =
+        match tokio::time::timeout(SOURCE_TIMEOUT, crate::http_client::get(url, 64 << 20)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer within {}s", SOURCE_TIMEOUT.as_secs())),
+        };
+    if resp.status != 200 {
+        return Err(format!(
+            "{url} answered {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body).trim()
+        ));
+    }
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| format!("{url} sent JSON this version cannot read: {e}"))
+}
+
+/// Asks one agent for its totals (only `member`'s rows when given).
+fn ask_agent(
+    base: &str,
+    member: Option<&str>,
+    q: &Query,
+) -> impl std::future::Future<Output = (SourceStatus, Vec<Row>)> + Send + 'static {
+    let base = base.trim_end_matches('/').to_string();
+    let server = member.map(String::from).or_else(|| q.server.clone());
+    let mut url = format!("{base}/v1/totals?since={}&until={}", q.since, q.until);
+    if let Some(s) = &server {
+        url.push_str(&format!("&server={}", encode(s)));
+    }
+    if let Some(by) = q.by {
+        url.push_str(match by {
+            Split::Line => "&by=line",
+            Split::Hour => "&by=hour",
+        });
+    }
+    let name = member.map(String::from);
+    async move {
+        match get_json::<AgentTotals>(&url).await {
+            Ok(t) => (
+                SourceStatus {
+                    server: name.unwrap_or(t.server),
+                    from: base,
+                    error: None,
+                },
+                t.rows,
+            ),
+            Err(e) => (
+                SourceStatus {
+                    server: name.unwrap_or_else(|| base.clone()),
+                    from: base,
+                    error: Some(e),
+                },
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct PromAnswer {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<PromData>,
+}
+
+#[derive(Deserialize)]
+struct PromData {
+    result: Vec<PromSeries>,
+}
+
+#[derive(Deserialize)]
+struct PromSeries {
+    metric: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+/// The counters behind each column, in the order `Row` fields are filled.
+const PROM_COUNTERS: [&str; 6] = [
+    "telagent_messages_sent_total",
+    "telagent_messages_failed_total",
+    "telagent_messages_received_total",
+    "telagent_messages_receive_failed_total",
+    "telagent_pages_sent_total",
+    "telagent_pages_received_total",
+];
+
+/// Totals from Prometheus: `sum by (server) (increase(counter[window]))` at `until`, or
+/// per hour with a range query. PromQL extrapolates `increase` to the window's edges, so
+/// these are estimates, rounded to whole messages.
+async fn prometheus(base: &str, q: &Query) -> Result<Report, String> {
+    let base = base.trim_end_matches('/');
+    let mut by = vec!["server"];
+    if q.by == Some(Split::Line) {
+        by.push("line");
+    }
+    let selector = match &q.server {
+        Some(s) => format!(
+            "{{server=\"{}\"}}",
+            s.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
+        None => String::new(),
+    };
+    let range = if q.by == Some(Split::Hour) {
+        3600
+    } else {
+        q.until - q.since
+    };
+    let urls: Vec<String> = PROM_COUNTERS
+        .iter()
+        .map(|c| {
+            let promql = format!(
+                "sum by ({}) (increase({c}{selector}[{range}s]))",
+                by.join(", ")
+            );
+            match q.by {
+                Some(Split::Hour) => format!(
+                    "{base}/api/v1/query_range?query={}&start={}&end={}&step=3600",
+                    encode(&promql),
+                    crate::traffic::store::ceil(q.since, 3600) + 3600,
+                    crate::traffic::store::ceil(q.until, 3600)
+                ),
+                _ => format!(
+                    "{base}/api/v1/query?query={}&time={}",
+                    encode(&promql),
+                    q.until
+                ),
+            }
+        })
+        .collect();
+    let answers = futures_join_all(
+        urls.into_iter()
+            .map(|u| async move { get_json::<PromAnswer>(&u).await }),
+    )
+    .await;
+    let mut rows: std::collections::BTreeMap<(String, String, i64), Row> = Default::default();
+    for (i, a) in answers.into_iter().enumerate() {
+        let a = a.map_err(|e| format!("Prometheus at {base}: {e}"))?;
+        if a.status != "success" {
+            return Err(format!(
+                "Prometheus at {base} refused the query: {}",
+                a.error.unwrap_or_default()
+            ));
+        }
+        for s in a.data.map(|d| d.result).unwrap_or_default() {
+            let server = s.metric.get("server").cloned().unwrap_or_default();
+            let line = s.metric.get("line").cloned();
+            let points: Vec<(f64, String)> = s.value.into_iter().chain(s.values).collect();
+            for (t, v) in points {
+                let hour = (q.by == Some(Split::Hour)).then_some(t as i64 - 3600);
+                let n = v.parse::<f64>().unwrap_or(0.0).round().max(0.0) as u64;
+                let row = rows
+                    .entry((
+                        server.clone(),
+                        line.clone().unwrap_or_default(),
+                        hour.unwrap_or(0),
+                    ))
+                    .or_insert_with(|| Row {
+                        server: server.clone(),
+                        line: line.clone(),
+                        hour,
+                        ..Row::default()
+                    });
+                let field = match i {
+                    0 => &mut row.sent,
+                    1 => &mut row.failed,
+                    2 => &mut row.received,
+                    3 => &mut row.receive_failed,
+                    4 => &mut row.pages_sent,
+                    _ => &mut row.pages_received,
+                };
+                *field += n;
+            }
+        }
+    }
+    let servers: std::collections::BTreeSet<String> =
+        rows.values().map(|r| r.server.clone()).collect();
+    let sources = servers
+        .into_iter()
+        .map(|server| SourceStatus {
+            server,
+            from: base.to_string(),
+            error: None,
+        })
+        .collect();
+    Ok(Report::new(q, sources, rows.into_values().collect()))
+}
