@@ -45,15 +45,7 @@ impl Agent {
                     .replace("server = \"test\"", &format!("server = \"{name}\"")),
             )
             .expect("config");
-            let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
-            let child = Command::new(crate::agent_bin())
-                .args(["-v", "run", "--config"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup"))
-                .stderr(log)
-                .spawn()
-                .expect("cannot start the agent");
+            let child = spawn(&config, &dir.path().join("agent.log"));
             let mut agent = Agent {
                 dir,
                 port,
@@ -65,6 +57,36 @@ impl Agent {
             }
             Err(agent.log())
         }
+    }
+
+    /// Starts the agent again on the same config and state (after [`Agent::kill`] or
+    /// [`Agent::stop`]) and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.log_path());
+        assert!(
+            self.wait_ready().await,
+            "the agent did not restart:\n{}",
+            self.log()
+        );
+    }
+
+    /// POSTs `body` with a bearer token; None if the agent does not answer within 5 s.
+    pub async fn post(&self, path: &str, body: &str, token: &str) -> Option<(u16, String)> {
+        let headers = vec![("Authorization".to_string(), format!("Bearer {token}"))];
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            telagent::http_client::request(
+                "POST",
+                &self.url(path),
+                &headers,
+                body.as_bytes().to_vec(),
+                1 << 20,
+            ),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some((r.status, String::from_utf8_lossy(&r.body).into_owned()))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -193,6 +215,34 @@ impl Drop for Agent {
         }
     }
 }
+
+/// Starts `telagent -v run --config CONFIG`, appending its output to `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(crate::agent_bin())
+        .args(["-v", "run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("cannot start the agent")
+}
+
+/// The `[access]` section of a test agent that accepts posts with [`TOKEN`], with the
+/// token file written into `dir`.
+pub fn token_access(dir: &Path) -> String {
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("token file");
+    format!("[access]\ntoken_file = \"{}\"\n", file.display())
+}
+
+/// The bearer token of [`token_access`].
+pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A config: an `[agent]` section for a test agent in `dir` on `port`, then `body`
 /// (with `[ports] scan = false` unless `body` has its own `[ports]`).

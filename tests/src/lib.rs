@@ -6,8 +6,10 @@
 
 pub mod agent;
 pub mod haproxy;
+pub mod hylafax;
 pub mod iaxmodem;
 pub mod modem;
+pub mod postgres;
 pub mod prometheus;
 pub mod service;
 pub mod sip;

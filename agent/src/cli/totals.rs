@@ -95,7 +95,7 @@ async fn report(args: &Args) -> Result<Report, String> {
         by: args.by,
     };
     if let Some(prom) = &args.prometheus {
-        return prometheus(prom, &q).await;
+        return prometheus(prom, &q, args.until.is_none()).await;
     }
     if !args.cluster {
         let (status, rows) = ask_agent(&args.url, None, &q).await;
@@ -257,7 +257,7 @@ const PROM_COUNTERS: [&str; 6] = [
 /// Totals from Prometheus: `sum by (server) (increase(counter[window]))` at `until`, or
 /// per hour with a range query. PromQL extrapolates `increase` to the window's edges, so
 /// these are estimates, rounded to whole messages.
-async fn prometheus(base: &str, q: &Query) -> Result<Report, String> {
+async fn prometheus(base: &str, q: &Query, now_is_until: bool) -> Result<Report, String> {
     let base = base.trim_end_matches('/');
     let mut by = vec!["server"];
     if q.by == Some(Split::Line) {
@@ -289,6 +289,9 @@ async fn prometheus(base: &str, q: &Query) -> Result<Report, String> {
                     crate::traffic::store::ceil(q.since, 3600) + 3600,
                     crate::traffic::store::ceil(q.until, 3600)
                 ),
+                // Without --until, Prometheus evaluates at its own now, so the latest
+                // scrape counts (a whole-second time could fall just before it).
+                _ if now_is_until => format!("{base}/api/v1/query?query={}", encode(&promql)),
                 _ => format!(
                     "{base}/api/v1/query?query={}&time={}",
                     encode(&promql),
