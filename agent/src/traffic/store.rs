@@ -1,10 +1,10 @@
 //! The traffic store: one SQLite file (`<state_dir>/traffic.db`, WAL, synchronous=NORMAL).
 //!
 //! Tables:
-//! - `buckets`: messages, pages and line seconds per tier (minute, hour, day), bucket start,
-//!   server, direction, result and line. Every event is added to all three tiers in one
+//! - `buckets`: messages, pages and line seconds per tier (minute, hour, day, week), bucket
+//!   start, server, direction, result and line. Every event is added to every tier in one
 //!   transaction, so a roll-up is only the deletion of the finer tier past its retention
-//!   (`[traffic] minute_retention`, `hour_retention`); days are kept.
+//!   (`[traffic] minute_retention`, `hour_retention`); days and weeks are kept.
 //! - `lifetime`: the counters behind the Prometheus `_total` metrics, never reset.
 //! - `sources`: each tailed file's identity (device, inode, first bytes) and read offset,
 //!   written in the same transaction as the counts read before that offset.
@@ -12,7 +12,8 @@
 //!   lost answer is acknowledged without being counted twice.
 //!
 //! Totals over a window are read from the coarsest tier that covers each part of it: whole
-//! days from `day`, whole hours from `hour`, the rest from `minute`. A window reaching past
+//! weeks from `week`, whole days from `day`, whole hours from `hour`, the rest from
+//! `minute`. A window reaching past
 //! the minute retention is widened to whole hours there, past the hour retention to whole
 //! days.
 
@@ -28,6 +29,7 @@ use super::{Count, Direction, Event, Key};
 pub const MINUTE: i64 = 60;
 pub const HOUR: i64 = 3600;
 pub const DAY: i64 = 86400;
+pub const WEEK: i64 = 7 * DAY;
 
 /// The line a server's events are counted under once it has `max_lines` lines.
 pub const OTHER_LINE: &str = "other";
@@ -364,7 +366,12 @@ impl Store {
                 direction: e.direction,
                 ok: e.ok,
             };
-            for (tier, cut) in [(MINUTE, minute_cut), (HOUR, hour_cut), (DAY, i64::MIN)] {
+            for (tier, cut) in [
+                (MINUTE, minute_cut),
+                (HOUR, hour_cut),
+                (DAY, i64::MIN),
+                (WEEK, i64::MIN),
+            ] {
                 let start = floor(e.time, tier);
                 if start < cut {
                     continue;
@@ -533,34 +540,31 @@ pub fn pieces(since: i64, until: i64, minute_cut: i64, hour_cut: i64) -> Vec<(i6
         u = ceil(u, DAY);
     }
     let mut out = Vec::new();
-    if s >= u {
-        return out;
-    }
-    let (d0, d1) = (ceil(s, DAY), floor(u, DAY));
-    let segments = if d0 < d1 {
-        out.push((DAY, d0, d1));
-        vec![(s, d0), (d1, u)]
-    } else {
-        vec![(s, u)]
-    };
-    for (a, b) in segments {
-        if a >= b {
-            continue;
-        }
-        let (h0, h1) = (ceil(a, HOUR), floor(b, HOUR));
-        if h0 < h1 {
-            out.push((HOUR, h0, h1));
-            if a < h0 {
-                out.push((MINUTE, a, h0));
-            }
-            if h1 < b {
-                out.push((MINUTE, h1, b));
-            }
-        } else {
-            out.push((MINUTE, a, b));
-        }
-    }
+    split(s, u, &[WEEK, DAY, HOUR, MINUTE], &mut out);
     out
+}
+
+/// Reads `[a, b)` from the coarsest of `tiers` that fits whole buckets, the edges from the
+/// finer ones.
+fn split(a: i64, b: i64, tiers: &[i64], out: &mut Vec<(i64, i64, i64)>) {
+    if a >= b {
+        return;
+    }
+    let Some((&tier, finer)) = tiers.split_first() else {
+        return;
+    };
+    if finer.is_empty() {
+        out.push((tier, a, b));
+        return;
+    }
+    let (c0, c1) = (ceil(a, tier), floor(b, tier));
+    if c0 < c1 {
+        out.push((tier, c0, c1));
+        split(a, c0, finer, out);
+        split(c1, b, finer, out);
+    } else {
+        split(a, b, finer, out);
+    }
 }
 
 #[cfg(test)]
@@ -685,7 +689,9 @@ mod tests {
     #[test]
     fn windows_past_retention_widen_to_hours_then_days() {
         let p = pieces(10 * DAY + 90, 40 * DAY, 20 * DAY, 15 * DAY);
-        assert_eq!(p[0], (DAY, 10 * DAY, 40 * DAY));
+        assert_eq!(p[0], (WEEK, 14 * DAY, 35 * DAY));
+        assert!(p.contains(&(DAY, 10 * DAY, 14 * DAY)), "{p:?}");
+        assert!(p.iter().all(|&(tier, _, _)| tier >= DAY), "{p:?}");
         let p = pieces(16 * DAY + 3700, 40 * DAY, 20 * DAY, 15 * DAY);
         assert!(p.contains(&(HOUR, 16 * DAY + HOUR, 17 * DAY)), "{p:?}");
         assert!(p.iter().all(|&(tier, _, _)| tier != MINUTE), "{p:?}");
