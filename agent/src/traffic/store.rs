@@ -664,6 +664,37 @@ mod tests {
     }
 
     #[test]
+    fn totals_split_by_line_and_by_hour() {
+        let (mut store, dir) = temp_store("split");
+        let h0 = floor(NOW, HOUR) - 2 * HOUR;
+        let events = [
+            event(h0 + 10, "a", "ttyS0", Direction::Sent, true),
+            event(h0 + 20, "a", "ttyS1", Direction::Sent, false),
+            event(h0 + HOUR + 5, "a", "ttyS0", Direction::Received, true),
+        ];
+        store.ingest(&events, None, NOW).unwrap().unwrap();
+        let q = |by| Query {
+            since: h0,
+            until: h0 + 2 * HOUR,
+            server: Some("a".into()),
+            by: Some(by),
+        };
+        let lines = store.totals(&q(Split::Line), NOW).unwrap();
+        let got: Vec<(Option<&str>, u64, u64, u64)> = lines
+            .iter()
+            .map(|r| (r.line.as_deref(), r.sent, r.failed, r.received))
+            .collect();
+        assert_eq!(got, [(Some("ttyS0"), 1, 0, 1), (Some("ttyS1"), 0, 1, 0)]);
+        let hours = store.totals(&q(Split::Hour), NOW).unwrap();
+        let got: Vec<(Option<i64>, u64, u64)> = hours
+            .iter()
+            .map(|r| (r.hour, r.messages(), r.pages()))
+            .collect();
+        assert_eq!(got, [(Some(h0), 2, 4), (Some(h0 + HOUR), 1, 2)]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn pieces_cover_the_window_once() {
         let mut rng = Lcg(3);
         for _ in 0..2000 {
