@@ -72,6 +72,23 @@ fn refuse(r: Refusal, uri: &Uri) -> Response {
     (code, format!("{why}\n")).into_response()
 }
 
+/// Checks the bearer token and the allowlist of a state-changing request: the refusal to
+/// answer, if refused.
+fn refuse_write(
+    s: &ApiState,
+    caller: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    access(s)
+        .check_write(caller.ip(), auth)
+        .err()
+        .map(|r| refuse(r, uri))
+}
+
 /// Refuses a read from a caller outside the allowlist when reads are protected.
 async fn guard_reads(
     State(s): State<Arc<ApiState>>,
@@ -157,11 +174,8 @@ async fn maintenance(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(r) = access(&s).check_write(caller.ip(), auth) {
-        return refuse(r, &uri);
+    if let Some(refused) = refuse_write(&s, caller, &uri, &headers) {
+        return refused;
     }
     let m: Maintenance = match serde_json::from_slice(&body) {
         Ok(m) => m,
@@ -196,11 +210,8 @@ async fn events(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(r) = access(&s).check_write(caller.ip(), auth) {
-        return refuse(r, &uri);
+    if let Some(refused) = refuse_write(&s, caller, &uri, &headers) {
+        return refused;
     }
     let traffic = s.traffic.clone();
     let outcome = tokio::task::spawn_blocking(move || traffic.post(&body)).await;

@@ -226,33 +226,20 @@ impl Store {
         batch: Option<&str>,
         now: i64,
     ) -> Result<Result<Ingested, Refused>, StoreError> {
-        let (sums, lifetime, lines) = match self.aggregate(events, now) {
-            Ok(a) => a,
-            Err(r) => return Ok(Err(r)),
-        };
-        let tx = self.conn.transaction().map_err(|e| StoreError {
-            path: self.path.display().to_string(),
-            source: e,
+        let counted = self.count(events, now, |tx| match batch {
+            None => Ok(true),
+            Some(id) => Ok(tx.execute(
+                "INSERT OR IGNORE INTO batches (id, at) VALUES (?1, ?2)",
+                params![id, now],
+            )? == 1),
         })?;
-        let outcome = (|| {
-            if let Some(id) = batch {
-                let fresh = tx.execute(
-                    "INSERT OR IGNORE INTO batches (id, at) VALUES (?1, ?2)",
-                    params![id, now],
-                )?;
-                if fresh == 0 {
-                    return Ok(Ingested::Duplicate);
-                }
+        Ok(counted.map(|fresh| {
+            if fresh {
+                Ingested::Counted(events.len())
+            } else {
+                Ingested::Duplicate
             }
-            write(&tx, &sums, &lifetime)?;
-            tx.commit()?;
-            Ok(Ingested::Counted(events.len()))
-        })()
-        .map_err(|e| self.err(e))?;
-        if outcome != Ingested::Duplicate {
-            self.apply(lifetime, lines);
-        }
-        Ok(Ok(outcome))
+        }))
     }
 
     /// Adds the events read from a tailed file and moves its position, in one transaction.
@@ -263,16 +250,7 @@ impl Store {
         pos: &Position,
         now: i64,
     ) -> Result<Result<(), Refused>, StoreError> {
-        let (sums, lifetime, lines) = match self.aggregate(events, now) {
-            Ok(a) => a,
-            Err(r) => return Ok(Err(r)),
-        };
-        let tx = self.conn.transaction().map_err(|e| StoreError {
-            path: self.path.display().to_string(),
-            source: e,
-        })?;
-        (|| {
-            write(&tx, &sums, &lifetime)?;
+        let counted = self.count(events, now, |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO sources (name, dev, ino, offset, line, head, records, malformed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -287,11 +265,37 @@ impl Store {
                     pos.malformed as i64
                 ],
             )?;
-            tx.commit()
-        })()
-        .map_err(|e| self.err(e))?;
-        self.apply(lifetime, lines);
-        Ok(Ok(()))
+            Ok(true)
+        })?;
+        Ok(counted.map(|_| ()))
+    }
+
+    /// Counts `events` in one transaction with what `also` writes; when `also` returns
+    /// false, nothing is written and the events are not counted.
+    fn count(
+        &mut self,
+        events: &[Event],
+        now: i64,
+        also: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<bool>,
+    ) -> Result<Result<bool, Refused>, StoreError> {
+        let (sums, lifetime, lines) = match self.aggregate(events, now) {
+            Ok(a) => a,
+            Err(r) => return Ok(Err(r)),
+        };
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            if !also(&tx)? {
+                return Ok(false);
+            }
+            write(&tx, &sums, &lifetime)?;
+            tx.commit()?;
+            Ok(true)
+        })();
+        let counted = result.map_err(|e| self.err(e))?;
+        if counted {
+            self.apply(lifetime, lines);
+        }
+        Ok(Ok(counted))
     }
 
     /// The committed position of a tailed file.
