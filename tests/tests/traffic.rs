@@ -205,20 +205,20 @@ async fn kill_9_during_a_burst_of_10000_events_loses_and_repeats_nothing() {
     let tokens = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(&token_access(tokens.path())).await;
     let acked = Arc::new(AtomicUsize::new(0));
-    let task = sender(agent.port, 100, 100, acked.clone());
+    let task = sender(agent.port, 200, 50, acked.clone());
     poll(LIMIT, "30 batches acknowledged", || async {
         (acked.load(Ordering::SeqCst) >= 30).then_some(())
     })
     .await;
     agent.kill();
     let at_kill = acked.load(Ordering::SeqCst);
-    assert!(at_kill < 100, "the kill came in the middle of the burst");
+    assert!(at_kill < 200, "the kill came in the middle of the burst");
     agent.restart().await;
     task.await.unwrap();
     assert_eq!(sent_total(&agent).await, 10_000.0, "log:\n{}", agent.log());
 
     // Every batch posted again is a duplicate: still 10,000.
-    let again = sender(agent.port, 100, 100, Arc::new(AtomicUsize::new(0)));
+    let again = sender(agent.port, 200, 50, Arc::new(AtomicUsize::new(0)));
     again.await.unwrap();
     assert_eq!(sent_total(&agent).await, 10_000.0);
     let (code, body) = agent.get("/v1/totals?since=0").await.unwrap();
@@ -227,7 +227,7 @@ async fn kill_9_during_a_burst_of_10000_events_loses_and_repeats_nothing() {
     assert_eq!(v["rows"][0]["sent"], 10_000, "{v}");
     assert_eq!(v["rows"][0]["pages_sent"], 10_000, "{v}");
     let m = agent.metrics().await;
-    assert!(metric(&m, "telagent_event_batches_total{result=\"duplicate\"}").unwrap() >= 100.0);
+    assert!(metric(&m, "telagent_event_batches_total{result=\"duplicate\"}").unwrap() >= 200.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
