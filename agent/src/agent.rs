@@ -94,6 +94,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .into_future(),
     );
 
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(crate::routing::Snapshot {
+        me: config.agent.server.clone(),
+        learned: false,
+        config_hash: String::new(),
+        servers: Vec::new(),
+        routes: Vec::new(),
+    }));
+    // Subscribed before the first probe, so no transition is missed.
+    let notifier = crate::notify::Notifier::open(
+        &config.notify,
+        &config.agent.state_dir,
+        &config.agent.server,
+        model.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+    .map(|n| n.start(bus.subscribe(), snap_rx.clone()))
+    .unwrap_or_default();
     let mut scheduler = Scheduler::new(
         model.clone(),
         bus.clone(),
@@ -108,13 +125,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         bus.subscribe(),
         config_rx.clone(),
     ));
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(crate::routing::Snapshot {
-        me: config.agent.server.clone(),
-        learned: false,
-        config_hash: String::new(),
-        servers: Vec::new(),
-        routes: Vec::new(),
-    }));
+
     let mut routing = vec![
         tokio::spawn(crate::routing::run(
             model.clone(),
@@ -182,6 +193,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     bus.close();
     let _ = faxstate.await;
+    for task in notifier {
+        let _ = task.await;
+    }
     let _ = tokio::task::spawn_blocking(move || audit.join()).await;
     info!("Stopped.");
     Ok(())
@@ -215,6 +229,7 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, A
                     new.agent.audit_log != current.agent.audit_log,
                 ),
                 ("traffic", new.traffic != current.traffic),
+                ("notify", new.notify != current.notify),
             ] {
                 if changed {
                     warn!(

@@ -91,6 +91,9 @@ pub struct Config {
     /// Traffic store and its sources.
     #[serde(default)]
     pub traffic: crate::traffic::TrafficConfig,
+    /// SNMP notifications.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// `[agent]`: this agent and its server.
@@ -577,6 +580,7 @@ impl Config {
             ));
         }
         self.traffic.validate()?;
+        self.notify.validate()?;
         for (i, x) in self.traffic.xferfaxlog.iter().enumerate() {
             if x.server.as_deref().is_some_and(|s| !valid_name(s)) {
                 return Err((

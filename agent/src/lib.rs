@@ -18,6 +18,8 @@
 //!   routing layer (HAProxy agent-check, Kamailio dispatcher, hook, HylaFAX `faxstate`).
 //! - [`traffic`]: traffic accounting: the SQLite store, the xferfaxlog tail, posted
 //!   events, totals.
+//! - [`notify`]: SNMP notifications (v2c / v3 traps and informs) through a durable outbox.
+//! - [`snmp`]: SNMP polling client, BER codec, TELAGENT-MIB's OIDs.
 //! - [`access`]: bearer token and caller allowlist.
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
@@ -35,6 +37,7 @@ pub mod engine;
 pub mod http_client;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod routing;
 pub mod serial;
 pub mod snmp;

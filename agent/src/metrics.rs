@@ -276,6 +276,7 @@ fn from_model(model: &Model) -> Vec<MetricFamily> {
         );
     }
     traffic(&mut f, &m);
+    notifications(&mut f, &m);
     for p in &m.ports {
         let port = [("port", p.name.as_str())];
         f.gauge(
@@ -389,6 +390,36 @@ fn traffic(f: &mut Families, m: &crate::engine::model::Inner) {
             "Batches posted to /v1/events, by what became of them (failed: the store could not commit; the sender should retry).",
             &[("result", result)],
             m.event_batches.get(result).copied().unwrap_or(0) as f64,
+        );
+    }
+}
+
+/// Delivery of SNMP notifications, per receiver (or the failover queue).
+fn notifications(f: &mut Families, m: &crate::engine::model::Inner) {
+    for (name, st) in &m.notify {
+        let l = [("receiver", name.as_str())];
+        for (metric, help, v) in [
+            ("telagent_notifications_sent_total", "Notifications sent (every attempt, retries included).", st.sent),
+            ("telagent_notifications_acknowledged_total", "Informs acknowledged by the receiver.", st.acknowledged),
+            ("telagent_notifications_retried_total", "Inform attempts not acknowledged in time (retried with backoff).", st.retried),
+            ("telagent_notifications_auth_failures_total", "Notifications the receiver refused (v3 reports: wrong user, digest or privacy password).", st.auth_failures),
+            ("telagent_notifications_dropped_total", "Notifications dropped because the outbox was full (oldest first).", st.dropped),
+        ] {
+            f.counter(metric, help, &l, v as f64);
+        }
+        f.gauge(
+            "telagent_notification_outbox_depth",
+            "Notifications waiting in the durable outbox.",
+            &l,
+            st.outbox_depth as f64,
+        );
+    }
+    if !m.notify.is_empty() {
+        f.counter(
+            "telagent_notifications_suppressed_total",
+            "Notifications held back by storm damping (summed up in telagentNotificationsSuppressed).",
+            &[],
+            m.notifications_suppressed as f64,
         );
     }
 }

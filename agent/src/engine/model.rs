@@ -101,6 +101,10 @@ pub struct Inner {
     pub traffic_sources: BTreeMap<String, crate::traffic::SourceStats>,
     /// Event batches posted: `counted`, `duplicate`, `rejected`.
     pub event_batches: BTreeMap<&'static str, u64>,
+    /// Notification delivery per receiver (or failover queue).
+    pub notify: BTreeMap<String, crate::notify::ReceiverStats>,
+    /// Notifications held back by storm damping.
+    pub notifications_suppressed: u64,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,8 @@ impl Model {
                 traffic: BTreeMap::new(),
                 traffic_sources: BTreeMap::new(),
                 event_batches: BTreeMap::new(),
+                notify: BTreeMap::new(),
+                notifications_suppressed: 0,
             }),
         }
     }

@@ -1,0 +1,906 @@
+//! SNMP notifications of state changes (TELAGENT-MIB), to a list of receivers.
+//!
+//! Transitions from the bus become notifications ([`Kind`]): servers (down, up, drain,
+//! inactive: only from the agent that speaks for the server, so a dead host is reported
+//! once, by the first live server), lines (modem checks), gateway channels and trunks,
+//! queues, other checks, and the agent's own start and stop. Storm damping: a target gets
+//! at most one notification per `hold`; what is held back is summed up in one
+//! `telagentNotificationsSuppressed` when the hold ends.
+//!
+//! Every notification is written to the durable [`outbox`] before any sending, then
+//! delivered in order by one task per receiver (`mode = "all"`), or by one task trying the
+//! receivers in order until one acknowledges (`mode = "failover"`, informs only). Informs
+//! are retried with exponential backoff (up to `max_backoff`) until acknowledged; traps
+//! are delivered when sent.
+
+pub mod outbox;
+pub mod traps;
+pub mod usm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::bus::Transition;
+use crate::engine::model::Model;
+use crate::engine::tracker::State;
+
+/// `[notify]`: SNMP notifications.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `all`: every receiver gets every notification; `failover`: the first receiver that
+    /// acknowledges (informs only), in the order listed.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Shortest time between two notifications about one target (storm damping).
+    #[serde(default = "default_hold", with = "humantime_serde")]
+    pub hold: Duration,
+    /// How long an inform waits for its acknowledgement.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest wait between two attempts of an unacknowledged inform.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Most notifications waiting per receiver; past it the oldest is dropped (counted).
+    #[serde(default = "default_outbox_limit")]
+    pub outbox_limit: usize,
+    /// This agent's SNMPv3 engine id in hex; default: the enterprise and the server name.
+    #[serde(default)]
+    pub engine_id: Option<String>,
+    /// The receivers.
+    #[serde(default)]
+    pub receiver: Vec<ReceiverConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    All,
+    Failover,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    V2c,
+    V3,
+}
+
+/// `[[notify.receiver]]`: one trap receiver or NMS.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Name (the `receiver` label).
+    pub name: String,
+    /// `host:port` (usually port 162).
+    pub address: String,
+    /// `v2c` or `v3`.
+    pub version: Version,
+    /// Send informs (acknowledged, retried) instead of traps.
+    #[serde(default)]
+    pub inform: bool,
+    /// v2c community.
+    #[serde(default)]
+    pub community: Option<String>,
+    /// v3 user name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// v3 authentication: `sha` or `sha256`.
+    #[serde(default)]
+    pub auth: Option<usm::Auth>,
+    /// v3 authentication password (at least 8 characters).
+    #[serde(default)]
+    pub auth_password: Option<String>,
+    /// v3 privacy (AES-128) password (at least 8 characters).
+    #[serde(default)]
+    pub priv_password: Option<String>,
+    /// Only these notifications (MIB names such as `telagentServerDown`); default all.
+    #[serde(default)]
+    pub notifications: Option<Vec<String>>,
+    /// Only notifications at least this severe (`cleared` < `info` < `warning` <
+    /// `critical`); default all.
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+}
+
+fn default_hold() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_outbox_limit() -> usize {
+    10_000
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            mode: Mode::All,
+            hold: default_hold(),
+            timeout: default_timeout(),
+            max_backoff: default_max_backoff(),
+            outbox_limit: default_outbox_limit(),
+            engine_id: None,
+            receiver: Vec::new(),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Cross-key rules. `Err((key path, message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(e) = &self.engine_id {
+            if parse_hex(e).is_none_or(|b| !(5..=32).contains(&b.len())) {
+                return Err((
+                    "notify.engine_id".into(),
+                    "must be 5 to 32 bytes in hex, such as \"8001860704666178\"".into(),
+                ));
+            }
+        }
+        if self.outbox_limit == 0 {
+            return Err(("notify.outbox_limit".into(), "must be at least 1".into()));
+        }
+        for (i, r) in self.receiver.iter().enumerate() {
+            let key = |k: &str| format!("notify.receiver[{i}].{k}");
+            if !crate::config::valid_name(&r.name)
+                || self.receiver[..i].iter().any(|o| o.name == r.name)
+            {
+                return Err((
+                    key("name"),
+                    "needs a unique name of A-Z, a-z, 0-9, '-', '_', '.', ':'".into(),
+                ));
+            }
+            match r.version {
+                Version::V2c if r.community.is_none() => {
+                    return Err((key("community"), "a v2c receiver needs a community".into()))
+                }
+                Version::V3 => {
+                    for (k, v) in [
+                        ("user", &r.user),
+                        ("auth_password", &r.auth_password),
+                        ("priv_password", &r.priv_password),
+                    ] {
+                        match v {
+                            None => {
+                                return Err((key(k), "a v3 receiver (authPriv) needs it".into()))
+                            }
+                            Some(p) if k != "user" && p.len() < 8 => {
+                                return Err((
+                                    key(k),
+                                    "must be at least 8 characters (RFC 3414)".into(),
+                                ))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if self.mode == Mode::Failover && !r.inform {
+                return Err((
+                    key("inform"),
+                    "failover needs informs: a trap is never acknowledged, so a dead primary could not be noticed".into(),
+                ));
+            }
+            for n in r.notifications.iter().flatten() {
+                if Kind::from_name(n).is_none() {
+                    return Err((
+                        key("notifications"),
+                        format!(
+                            "`{n}` is not a TELAGENT-MIB notification such as telagentServerDown"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_start_matches("0x");
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Notification types of TELAGENT-MIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    ServerDown,
+    ServerUp,
+    ServerDrain,
+    ServerInactive,
+    LineDown,
+    LineUp,
+    GatewayChannelsExhausted,
+    GatewayChannelsRestored,
+    TrunkAlarm,
+    TrunkClear,
+    QueueHigh,
+    QueueNormal,
+    AgentStart,
+    AgentStop,
+    CheckDown,
+    CheckUp,
+    NotificationsSuppressed,
+}
+
+const KINDS: [Kind; 17] = [
+    Kind::ServerDown,
+    Kind::ServerUp,
+    Kind::ServerDrain,
+    Kind::ServerInactive,
+    Kind::LineDown,
+    Kind::LineUp,
+    Kind::GatewayChannelsExhausted,
+    Kind::GatewayChannelsRestored,
+    Kind::TrunkAlarm,
+    Kind::TrunkClear,
+    Kind::QueueHigh,
+    Kind::QueueNormal,
+    Kind::AgentStart,
+    Kind::AgentStop,
+    Kind::CheckDown,
+    Kind::CheckUp,
+    Kind::NotificationsSuppressed,
+];
+
+impl Kind {
+    /// The number under telagentNotifications.
+    pub fn number(self) -> u32 {
+        KINDS.iter().position(|k| *k == self).unwrap_or(0) as u32 + 1
+    }
+
+    /// The MIB name (`telagentServerDown`).
+    pub fn name(self) -> &'static str {
+        crate::snmp::mib::NOTIFICATIONS[self.number() as usize - 1].1
+    }
+
+    pub fn from_name(s: &str) -> Option<Kind> {
+        KINDS.iter().copied().find(|k| k.name() == s)
+    }
+
+    /// The notification that ends this one's problem.
+    fn clear(self) -> Kind {
+        match self {
+            Kind::ServerDown | Kind::ServerDrain | Kind::ServerInactive => Kind::ServerUp,
+            Kind::LineDown => Kind::LineUp,
+            Kind::GatewayChannelsExhausted => Kind::GatewayChannelsRestored,
+            Kind::TrunkAlarm => Kind::TrunkClear,
+            Kind::QueueHigh => Kind::QueueNormal,
+            _ => Kind::CheckUp,
+        }
+    }
+}
+
+/// TelagentSeverity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Cleared = 1,
+    Info = 2,
+    Warning = 3,
+    Critical = 4,
+}
+
+/// A target's state as TELAGENT-MIB's TelagentState.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NState {
+    Unknown,
+    Up,
+    Degraded,
+    Down,
+}
+
+impl NState {
+    pub fn mib_value(self) -> i64 {
+        match self {
+            NState::Unknown => 1,
+            NState::Up => 2,
+            NState::Degraded => 3,
+            NState::Down => 4,
+        }
+    }
+}
+
+impl From<State> for NState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Unknown => NState::Unknown,
+            State::Up => NState::Up,
+            State::Degraded => NState::Degraded,
+            State::Down => NState::Down,
+        }
+    }
+}
+
+/// One notification, as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub kind: Kind,
+    pub target: String,
+    pub state: NState,
+    pub reason: String,
+    pub severity: Severity,
+    /// The server whose agent sends it.
+    pub server: String,
+    /// Notifications held back by damping (summaries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u32>,
+}
+
+/// The notification a transition means, if any. `speaker`: this agent speaks for the
+/// server of a `server` transition. `last`: the problem last notified for the target.
+pub fn from_transition(t: &Transition, speaker: bool, last: Option<Kind>) -> Option<Notification> {
+    let to: NState = t.to.into();
+    if t.to == State::Up && matches!(t.from, State::Unknown) {
+        return None; // the first observations are not news
+    }
+    let severity = match t.to {
+        State::Up => Severity::Cleared,
+        State::Degraded => Severity::Warning,
+        _ => Severity::Critical,
+    };
+    let kind = match (t.kind, t.to) {
+        ("server", _) if !speaker => return None,
+        ("server", State::Up) => Kind::ServerUp,
+        ("server", State::Degraded) => Kind::ServerDrain,
+        ("server", _) if t.reason.starts_with("inactive") => Kind::ServerInactive,
+        ("server", _) => Kind::ServerDown,
+        (_, State::Up) => last.map_or(
+            match t.kind {
+                "modem" => Kind::LineUp,
+                "queue" => Kind::QueueNormal,
+                "gateway" => Kind::GatewayChannelsRestored,
+                _ => Kind::CheckUp,
+            },
+            Kind::clear,
+        ),
+        (_, State::Unknown) => return None,
+        ("modem", _) => Kind::LineDown,
+        ("gateway", _) => match t.error_type {
+            Some("trunk_alarm") => Kind::TrunkAlarm,
+            Some("channels_exhausted" | "few_channels" | "no_usable_channel" | "no_channels") => {
+                Kind::GatewayChannelsExhausted
+            }
+            _ => Kind::CheckDown,
+        },
+        ("queue", _) if matches!(t.error_type, Some("high_water" | "too_old")) => Kind::QueueHigh,
+        _ => Kind::CheckDown,
+    };
+    Some(Notification {
+        kind,
+        target: t.target.clone(),
+        state: to,
+        reason: format!("{}: {}", t.reason, t.detail),
+        severity,
+        server: t.server.clone(),
+        suppressed: None,
+    })
+}
+
+/// Delivery counters of one receiver, for /metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub retried: u64,
+    pub auth_failures: u64,
+    pub dropped: u64,
+    pub outbox_depth: u64,
+}
+
+/// Reads and increments engineBoots in `<state_dir>/snmp-engine-boots` (fsynced): receivers
+/// drop v3 messages whose boots go back.
+pub fn next_boots(state_dir: &std::path::Path) -> std::io::Result<u32> {
+    use std::io::Write;
+    let path = state_dir.join("snmp-engine-boots");
+    let old: u32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let boots = old.saturating_add(1).min(2_147_483_647);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{boots}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(boots)
+}
+
+/// The queue names of the outbox for a config.
+fn queues(c: &NotifyConfig) -> Vec<String> {
+    match c.mode {
+        Mode::All => c.receiver.iter().map(|r| r.name.clone()).collect(),
+        Mode::Failover => vec!["failover".to_string()],
+    }
+}
+
+fn wanted(r: &ReceiverConfig, n: &Notification) -> bool {
+    r.min_severity.is_none_or(|m| {
+        n.severity >= m || n.severity == Severity::Cleared && m <= Severity::Cleared
+    }) && r
+        .notifications
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|k| k == n.kind.name()))
+}
+
+/// The running notifier.
+pub struct Notifier {
+    config: NotifyConfig,
+    outbox: Arc<Mutex<outbox::Outbox>>,
+    wake: Arc<Notify>,
+    model: Arc<Model>,
+    engine: traps::Engine,
+}
+
+impl Notifier {
+    /// Opens the outbox and takes the next engineBoots; None without receivers.
+    pub fn open(
+        config: &NotifyConfig,
+        state_dir: &std::path::Path,
+        server: &str,
+        model: Arc<Model>,
+    ) -> Result<Option<Notifier>, String> {
+        if config.receiver.is_empty() {
+            return Ok(None);
+        }
+        let boots = next_boots(state_dir).map_err(|e| {
+            format!(
+                "cannot write {}: {e}",
+                state_dir.join("snmp-engine-boots").display()
+            )
+        })?;
+        let outbox = outbox::Outbox::open(&state_dir.join("outbox.db"), config.outbox_limit)?;
+        let id = config
+            .engine_id
+            .as_deref()
+            .and_then(parse_hex)
+            .unwrap_or_else(|| traps::default_engine_id(server));
+        Ok(Some(Notifier {
+            config: config.clone(),
+            outbox: Arc::new(Mutex::new(outbox)),
+            wake: Arc::new(Notify::new()),
+            model,
+            engine: traps::Engine {
+                id,
+                boots,
+                started: Instant::now(),
+            },
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, outbox::Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes a notification to the outbox of every receiver that wants it.
+    pub fn enqueue(&self, n: &Notification) {
+        let targets: Vec<String> = match self.config.mode {
+            Mode::All => self
+                .config
+                .receiver
+                .iter()
+                .filter(|r| wanted(r, n))
+                .map(|r| r.name.clone())
+                .collect(),
+            Mode::Failover => queues(&self.config),
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let pushed = self.lock().push(&targets, n);
+        match pushed {
+            Ok(dropped) => {
+                let mut m = self.model.write();
+                for (q, d) in targets.iter().zip(dropped) {
+                    let s = m.notify.entry(q.clone()).or_default();
+                    s.dropped += d as u64;
+                    s.outbox_depth += 1;
+                    s.outbox_depth -= d as u64;
+                    if d > 0 {
+                        tracing::warn!(queue = %q, dropped = d, "Outbox full; the oldest notifications were dropped.");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot write a notification to the outbox; it is lost.")
+            }
+        }
+        self.wake.notify_waiters();
+    }
+
+    /// Starts the delivery tasks and the transition consumer. `snapshots` tells which
+    /// servers this agent speaks for.
+    /// The tasks end once the bus is closed and what is left is sent (or 2 s passed: the
+    /// rest waits in the outbox for the next start).
+    pub fn start(
+        self,
+        mut transitions: mpsc::UnboundedReceiver<Transition>,
+        mut snapshots: watch::Receiver<Arc<crate::routing::Snapshot>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let cancel = CancellationToken::new();
+        let me = Arc::new(self);
+        {
+            let mut m = me.model.write();
+            for q in queues(&me.config) {
+                let depth = me.lock().depth(&q).unwrap_or(0);
+                m.notify.entry(q).or_default().outbox_depth = depth;
+            }
+        }
+        me.enqueue(&Notification {
+            kind: Kind::AgentStart,
+            target: me.model.read().server.clone(),
+            state: NState::Up,
+            reason: format!(
+                "telagent {} started (engine boots {})",
+                env!("CARGO_PKG_VERSION"),
+                me.engine.boots
+            ),
+            severity: Severity::Info,
+            server: me.model.read().server.clone(),
+            suppressed: None,
+        });
+        let mut tasks = Vec::new();
+        for q in queues(&me.config) {
+            tasks.push(tokio::spawn(deliver(me.clone(), q, cancel.clone())));
+        }
+        let consumer = me.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut damper = Damper::default();
+            let mut pending_servers: Vec<Transition> = Vec::new();
+            loop {
+                let wake_at = damper.next_deadline(consumer.config.hold);
+                tokio::select! {
+                    t = transitions.recv() => match t {
+                        Some(t) if t.kind == "server" => pending_servers.push(t),
+                        Some(t) => {
+                            if let Some(n) = from_transition(&t, true, damper.last_problem(&t.target)) {
+                                damper.offer(&consumer, n);
+                            }
+                        }
+                        None => break,
+                    },
+                    changed = snapshots.changed() => {
+                        if changed.is_err() { continue; }
+                        let snap = snapshots.borrow_and_update().clone();
+                        for t in pending_servers.drain(..) {
+                            let speaker = snap.servers.iter().any(|s| s.name == t.target && s.speaker);
+                            if let Some(n) = from_transition(&t, speaker, damper.last_problem(&t.target)) {
+                                damper.offer(&consumer, n);
+                            }
+                        }
+                    }
+                    _ = sleep_until(wake_at) => damper.flush(&consumer),
+                }
+            }
+            damper.flush_all(&consumer);
+            let server = consumer.model.read().server.clone();
+            consumer.enqueue(&Notification {
+                kind: Kind::AgentStop,
+                target: server.clone(),
+                state: NState::Down,
+                reason: "telagent is stopping".into(),
+                severity: Severity::Warning,
+                server,
+                suppressed: None,
+            });
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                let left: u64 = queues(&consumer.config)
+                    .iter()
+                    .map(|q| consumer.lock().depth(q).unwrap_or(0))
+                    .sum();
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            cancel.cancel();
+        }));
+        tasks
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Storm damping: at most one notification per target per hold time.
+#[derive(Default)]
+struct Damper {
+    last_sent: BTreeMap<String, tokio::time::Instant>,
+    /// Held back per target: count and the latest.
+    held: BTreeMap<String, (u32, Notification)>,
+    /// The problem last notified per target, to pick the matching clear.
+    problems: BTreeMap<String, Kind>,
+}
+
+impl Damper {
+    fn last_problem(&self, target: &str) -> Option<Kind> {
+        self.problems.get(target).copied()
+    }
+
+    fn offer(&mut self, n: &Notifier, notification: Notification) {
+        let hold = n.config.hold;
+        let now = tokio::time::Instant::now();
+        if notification.severity == Severity::Cleared {
+            self.problems.remove(&notification.target);
+        } else {
+            self.problems
+                .insert(notification.target.clone(), notification.kind);
+        }
+        let recent = self
+            .last_sent
+            .get(&notification.target)
+            .is_some_and(|t| now.duration_since(*t) < hold);
+        if recent {
+            let e = self
+                .held
+                .entry(notification.target.clone())
+                .or_insert((0, notification.clone()));
+            e.0 += 1;
+            e.1 = notification;
+            let mut m = n.model.write();
+            m.notifications_suppressed += 1;
+            return;
+        }
+        self.last_sent.insert(notification.target.clone(), now);
+        n.enqueue(&notification);
+    }
+
+    fn next_deadline(&self, hold: Duration) -> Option<tokio::time::Instant> {
+        self.held
+            .keys()
+            .filter_map(|t| self.last_sent.get(t))
+            .min()
+            .map(|t| *t + hold)
+    }
+
+    fn flush(&mut self, n: &Notifier) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .held
+            .keys()
+            .filter(|t| {
+                self.last_sent
+                    .get(*t)
+                    .is_none_or(|s| now.duration_since(*s) >= n.config.hold)
+            })
+            .cloned()
+            .collect();
+        for t in due {
+            if let Some((count, latest)) = self.held.remove(&t) {
+                self.last_sent.insert(t, now);
+                n.enqueue(&summary(count, latest));
+            }
+        }
+    }
+
+    fn flush_all(&mut self, n: &Notifier) {
+        for (_, (count, latest)) in std::mem::take(&mut self.held) {
+            n.enqueue(&summary(count, latest));
+        }
+    }
+}
+
+fn summary(count: u32, latest: Notification) -> Notification {
+    Notification {
+        kind: Kind::NotificationsSuppressed,
+        reason: format!(
+            "{count} notification(s) held back by storm damping; latest: {} ({})",
+            latest.kind.name(),
+            latest.reason
+        ),
+        suppressed: Some(count),
+        ..latest
+    }
+}
+
+/// Delivers one queue in order until cancelled.
+async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
+    let receivers: Vec<ReceiverConfig> = match n.config.mode {
+        Mode::All => n
+            .config
+            .receiver
+            .iter()
+            .filter(|r| r.name == queue)
+            .cloned()
+            .collect(),
+        Mode::Failover => n.config.receiver.clone(),
+    };
+    let mut senders: Vec<traps::Sender> = receivers.into_iter().map(traps::Sender::new).collect();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let notified = n.wake.notified();
+        let next = n.lock().peek(&queue);
+        let (seq, notification) = match next {
+            Ok(Some((seq, Some(x)))) => (seq, x),
+            Ok(Some((seq, None))) => {
+                tracing::warn!(queue = %queue, seq, "Unreadable notification in the outbox; removed.");
+                let _ = n.lock().remove(seq);
+                continue;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = notified => continue,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the outbox.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let mut delivered = false;
+        for s in senders.iter_mut() {
+            if n.config.mode == Mode::Failover && !wanted(&s.config, &notification) {
+                continue;
+            }
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                o = s.deliver(&notification, &n.engine, n.config.timeout) => o,
+            };
+            let name = s.config.name.clone();
+            let mut m = n.model.write();
+            let st = m.notify.entry(name.clone()).or_default();
+            match outcome {
+                traps::Outcome::Sent => {
+                    st.sent += 1;
+                    delivered = true;
+                }
+                traps::Outcome::Acked => {
+                    st.sent += 1;
+                    st.acknowledged += 1;
+                    delivered = true;
+                }
+                traps::Outcome::NoAnswer(e) => {
+                    st.sent += 1;
+                    st.retried += 1;
+                    tracing::debug!(receiver = %name, error = %e, "Inform not acknowledged; will retry.");
+                }
+                traps::Outcome::AuthFailed(e) => {
+                    st.sent += 1;
+                    st.auth_failures += 1;
+                    tracing::warn!(receiver = %name, error = %e, "Notification refused; check the receiver's credentials.");
+                }
+            }
+            if delivered {
+                break;
+            }
+        }
+        if delivered {
+            let _ = n.lock().remove(seq);
+            let depth = n.lock().depth(&queue).unwrap_or(0);
+            n.model
+                .write()
+                .notify
+                .entry(queue.clone())
+                .or_default()
+                .outbox_depth = depth;
+            backoff = Duration::from_millis(250);
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(n.config.max_backoff);
+    }
+}
+
+/// Where the outbox of a state dir lives (for tests and tools).
+pub fn outbox_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("outbox.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Status;
+
+    fn transition(
+        kind: &'static str,
+        from: State,
+        to: State,
+        error: Option<&'static str>,
+    ) -> Transition {
+        Transition {
+            time: std::time::SystemTime::now(),
+            server: "fax1".into(),
+            target: "t".into(),
+            kind,
+            from,
+            to,
+            reason: "3 consecutive failures (fall 3)".into(),
+            status: Status::Fail,
+            error_type: error,
+            detail: "d".into(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn transitions_map_to_mib_notifications() {
+        let k = |t: Transition, last| from_transition(&t, true, last).map(|n| n.kind);
+        assert_eq!(
+            k(transition("modem", State::Up, State::Down, None), None),
+            Some(Kind::LineDown)
+        );
+        assert_eq!(
+            k(
+                transition("gateway", State::Up, State::Degraded, Some("trunk_alarm")),
+                None
+            ),
+            Some(Kind::TrunkAlarm)
+        );
+        assert_eq!(
+            k(
+                transition("gateway", State::Degraded, State::Up, None),
+                Some(Kind::TrunkAlarm)
+            ),
+            Some(Kind::TrunkClear)
+        );
+        assert_eq!(
+            k(
+                transition("queue", State::Up, State::Degraded, Some("high_water")),
+                None
+            ),
+            Some(Kind::QueueHigh)
+        );
+        assert_eq!(
+            k(transition("tcp", State::Unknown, State::Up, None), None),
+            None
+        );
+        assert_eq!(
+            k(transition("server", State::Up, State::Degraded, None), None),
+            Some(Kind::ServerDrain)
+        );
+        assert_eq!(
+            from_transition(
+                &transition("server", State::Up, State::Down, None),
+                false,
+                None
+            ),
+            None,
+            "only the speaker reports a server"
+        );
+        assert_eq!(Kind::ServerDown.name(), "telagentServerDown");
+        assert_eq!(Kind::NotificationsSuppressed.number(), 17);
+    }
+
+    #[test]
+    fn boots_grow_at_every_start() {
+        let dir = std::env::temp_dir().join(format!("telagent-boots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = next_boots(&dir).unwrap();
+        let b = next_boots(&dir).unwrap();
+        assert_eq!(b, a + 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
