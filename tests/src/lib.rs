@@ -14,6 +14,7 @@ pub mod prometheus;
 pub mod service;
 pub mod sip;
 pub mod snmpsim;
+pub mod snmptrapd;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -547,9 +547,11 @@ impl Notifier {
                 m.notify.entry(q).or_default().outbox_depth = depth;
             }
         }
+        // Not inside the enqueue call: a read guard held there would block its write.
+        let server = me.model.read().server.clone();
         me.enqueue(&Notification {
             kind: Kind::AgentStart,
-            target: me.model.read().server.clone(),
+            target: server.clone(),
             state: NState::Up,
             reason: format!(
                 "telagent {} started (engine boots {})",
@@ -557,7 +559,7 @@ impl Notifier {
                 me.engine.boots
             ),
             severity: Severity::Info,
-            server: me.model.read().server.clone(),
+            server,
             suppressed: None,
         });
         let mut tasks = Vec::new();

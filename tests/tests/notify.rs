@@ -1,0 +1,387 @@
+//! SNMP notifications received by the real snmptrapd: v2c and v3 (authPriv) traps and
+//! informs decoded by name with TELAGENT-MIB, refused credentials, a receiver outage with
+//! and without a kill -9 of the agent, failover, and engine boots across restarts.
+
+use std::time::Duration;
+
+use telagent_tests::agent::{metric, Agent};
+use telagent_tests::poll;
+use telagent_tests::service::{Behaviour, Service};
+use telagent_tests::snmptrapd::Snmptrapd;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The engine id of the test agents (`[notify] engine_id`), known to snmptrapd for v3 traps.
+const ENGINE: &str = "8001860704746573746167656e74";
+
+fn trapd_conf() -> String {
+    format!(
+        "authCommunity log public\n\
+         createUser -e 0x{ENGINE} trapuser SHA-256 authpass123 AES privpass123\n\
+         createUser informuser SHA authpass123 AES privpass123\n\
+         authUser log trapuser priv\n\
+         authUser log informuser priv\n"
+    )
+}
+
+fn receiver(name: &str, port: u16, extra: &str) -> String {
+    format!("[[notify.receiver]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n{extra}\n")
+}
+
+const V2C: &str = "version = \"v2c\"\ncommunity = \"public\"\n";
+const V3_TRAP: &str = "version = \"v3\"\nuser = \"trapuser\"\nauth = \"sha256\"\nauth_password = \"authpass123\"\npriv_password = \"privpass123\"\n";
+const V3_INFORM: &str = "version = \"v3\"\ninform = true\nuser = \"informuser\"\nauth = \"sha\"\nauth_password = \"authpass123\"\npriv_password = \"privpass123\"\n";
+
+/// A tcp check on `svc` that decides at every probe (fall 1, rise 1).
+fn check(svc: &Service) -> String {
+    format!(
+        "[[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nrise = 1\n",
+        svc.addr
+    )
+}
+
+fn notify_section(extra: &str) -> String {
+    format!("[notify]\nhold = \"0s\"\ntimeout = \"300ms\"\nmax_backoff = \"500ms\"\nengine_id = \"{ENGINE}\"\n{extra}\n")
+}
+
+/// Received notifications of `kind` (a TELAGENT-MIB name) about target `svc`.
+fn about_svc(trapd: &Snmptrapd, kind: &str) -> Vec<(String, Vec<String>)> {
+    trapd
+        .received()
+        .into_iter()
+        .filter(|(_, vbs)| {
+            vbs.iter()
+                .any(|v| v.ends_with(&format!("OID: TELAGENT-MIB::{kind}")))
+                && vbs
+                    .iter()
+                    .any(|v| v == "TELAGENT-MIB::telagentNotifyTarget.0 = STRING: svc")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traps_and_informs_v2c_and_v3_arrive_decoded_by_name() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let p = trapd.port;
+    let agent = Agent::start(&format!(
+        "{}{}{}{}{}{}",
+        check(&svc),
+        notify_section(""),
+        receiver("v2c-trap", p, V2C),
+        receiver("v2c-inform", p, &format!("{V2C}inform = true\n")),
+        receiver("v3-trap", p, V3_TRAP),
+        receiver("v3-inform", p, V3_INFORM),
+    ))
+    .await;
+    poll(LIMIT, "svc up", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    svc.stop().await;
+    let got = poll(LIMIT, "four telagentCheckDown", || async {
+        let g = about_svc(&trapd, "telagentCheckDown");
+        (g.len() >= 4).then_some(g)
+    })
+    .await;
+    let mut security: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    security.sort();
+    assert_eq!(
+        security,
+        [
+            "INFORM, SNMP v2c, community public",
+            "INFORM, SNMP v3, user informuser, context",
+            "TRAP2, SNMP v2c, community public",
+            "TRAP2, SNMP v3, user trapuser, context",
+        ]
+    );
+    for (_, vbs) in &got {
+        assert!(
+            vbs.contains(&"TELAGENT-MIB::telagentNotifyState.0 = INTEGER: down(4)".to_string()),
+            "{vbs:?}"
+        );
+        assert!(
+            vbs.contains(
+                &"TELAGENT-MIB::telagentNotifySeverity.0 = INTEGER: critical(4)".to_string()
+            ),
+            "{vbs:?}"
+        );
+        assert!(
+            vbs.contains(&"TELAGENT-MIB::telagentNotifyServer.0 = STRING: test".to_string()),
+            "{vbs:?}"
+        );
+        assert!(
+            vbs[0].starts_with("SNMPv2-SMI::mib-2.1.3.0 = Timeticks:"),
+            "sysUpTime first: {vbs:?}"
+        );
+    }
+    let m = agent.metrics().await;
+    for r in ["v2c-inform", "v3-inform"] {
+        assert!(
+            metric(
+                &m,
+                &format!("telagent_notifications_acknowledged_total{{receiver=\"{r}\"}}")
+            )
+            .unwrap()
+                >= 2.0,
+            "{r}: start and down acknowledged\n{m}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "telagent_notifications_acknowledged_total{receiver=\"v2c-trap\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_community_and_wrong_keys_are_refused_and_counted() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let p = trapd.port;
+    let agent = Agent::start(&format!(
+        "{}{}{}",
+        notify_section(""),
+        receiver(
+            "bad-community",
+            p,
+            "version = \"v2c\"\ncommunity = \"private\"\ninform = true\n"
+        ),
+        receiver(
+            "bad-keys",
+            p,
+            &V3_INFORM.replace("authpass123", "wrongpass99")
+        ),
+    ))
+    .await;
+    poll(LIMIT, "both failures counted", || async {
+        let m = agent.metrics().await;
+        let retried = metric(
+            &m,
+            "telagent_notifications_retried_total{receiver=\"bad-community\"}",
+        )?;
+        let auth = metric(
+            &m,
+            "telagent_notifications_auth_failures_total{receiver=\"bad-keys\"}",
+        )?;
+        (retried >= 2.0 && auth >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        trapd.received().is_empty(),
+        "nothing was accepted: {:?}",
+        trapd.received()
+    );
+    let m = agent.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "telagent_notifications_acknowledged_total{receiver=\"bad-community\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "telagent_notification_outbox_depth{receiver=\"bad-keys\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "kept for later"
+    );
+    assert!(agent.log().contains("wrong digest"), "{}", agent.log());
+}
+
+/// Flips the service `n` times, waiting each time for the check to follow.
+async fn flip(agent: &Agent, svc: &mut Service, n: usize) {
+    for _ in 0..n {
+        let before = agent.audit().len();
+        if agent.target("svc").await.unwrap()["state"] == "up" {
+            svc.stop().await;
+        } else {
+            svc.restart().await;
+        }
+        poll(LIMIT, "the transition", || async {
+            (agent.audit().len() > before).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The states of the svc transitions in the audit log, in order (first observation up
+/// is not notified).
+fn audited(agent: &Agent) -> Vec<String> {
+    agent
+        .audit()
+        .iter()
+        .filter(|a| a["target"] == "svc" && !(a["from"] == "unknown" && a["to"] == "up"))
+        .map(|a| a["to"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The states carried by the svc notifications received, in log order.
+fn received_states(trapd: &Snmptrapd) -> Vec<String> {
+    trapd
+        .received()
+        .into_iter()
+        .filter(|(_, vbs)| {
+            vbs.iter()
+                .any(|v| v == "TELAGENT-MIB::telagentNotifyTarget.0 = STRING: svc")
+        })
+        .filter_map(|(_, vbs)| {
+            vbs.iter().find_map(|v| {
+                v.strip_prefix("TELAGENT-MIB::telagentNotifyState.0 = INTEGER: ")
+                    .map(|s| s.split('(').next().unwrap_or("").to_string())
+            })
+        })
+        .collect()
+}
+
+async fn outage(kill_agent: bool) {
+    let mut trapd = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let mut agent = Agent::start(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section(""),
+        receiver("nms", trapd.port, &format!("{V2C}inform = true\n")),
+    ))
+    .await;
+    poll(LIMIT, "svc up", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    trapd.stop();
+    flip(&agent, &mut svc, 10).await;
+    if kill_agent {
+        agent.kill();
+        agent.restart().await;
+        poll(LIMIT, "svc decided again", || async {
+            agent
+                .target("svc")
+                .await
+                .filter(|t| t["state"] == "up" || t["state"] == "down")
+        })
+        .await;
+    }
+    flip(&agent, &mut svc, 10).await;
+    let m = agent.metrics().await;
+    assert!(
+        metric(&m, "telagent_notification_outbox_depth{receiver=\"nms\"}").unwrap() >= 10.0,
+        "{m}"
+    );
+    // The receiver stays away for 30 s in all.
+    while started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    trapd.restart();
+    let want = audited(&agent);
+    assert!(want.len() >= 20, "{want:?}");
+    poll(LIMIT, "every transition notified", || async {
+        (received_states(&trapd).len() >= want.len()).then_some(())
+    })
+    .await;
+    // A moment more: nothing arrives twice.
+    poll(LIMIT, "outbox empty", || async {
+        let m = agent.metrics().await;
+        (metric(&m, "telagent_notification_outbox_depth{receiver=\"nms\"}") == Some(0.0))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(received_states(&trapd), want, "in order, none twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn informs_held_through_a_30s_receiver_outage_arrive_in_order_once() {
+    outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn informs_held_through_an_outage_and_a_kill_9_arrive_in_order_once() {
+    outage(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_sends_to_the_backup_while_the_primary_is_down() {
+    let mut primary = Snmptrapd::start(&trapd_conf());
+    let backup = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let inform = format!("{V2C}inform = true\n");
+    let agent = Agent::start(&format!(
+        "{}{}{}{}",
+        check(&svc),
+        notify_section("mode = \"failover\""),
+        receiver("primary", primary.port, &inform),
+        receiver("backup", backup.port, &inform),
+    ))
+    .await;
+    poll(LIMIT, "start notified to the primary", || async {
+        (!primary.received().is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        backup.received().is_empty(),
+        "the backup is not used while the primary answers"
+    );
+    primary.stop();
+    svc.stop().await;
+    poll(LIMIT, "the backup gets the down", || async {
+        (!about_svc(&backup, "telagentCheckDown").is_empty()).then_some(())
+    })
+    .await;
+    let m = agent.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "telagent_notifications_retried_total{receiver=\"primary\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "telagent_notifications_acknowledged_total{receiver=\"backup\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v3_traps_are_accepted_after_three_restarts() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let mut agent = Agent::start(&format!(
+        "{}{}",
+        notify_section(""),
+        receiver("v3", trapd.port, V3_TRAP)
+    ))
+    .await;
+    for _ in 0..3 {
+        assert!(agent.stop());
+        agent.restart().await;
+    }
+    let starts = poll(LIMIT, "four agent starts", || async {
+        let s: Vec<String> = trapd
+            .received()
+            .into_iter()
+            .filter(|(_, vbs)| {
+                vbs.iter()
+                    .any(|v| v.ends_with("TELAGENT-MIB::telagentAgentStart"))
+            })
+            .map(|(sec, _)| sec)
+            .collect();
+        (s.len() >= 4).then_some(s)
+    })
+    .await;
+    assert!(
+        starts
+            .iter()
+            .all(|s| s == "TRAP2, SNMP v3, user trapuser, context"),
+        "{starts:?}"
+    );
+    let boots = std::fs::read_to_string(agent.dir.path().join("state/snmp-engine-boots")).unwrap();
+    assert_eq!(boots.trim(), "4");
+}
