@@ -147,6 +147,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             cancel.clone(),
         )),
     ];
+    if let Some(a) = &config.snmp.agentx {
+        // Validated with the config.
+        if let Ok(address) = crate::snmp::agentx::Address::parse(a) {
+            routing.push(tokio::spawn(crate::snmp::agentx::run(
+                address,
+                model.clone(),
+                cancel.clone(),
+            )));
+        }
+    }
     if let Some(l) = haproxy {
         routing.push(tokio::spawn(crate::routing::haproxy::serve(
             l,
@@ -230,6 +240,7 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, A
                 ),
                 ("traffic", new.traffic != current.traffic),
                 ("notify", new.notify != current.notify),
+                ("snmp", new.snmp != current.snmp),
             ] {
                 if changed {
                     warn!(

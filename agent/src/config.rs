@@ -94,6 +94,9 @@ pub struct Config {
     /// SNMP notifications.
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    /// TELAGENT-MIB through an AgentX master.
+    #[serde(default)]
+    pub snmp: crate::snmp::SnmpConfig,
 }
 
 /// `[agent]`: this agent and its server.
@@ -581,6 +584,7 @@ impl Config {
         }
         self.traffic.validate()?;
         self.notify.validate()?;
+        self.snmp.validate()?;
         for (i, x) in self.traffic.xferfaxlog.iter().enumerate() {
             if x.server.as_deref().is_some_and(|s| !valid_name(s)) {
                 return Err((

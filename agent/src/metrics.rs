@@ -414,6 +414,18 @@ fn notifications(f: &mut Families, m: &crate::engine::model::Inner) {
             st.outbox_depth as f64,
         );
     }
+    f.gauge(
+        "telagent_agentx_registered",
+        "1 while TELAGENT-MIB is registered with the AgentX master (snmpd).",
+        &[],
+        bool01(m.agentx_registered),
+    );
+    f.counter(
+        "telagent_agentx_sessions_total",
+        "AgentX sessions opened and registered (more than 1: the master restarted).",
+        &[],
+        m.agentx_sessions as f64,
+    );
     if !m.notify.is_empty() {
         f.counter(
             "telagent_notifications_suppressed_total",

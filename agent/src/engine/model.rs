@@ -105,6 +105,10 @@ pub struct Inner {
     pub notify: BTreeMap<String, crate::notify::ReceiverStats>,
     /// Notifications held back by storm damping.
     pub notifications_suppressed: u64,
+    /// The AgentX subagent has TELAGENT-MIB registered with the master now.
+    pub agentx_registered: bool,
+    /// AgentX sessions opened and registered since start.
+    pub agentx_sessions: u64,
 }
 
 #[derive(Debug)]
@@ -137,6 +141,8 @@ impl Model {
                 event_batches: BTreeMap::new(),
                 notify: BTreeMap::new(),
                 notifications_suppressed: 0,
+                agentx_registered: false,
+                agentx_sessions: 0,
             }),
         }
     }

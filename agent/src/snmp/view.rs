@@ -1,0 +1,202 @@
+//! TELAGENT-MIB's objects as an ordered map from OID to value, built from the model for
+//! each request the AgentX subagent answers (so SNMP and /v1/status always agree).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::ber::Val;
+use super::mib::{self, Table};
+use crate::engine::model::{Inner, Target};
+use crate::engine::tracker::State;
+use crate::routing::decision::ServerState;
+
+pub type View = BTreeMap<Vec<u32>, Val>;
+
+fn unix(t: Option<SystemTime>) -> Val {
+    Val::Gauge32(
+        t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+    )
+}
+
+fn text(s: &str, max: usize) -> Val {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Val::Str(s.as_bytes()[..end].to_vec())
+}
+
+fn state(s: State) -> Val {
+    Val::Int(crate::notify::NState::from(s).mib_value())
+}
+
+fn server_state(s: ServerState) -> Val {
+    Val::Int(match s {
+        ServerState::Unknown => 1,
+        ServerState::Up => 2,
+        ServerState::Drain => 3,
+        ServerState::Down => 4,
+    })
+}
+
+/// Puts one row: `values` in the order of the table's columns.
+fn row(view: &mut View, t: &Table, index: u32, values: Vec<Val>) {
+    for ((col, _, _), v) in t.columns.iter().zip(values) {
+        let mut oid = t.entry.clone();
+        oid.extend([*col, index]);
+        view.insert(oid, v);
+    }
+}
+
+fn value(t: &Target, name: &str) -> f64 {
+    t.values()
+        .iter()
+        .filter(|v| v.name == name)
+        .map(|v| v.value)
+        .sum()
+}
+
+fn labelled(t: &Target, name: &str, label: &str, want: &str) -> f64 {
+    t.values()
+        .iter()
+        .filter(|v| v.name == name && v.labels.iter().any(|(k, x)| *k == label && x == want))
+        .map(|v| v.value)
+        .sum()
+}
+
+fn gauge(v: f64) -> Val {
+    Val::Gauge32(v.clamp(0.0, f64::from(u32::MAX)) as u32)
+}
+
+pub fn build(m: &Inner) -> View {
+    let mut view = View::new();
+    let mut scalar = |oid: Vec<u32>, v: Val| {
+        let mut o = oid;
+        o.push(0);
+        view.insert(o, v);
+    };
+    scalar(mib::agent_version(), text(env!("CARGO_PKG_VERSION"), 64));
+    scalar(mib::agent_server(), text(&m.server, 64));
+    if let Some(c) = &m.cluster {
+        let t = mib::server_table();
+        for (i, s) in c.servers.iter().enumerate() {
+            row(
+                &mut view,
+                &t,
+                i as u32 + 1,
+                vec![
+                    text(&s.name, 64),
+                    server_state(s.state),
+                    text(&s.reason, 255),
+                    unix(s.last_active),
+                ],
+            );
+        }
+    }
+    let (checks, lines, gateways, queues) = (
+        mib::check_table(),
+        mib::line_table(),
+        mib::gateway_table(),
+        mib::queue_table(),
+    );
+    for (i, t) in m.targets.values().enumerate() {
+        let index = i as u32 + 1;
+        let detail = t
+            .last
+            .as_ref()
+            .map_or("", |p| p.observation.detail.as_str());
+        row(
+            &mut view,
+            &checks,
+            index,
+            vec![
+                text(&t.name, 64),
+                text(t.kind, 16),
+                state(t.state),
+                text(detail, 255),
+                unix(t.last.as_ref().map(|p| p.at)),
+            ],
+        );
+        match t.kind {
+            "modem" => {
+                let info = |label: &str| {
+                    t.values()
+                        .iter()
+                        .find(|v| v.name == "info")
+                        .and_then(|v| v.labels.iter().find(|(k, _)| *k == label))
+                        .map_or(String::new(), |(_, x)| x.clone())
+                };
+                row(
+                    &mut view,
+                    &lines,
+                    index,
+                    vec![
+                        text(&t.name, 64),
+                        state(t.state),
+                        text(&info("manufacturer"), 128),
+                        text(&info("model"), 128),
+                        unix(t.last.as_ref().map(|p| p.at)),
+                    ],
+                );
+            }
+            "gateway" => {
+                let ch = |s: &str| labelled(t, "channels", "state", s);
+                let (idle, busy, oos) = (ch("idle"), ch("busy"), ch("out_of_service"));
+                row(
+                    &mut view,
+                    &gateways,
+                    index,
+                    vec![
+                        text(&t.name, 64),
+                        state(t.state),
+                        gauge(idle + busy + oos),
+                        gauge(idle),
+                        gauge(busy),
+                        gauge(oos),
+                        Val::Int(if value(t, "trunk_alarm") > 0.0 { 1 } else { 2 }),
+                    ],
+                );
+            }
+            "queue" => row(
+                &mut view,
+                &queues,
+                index,
+                vec![
+                    text(&t.name, 64),
+                    state(t.state),
+                    gauge(value(t, "depth")),
+                    gauge(value(t, "oldest_age_seconds")),
+                ],
+            ),
+            _ => {}
+        }
+    }
+    let mut per_server: BTreeMap<&str, crate::traffic::totals::Row> = BTreeMap::new();
+    for (k, c) in &m.traffic {
+        per_server.entry(k.server.as_str()).or_default().add(
+            k.direction,
+            k.ok,
+            c.messages,
+            c.pages,
+        );
+    }
+    let t = mib::traffic_table();
+    for (i, (server, r)) in per_server.iter().enumerate() {
+        row(
+            &mut view,
+            &t,
+            i as u32 + 1,
+            vec![
+                text(server, 64),
+                Val::Counter64(r.sent),
+                Val::Counter64(r.failed),
+                Val::Counter64(r.received),
+                Val::Counter64(r.receive_failed),
+                Val::Counter64(r.pages_sent),
+                Val::Counter64(r.pages_received),
+            ],
+        );
+    }
+    view
+}
