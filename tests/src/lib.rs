@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod service;
 pub mod sip;
+pub mod snmpd;
 pub mod snmpsim;
 pub mod snmptrapd;
 

@@ -385,3 +385,111 @@ async fn v3_traps_are_accepted_after_three_restarts() {
     let boots = std::fs::read_to_string(agent.dir.path().join("state/snmp-engine-boots")).unwrap();
     assert_eq!(boots.trim(), "4");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_target_gets_one_notification_per_hold_and_a_summary() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let agent = Agent::start(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section("").replace("hold = \"0s\"", "hold = \"4s\""),
+        receiver("nms", trapd.port, V2C),
+    ))
+    .await;
+    poll(LIMIT, "svc up", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    flip(&agent, &mut svc, 5).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the flaps fit in one hold time"
+    );
+    let summary = poll(LIMIT, "the storm summary", || async {
+        about_svc(&trapd, "telagentNotificationsSuppressed").pop()
+    })
+    .await;
+    assert!(
+        summary
+            .1
+            .contains(&"TELAGENT-MIB::telagentNotifySuppressed.0 = Gauge32: 4".to_string()),
+        "{summary:?}"
+    );
+    assert!(
+        summary
+            .1
+            .contains(&"TELAGENT-MIB::telagentNotifyState.0 = INTEGER: down(4)".to_string()),
+        "the summary carries the state now: {summary:?}"
+    );
+    let downs = about_svc(&trapd, "telagentCheckDown").len();
+    let ups = about_svc(&trapd, "telagentCheckUp").len();
+    assert_eq!(
+        (downs, ups),
+        (1, 0),
+        "one notification, then only the summary"
+    );
+    let m = agent.metrics().await;
+    assert_eq!(
+        metric(&m, "telagent_notifications_suppressed_total"),
+        Some(4.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_notification_reports_each_receiver() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let closed = telagent_tests::sip::free_udp_port();
+    let agent = Agent::start(&format!(
+        "{}{}{}{}",
+        notify_section(""),
+        receiver("trap", trapd.port, V2C),
+        receiver("inform", trapd.port, V3_INFORM),
+        receiver("nobody", closed, &format!("{V2C}inform = true\n")),
+    ))
+    .await;
+    let run = |receiver: &str| {
+        let out = std::process::Command::new(telagent_tests::agent_bin())
+            .args([
+                "test-notification",
+                "--count",
+                "3",
+                "--json",
+                "--receiver",
+                receiver,
+                "--config",
+            ])
+            .arg(&agent.config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (out.status.code(), v)
+    };
+    let (code, v) = run("inform");
+    assert_eq!(
+        (code, &v["delivered"]),
+        (Some(0), &serde_json::json!(3)),
+        "{v}"
+    );
+    assert!(v["rtt_p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(run("trap").0, Some(0));
+    let (code, v) = run("nobody");
+    assert_eq!(
+        (code, &v["delivered"]),
+        (Some(1), &serde_json::json!(0)),
+        "{v}"
+    );
+    let tests = poll(LIMIT, "six test notifications", || async {
+        let n = trapd
+            .received()
+            .iter()
+            .filter(|(_, vbs)| vbs.iter().any(|v| v.ends_with("STRING: telagent-test")))
+            .count();
+        (n >= 6).then_some(n)
+    })
+    .await;
+    assert_eq!(tests, 6);
+}

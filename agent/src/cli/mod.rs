@@ -6,6 +6,7 @@ mod check_config;
 mod route;
 mod run;
 mod status;
+mod test_notification;
 mod totals;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Traffic per server (sent, failed, received, pages, share) over a window, from this
     /// agent, the whole cluster or Prometheus (exit 1 if a source did not answer).
     Totals(totals::Args),
+    /// Send test notifications to the configured SNMP receivers and report what each
+    /// acknowledged (exit 1 if any was not delivered).
+    TestNotification(test_notification::Args),
     /// Validate a configuration file (default: the one `run` would use).
     CheckConfig {
         /// Config file.
@@ -81,6 +85,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Check(args) => check::run(args).await,
             Command::Route(args) => route::run(args).await,
             Command::Totals(args) => totals::run(args).await,
+            Command::TestNotification(args) => test_notification::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
         }
     })

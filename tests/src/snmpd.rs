@@ -1,0 +1,141 @@
+//! net-snmp's snmpd (Debian's package) as the AgentX master, on loopback: SNMP on a free UDP
+//! port (community `public`, v3 user `snmpuser` authPriv SHA/AES) and AgentX on a free TCP
+//! port. Walks go through the real `snmpwalk`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+pub struct Snmpd {
+    pub dir: TempDir,
+    pub port: u16,
+    pub agentx_port: u16,
+    child: Option<Child>,
+}
+
+impl Snmpd {
+    pub fn start() -> Snmpd {
+        let dir = tempfile::Builder::new()
+            .prefix("telagent-snmpd-")
+            .tempdir()
+            .expect("tempdir");
+        let mut s = Snmpd {
+            dir,
+            port: crate::sip::free_udp_port(),
+            agentx_port: crate::free_port(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// `tcp:127.0.0.1:PORT`, for the agent's `[snmp] agentx`.
+    pub fn agentx(&self) -> String {
+        format!("tcp:127.0.0.1:{}", self.agentx_port)
+    }
+
+    /// Starts (again) on the same ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        let d = self.dir.path();
+        std::fs::write(
+            d.join("snmpd.conf"),
+            format!(
+                "agentAddress udp:127.0.0.1:{}\nmaster agentx\nagentXSocket tcp:127.0.0.1:{}\n\
+                 agentXTimeout 5\nagentXRetries 1\nrocommunity public 127.0.0.1\n\
+                 createUser snmpuser SHA authpass123 AES privpass123\nrouser snmpuser priv\n\
+                 authtrapenable 2\n",
+                self.port, self.agentx_port
+            ),
+        )
+        .expect("conf");
+        let child = Command::new("snmpd")
+            .env("SNMP_PERSISTENT_DIR", d.join("persist"))
+            .args(["-f", "-C", "-c"])
+            .arg(d.join("snmpd.conf"))
+            .args(["-m", "", "-I", "-smux", "-Lf"])
+            .arg(d.join("snmpd.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start snmpd (apt-get install snmpd)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !(crate::sip::udp_listening(self.port)
+            && std::net::TcpStream::connect(("127.0.0.1", self.agentx_port)).is_ok())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "snmpd did not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            crate::stop(&mut c, Duration::from_secs(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("snmpd.log")).unwrap_or_default()
+    }
+
+    /// `snmpwalk` of `oid` with `auth` (`-v2c -c public` or v3 flags): one
+    /// `name = TYPE: value` line per object (names from TELAGENT-MIB), or the error.
+    pub fn walk(&self, auth: &[&str], oid: &str) -> Result<Vec<String>, String> {
+        let out = Command::new("snmpwalk")
+            .args(auth)
+            .args([
+                "-M",
+                &crate::snmptrapd::mib_dirs(),
+                "-m",
+                "TELAGENT-MIB",
+                "-t",
+                "2",
+                "-r",
+                "1",
+            ])
+            .arg(format!("udp:127.0.0.1:{}", self.port))
+            .arg(oid)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() || text.contains("No Such Object") {
+            return Err(text + &String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+}
+
+impl Drop for Snmpd {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- snmpd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// snmpwalk flags for v2c.
+pub const V2C: &[&str] = &["-v2c", "-c", "public"];
+/// snmpwalk flags for v3 authPriv.
+pub const V3: &[&str] = &[
+    "-v3",
+    "-l",
+    "authPriv",
+    "-u",
+    "snmpuser",
+    "-a",
+    "SHA",
+    "-A",
+    "authpass123",
+    "-x",
+    "AES",
+    "-X",
+    "privpass123",
+];
