@@ -104,8 +104,8 @@ pub struct ReceiverConfig {
     /// Only these notifications (MIB names such as `telagentServerDown`); default all.
     #[serde(default)]
     pub notifications: Option<Vec<String>>,
-    /// Only notifications at least this severe (`cleared` < `info` < `warning` <
-    /// `critical`); default all.
+    /// Only notifications at least this severe (`info` < `warning` < `critical`; clears
+    /// always pass); default all.
     #[serde(default)]
     pub min_severity: Option<Severity>,
 }
@@ -433,13 +433,14 @@ fn queues(c: &NotifyConfig) -> Vec<String> {
     }
 }
 
+/// Whether a receiver takes a notification. A clear always passes `min_severity`: a
+/// receiver that got the alarm needs to learn that it ended.
 fn wanted(r: &ReceiverConfig, n: &Notification) -> bool {
-    r.min_severity.is_none_or(|m| {
-        n.severity >= m || n.severity == Severity::Cleared && m <= Severity::Cleared
-    }) && r
-        .notifications
-        .as_ref()
-        .is_none_or(|list| list.iter().any(|k| k == n.kind.name()))
+    r.min_severity
+        .is_none_or(|m| n.severity == Severity::Cleared || n.severity >= m)
+        && r.notifications
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|k| k == n.kind.name()))
 }
 
 /// The running notifier.
@@ -894,6 +895,26 @@ mod tests {
         );
         assert_eq!(Kind::ServerDown.name(), "telagentServerDown");
         assert_eq!(Kind::NotificationsSuppressed.number(), 17);
+    }
+
+    #[test]
+    fn receivers_filter_by_name_and_severity() {
+        let mut r: ReceiverConfig = toml::from_str(
+            "name = \"r\"\naddress = \"127.0.0.1:162\"\nversion = \"v2c\"\ncommunity = \"c\"\nmin_severity = \"warning\"\n",
+        )
+        .unwrap();
+        let mut n =
+            from_transition(&transition("tcp", State::Up, State::Down, None), true, None).unwrap();
+        assert!(wanted(&r, &n));
+        n.severity = Severity::Info;
+        assert!(!wanted(&r, &n), "below min_severity");
+        n.severity = Severity::Cleared;
+        assert!(wanted(&r, &n), "the end of an alarm always passes");
+        r.min_severity = None;
+        r.notifications = Some(vec!["telagentServerDown".into()]);
+        assert!(!wanted(&r, &n), "not in the list");
+        n.kind = Kind::ServerDown;
+        assert!(wanted(&r, &n));
     }
 
     #[test]

@@ -91,3 +91,51 @@ impl Outbox {
             .map(|n| n as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Kind, NState, Severity};
+
+    fn n(i: u32) -> Notification {
+        Notification {
+            kind: Kind::CheckDown,
+            target: format!("t{i}"),
+            state: NState::Down,
+            reason: String::new(),
+            severity: Severity::Critical,
+            server: "s".into(),
+            suppressed: None,
+        }
+    }
+
+    #[test]
+    fn bounded_queues_drop_the_oldest_and_keep_order() {
+        let dir = std::env::temp_dir().join(format!("telagent-outbox-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("outbox.db");
+        let _ = std::fs::remove_file(&path);
+        let mut o = Outbox::open(&path, 3).unwrap();
+        let queues = vec!["a".to_string(), "b".to_string()];
+        let mut dropped = 0;
+        for i in 0..5 {
+            dropped += o.push(&queues, &n(i)).unwrap()[0];
+        }
+        assert_eq!(
+            (dropped, o.depth("a").unwrap(), o.depth("b").unwrap()),
+            (2, 3, 3)
+        );
+        drop(o);
+        let o = Outbox::open(&path, 3).unwrap();
+        let (seq, first) = o.peek("a").unwrap().unwrap();
+        assert_eq!(
+            first.unwrap().target,
+            "t2",
+            "the oldest two went; order kept across reopen"
+        );
+        o.remove(seq).unwrap();
+        assert_eq!(o.peek("a").unwrap().unwrap().1.unwrap().target, "t3");
+        assert_eq!(o.depth("b").unwrap(), 3, "queues are independent");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
