@@ -273,7 +273,10 @@ async fn totals(
     };
     let query = crate::traffic::totals::Query {
         since: p.since,
-        until: p.until.unwrap_or_else(crate::traffic::events::unix_now),
+        // The window ends after the current second: an event of this second counts.
+        until: p
+            .until
+            .unwrap_or_else(|| crate::traffic::events::unix_now() + 1),
         server: p.server,
         by: p.by,
     };

@@ -79,7 +79,8 @@ async fn report(args: &Args) -> Result<Report, String> {
     let since = parse_time(&args.since, now).map_err(|e| format!("--since: {e}"))?;
     let until = match &args.until {
         Some(u) => parse_time(u, now).map_err(|e| format!("--until: {e}"))?,
-        None => now,
+        // After the current second: an event of this second counts.
+        None => now + 1,
     };
     if since >= until {
         return Err(format!(
