@@ -171,6 +171,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "telagent started."
     );
 
+    crate::systemd::ready();
+    if let Some(w) = crate::systemd::watchdog(cancel.clone()) {
+        routing.push(w);
+    }
     let mut current = config;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
@@ -178,7 +182,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Some((new, access)) = reload(&source, &current, &model) {
+                crate::systemd::reloading();
+                let reloaded = reload(&source, &current, &model);
+                crate::systemd::ready();
+                if let Some((new, access)) = reloaded {
                     *api_state.access.write().unwrap_or_else(std::sync::PoisonError::into_inner) = access;
                     scheduler.apply(&new);
                     config_tx.send_replace(new.clone());
@@ -191,6 +198,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
 
     info!("Shutting down.");
+    crate::systemd::stopping();
     scheduler.shutdown().await;
     let _ = inventory.await;
     for task in routing.into_iter().chain(traffic_tasks) {

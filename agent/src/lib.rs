@@ -21,6 +21,7 @@
 //! - [`notify`]: SNMP notifications (v2c / v3 traps and informs) through a durable outbox.
 //! - [`snmp`]: SNMP polling client, BER codec, TELAGENT-MIB's OIDs.
 //! - [`access`]: bearer token and caller allowlist.
+//! - [`systemd`]: READY, RELOADING, STOPPING and WATCHDOG for `Type=notify`.
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
 //! - [`net`], [`http_client`], [`dns`]: outbound connections with typed errors, SRV lookups.
@@ -41,6 +42,7 @@ pub mod notify;
 pub mod routing;
 pub mod serial;
 pub mod snmp;
+pub mod systemd;
 #[cfg(test)]
 mod testing;
 pub mod traffic;

@@ -13,6 +13,7 @@ pub struct Agent {
     pub port: u16,
     pub config: PathBuf,
     child: Child,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -33,6 +34,16 @@ impl Agent {
     /// Starts an agent for server `name` on `port` (members of a cluster must know each
     /// other's ports beforehand); Err(log) if it exited before answering.
     pub async fn start_as(name: &str, port: u16, body: &str) -> Result<Agent, String> {
+        Agent::start_with_env(name, port, body, Vec::new()).await
+    }
+
+    /// [`Agent::start_as`] with extra environment variables (kept for restarts).
+    pub async fn start_with_env(
+        name: &str,
+        port: u16,
+        body: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Agent, String> {
         {
             let dir = tempfile::Builder::new()
                 .prefix("telagent-e2e-")
@@ -45,12 +56,13 @@ impl Agent {
                     .replace("server = \"test\"", &format!("server = \"{name}\"")),
             )
             .expect("config");
-            let child = spawn(&config, &dir.path().join("agent.log"));
+            let child = spawn(&config, &dir.path().join("agent.log"), &env);
             let mut agent = Agent {
                 dir,
                 port,
                 config,
                 child,
+                env,
             };
             if agent.wait_ready().await {
                 return Ok(agent);
@@ -62,7 +74,7 @@ impl Agent {
     /// Starts the agent again on the same config and state (after [`Agent::kill`] or
     /// [`Agent::stop`]) and waits until it answers.
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.config, &self.log_path());
+        self.child = spawn(&self.config, &self.log_path(), &self.env);
         assert!(
             self.wait_ready().await,
             "the agent did not restart:\n{}",
@@ -217,7 +229,7 @@ impl Drop for Agent {
 }
 
 /// Starts `telagent -v run --config CONFIG`, appending its output to `log`.
-fn spawn(config: &Path, log: &Path) -> Child {
+fn spawn(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -226,6 +238,7 @@ fn spawn(config: &Path, log: &Path) -> Child {
     Command::new(crate::agent_bin())
         .args(["-v", "run", "--config"])
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup"))
         .stderr(log)
