@@ -43,6 +43,9 @@ pub enum Command {
     /// Send test notifications to the configured SNMP receivers and report what each
     /// acknowledged (exit 1 if any was not delivered).
     TestNotification(test_notification::Args),
+    /// Print the manual page (roff) generated from this command line.
+    #[command(hide = true)]
+    Manpage,
     /// Validate a configuration file (default: the one `run` would use).
     CheckConfig {
         /// Config file.
@@ -87,6 +90,24 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Totals(args) => totals::run(args).await,
             Command::TestNotification(args) => test_notification::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
+            Command::Manpage => manpage(),
         }
     })
+}
+
+/// Writes telagent(1), generated from the clap definitions, to standard output.
+fn manpage() -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("telagent: cannot render the manual page: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
