@@ -5,6 +5,7 @@
 //! stopped by PID (SIGTERM, then SIGKILL if it does not exit in time).
 
 pub mod agent;
+pub mod daemon;
 pub mod haproxy;
 pub mod hylafax;
 pub mod iaxmodem;

@@ -2,16 +2,15 @@
 //! port (community `public`, v3 user `snmpuser` authPriv SHA/AES) and AgentX on a free TCP
 //! port. Walks go through the real `snmpwalk`.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use tempfile::TempDir;
 
 pub struct Snmpd {
-    pub dir: TempDir,
     pub port: u16,
     pub agentx_port: u16,
-    child: Option<Child>,
+    daemon: crate::daemon::Daemon,
+    pub dir: TempDir,
 }
 
 impl Snmpd {
@@ -21,10 +20,10 @@ impl Snmpd {
             .tempdir()
             .expect("tempdir");
         let mut s = Snmpd {
-            dir,
             port: crate::sip::free_udp_port(),
             agentx_port: crate::free_port(),
-            child: None,
+            daemon: crate::daemon::Daemon::new("snmpd", dir.path().join("snmpd.log")),
+            dir,
         };
         s.restart();
         s
@@ -37,7 +36,6 @@ impl Snmpd {
 
     /// Starts (again) on the same ports.
     pub fn restart(&mut self) {
-        self.stop();
         let d = self.dir.path();
         std::fs::write(
             d.join("snmpd.conf"),
@@ -50,39 +48,21 @@ impl Snmpd {
             ),
         )
         .expect("conf");
-        let child = Command::new("snmpd")
-            .env("SNMP_PERSISTENT_DIR", d.join("persist"))
+        let mut cmd = Command::new("snmpd");
+        cmd.env("SNMP_PERSISTENT_DIR", d.join("persist"))
             .args(["-f", "-C", "-c"])
             .arg(d.join("snmpd.conf"))
             .args(["-m", "", "-I", "-smux", "-Lf"])
-            .arg(d.join("snmpd.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start snmpd (apt-get install snmpd)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !(crate::sip::udp_listening(self.port)
-            && std::net::TcpStream::connect(("127.0.0.1", self.agentx_port)).is_ok())
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "snmpd did not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .arg(d.join("snmpd.log"));
+        let (port, agentx) = (self.port, self.agentx_port);
+        self.daemon.run(&mut cmd, || {
+            crate::sip::udp_listening(port)
+                && std::net::TcpStream::connect(("127.0.0.1", agentx)).is_ok()
+        });
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            crate::stop(&mut c, Duration::from_secs(5));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("snmpd.log")).unwrap_or_default()
+        self.daemon.stop();
     }
 
     /// `snmpwalk` of `oid` with `auth` (`-v2c -c public` or v3 flags): one
@@ -109,15 +89,6 @@ impl Snmpd {
             return Err(text + &String::from_utf8_lossy(&out.stderr));
         }
         Ok(text.lines().map(str::to_string).collect())
-    }
-}
-
-impl Drop for Snmpd {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("--- snmpd log ---\n{}", self.log());
-        }
     }
 }
 

@@ -3,8 +3,7 @@
 //! line of its log: `TRAP|<security>|<varbind>~<varbind>...`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use tempfile::TempDir;
 
@@ -27,10 +26,10 @@ pub fn mib_dirs() -> String {
 }
 
 pub struct Snmptrapd {
-    pub dir: TempDir,
     pub port: u16,
     conf: String,
-    child: Option<Child>,
+    daemon: crate::daemon::Daemon,
+    pub dir: TempDir,
 }
 
 impl Snmptrapd {
@@ -41,10 +40,10 @@ impl Snmptrapd {
             .tempdir()
             .expect("tempdir");
         let mut t = Snmptrapd {
-            dir,
             port: crate::sip::free_udp_port(),
             conf: conf.to_string(),
-            child: None,
+            daemon: crate::daemon::Daemon::new("snmptrapd", dir.path().join("snmptrapd.log")),
+            dir,
         };
         t.restart();
         t
@@ -52,11 +51,10 @@ impl Snmptrapd {
 
     /// Starts again on the same port and state (its engine id stays).
     pub fn restart(&mut self) {
-        self.stop();
         let d = self.dir.path();
         std::fs::write(d.join("snmptrapd.conf"), &self.conf).expect("conf");
-        let child = Command::new("snmptrapd")
-            .env("SNMP_PERSISTENT_DIR", d.join("persist"))
+        let mut cmd = Command::new("snmptrapd");
+        cmd.env("SNMP_PERSISTENT_DIR", d.join("persist"))
             .args(["-f", "-C", "-c"])
             .arg(d.join("snmptrapd.conf"))
             .args(["-M", &mib_dirs(), "-m", "TELAGENT-MIB", "-n", "-Lf"])
@@ -65,33 +63,18 @@ impl Snmptrapd {
                 "-F",
                 "TRAP|%P|%V~%v\n",
                 &format!("udp:127.0.0.1:{}", self.port),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start snmptrapd (apt-get install snmptrapd)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !crate::sip::udp_listening(self.port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "snmptrapd did not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            ]);
+        let port = self.port;
+        self.daemon
+            .run(&mut cmd, || crate::sip::udp_listening(port));
     }
 
-    /// SIGTERM, waiting for the process to end.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            crate::stop(&mut c, Duration::from_secs(5));
-        }
+        self.daemon.stop();
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("snmptrapd.log")).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// The notifications received: (security info, varbinds as `name = value`).
@@ -110,14 +93,5 @@ impl Snmptrapd {
                 ))
             })
             .collect()
-    }
-}
-
-impl Drop for Snmptrapd {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("--- snmptrapd log ---\n{}", self.log());
-        }
     }
 }
