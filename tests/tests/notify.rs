@@ -393,7 +393,7 @@ async fn a_flapping_target_gets_one_notification_per_hold_and_a_summary() {
     let agent = Agent::start(&format!(
         "{}{}{}",
         check(&svc),
-        notify_section("").replace("hold = \"0s\"", "hold = \"4s\""),
+        notify_section("").replace("hold = \"0s\"", "hold = \"8s\""),
         receiver("nms", trapd.port, V2C),
     ))
     .await;
