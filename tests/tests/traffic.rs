@@ -453,3 +453,48 @@ async fn prometheus_totals_follow_the_counters() {
     assert!((40..=52).contains(&pages), "pages {pages}: {r}");
     assert_eq!(r["rows"][0]["server"], "test");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn totals_split_by_hour_and_by_line() {
+    let tokens = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&token_access(tokens.path())).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let this_hour = now / 3600 * 3600;
+    let earlier = this_hour - 3600 + 60;
+    let body = format!(
+        r#"{{"events": [
+        {{"time": {earlier}, "direction": "sent", "result": "ok", "pages": 1, "line": "ttyS0"}},
+        {{"time": {earlier}, "direction": "sent", "result": "ok", "pages": 1, "line": "ttyS1"}},
+        {{"time": {now}, "direction": "received", "result": "ok", "pages": 5, "line": "ttyS1"}}]}}"#
+    );
+    assert_eq!(agent.post("/v1/events", &body, TOKEN).await.unwrap().0, 200);
+    let url = agent.url("");
+    let (code, out) = totals(&["--url", &url, "--since", "3h", "--by", "hour", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let rows: Vec<(i64, u64, u64)> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["hour"].as_i64().unwrap(),
+                x["sent"].as_u64().unwrap(),
+                x["received"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [(this_hour - 3600, 2, 0), (this_hour, 0, 1)], "{r}");
+    let (code, out) = totals(&["--url", &url, "--since", "3h", "--by", "line", "--csv"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "server,line,sent,failed,received,receive_failed,pages_sent,pages_received,share,status"
+    );
+    assert!(lines.contains(&"test,ttyS0,1,0,0,0,1,0,33.3,ok"), "{out}");
+    assert!(lines.contains(&"test,ttyS1,1,0,1,0,1,5,66.7,ok"), "{out}");
+}
