@@ -42,23 +42,8 @@ impl Net {
 
 /// Parses one allowlist entry; host names are resolved (every address they have).
 pub fn parse_entry(s: &str) -> Result<Vec<Net>, String> {
-    if let Some((addr, prefix)) = s.split_once('/') {
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{s}` is not a CIDR such as 10.0.0.0/24"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?;
-        return Ok(vec![Net { addr, prefix }]);
-    }
-    if let Ok(addr) = s.parse::<IpAddr>() {
-        return Ok(vec![Net {
-            addr,
-            prefix: if addr.is_ipv4() { 32 } else { 128 },
-        }]);
+    if let Some(literal) = parse_literal(s) {
+        return literal;
     }
     let valid = !s.is_empty()
         && s.chars()
@@ -75,6 +60,30 @@ pub fn parse_entry(s: &str) -> Result<Vec<Net>, String> {
             prefix: if a.is_ipv4() { 32 } else { 128 },
         })
         .collect())
+}
+
+/// An entry written as a CIDR or an address (no name resolution); None for anything else.
+pub fn parse_literal(s: &str) -> Option<Result<Vec<Net>, String>> {
+    if let Some((addr, prefix)) = s.split_once('/') {
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            return Some(Err(format!("`{s}` is not a CIDR such as 10.0.0.0/24")));
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        return Some(
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .map(|prefix| vec![Net { addr, prefix }])
+                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}")),
+        );
+    }
+    s.parse::<IpAddr>().ok().map(|addr| {
+        Ok(vec![Net {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }])
+    })
 }
 
 /// The access rules in force.

@@ -22,6 +22,7 @@
 //! - [`snmp`]: SNMP polling client, BER codec, TELAGENT-MIB's OIDs.
 //! - [`access`]: bearer token and caller allowlist.
 //! - [`systemd`]: READY, RELOADING, STOPPING and WATCHDOG for `Type=notify`.
+//! - [`fuzz`]: one entry point per parser of outside input (fuzz targets, corpus replay).
 //! - [`agent`]: the running agent: startup, signals, reload, shutdown.
 //! - [`cli`]: one module per subcommand.
 //! - [`net`], [`http_client`], [`dns`]: outbound connections with typed errors, SRV lookups.
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod engine;
+pub mod fuzz;
 pub mod http_client;
 pub mod metrics;
 pub mod net;

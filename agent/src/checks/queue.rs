@@ -275,7 +275,7 @@ const HYLAFAX_STATES: [&str; 8] = [
 ];
 
 /// Reads `key:value` lines of a job file.
-fn job_fields(text: &str) -> BTreeMap<&str, &str> {
+pub(crate) fn job_fields(text: &str) -> BTreeMap<&str, &str> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim(), v.trim()))
