@@ -469,7 +469,7 @@ impl Notifier {
                 state_dir.join("snmp-engine-boots").display()
             )
         })?;
-        let outbox = outbox::Outbox::open(&state_dir.join("outbox.db"), config.outbox_limit)?;
+        let outbox = outbox::Outbox::open(&outbox_path(state_dir), config.outbox_limit)?;
         let id = config
             .engine_id
             .as_deref()

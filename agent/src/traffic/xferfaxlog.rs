@@ -375,6 +375,7 @@ pub async fn run(
     };
     let mut tailer = Some(Tailer::new(config.path.clone(), server, pos));
     let mut last_error = String::new();
+    let mut published: Option<SourceStats> = None;
     loop {
         let Some(mut t) = tailer.take() else { return };
         let st = store.clone();
@@ -403,13 +404,16 @@ pub async fn run(
             Err(_) => {}
             Ok(_) => last_error.clear(),
         }
-        {
+        // Publish only what changed: an idle tail costs no copy of the counters.
+        let stats = t.stats();
+        if published.as_ref() != Some(&stats) {
             let s = store
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut m = model.write();
             m.traffic = s.lifetime().clone();
-            m.traffic_sources.insert(source.clone(), t.stats());
+            m.traffic_sources.insert(source.clone(), stats.clone());
+            published = Some(stats);
         }
         tailer = Some(t);
         tokio::select! {
