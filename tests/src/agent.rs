@@ -213,6 +213,11 @@ impl Agent {
         crate::stop(&mut self.child, Duration::from_secs(10))
     }
 
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The exit status after [`Agent::stop`].
     pub fn exit_code(&mut self) -> Option<i32> {
         self.child.try_wait().ok().flatten().and_then(|s| s.code())

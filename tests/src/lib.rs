@@ -24,10 +24,14 @@ use std::process::Child;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The agent binary, built once per test process so that it is never stale.
+/// The agent binary: `$TELAGENT_BIN` when set (the benchmarks' release build), else built
+/// once per test process so that it is never stale.
 pub fn agent_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("TELAGENT_BIN") {
+            return PathBuf::from(bin);
+        }
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "telagent", "--bin", "telagent"])
             .status()

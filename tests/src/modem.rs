@@ -64,7 +64,8 @@ pub struct FakeModem {
     received: Arc<Mutex<Vec<u8>>>,
     /// Switched on and off while running: the modem stops answering.
     pub mute: Arc<Mutex<bool>>,
-    socat: Arc<Mutex<Child>>,
+    quirks: Quirks,
+    socat: Arc<Mutex<Option<Child>>>,
 }
 
 impl FakeModem {
@@ -73,11 +74,27 @@ impl FakeModem {
             .prefix("telagent-modem-")
             .tempdir()
             .expect("tempdir");
-        let port = dir.path().join("ttyA");
-        let fake_end = dir.path().join("ttyB");
+        let modem = FakeModem {
+            port: dir.path().join("ttyA"),
+            dir,
+            quirks,
+            received: Arc::default(),
+            mute: Arc::default(),
+            socat: Arc::new(Mutex::new(None)),
+        };
+        modem.plug();
+        modem
+    }
+
+    /// Plugs the device in: makes the pty pair (the agent's end at `port`) and answers on
+    /// the other end, freshly powered on.
+    pub fn plug(&self) {
+        let fake_end = self.dir.path().join("ttyB");
+        let _ = std::fs::remove_file(&self.port);
+        let _ = std::fs::remove_file(&fake_end);
         let socat = Command::new("socat")
             .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", port.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.port.display()))
             .arg(format!("pty,raw,echo=0,link={}", fake_end.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -85,7 +102,7 @@ impl FakeModem {
             .spawn()
             .expect("cannot start socat (apt-get install socat)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !(port.exists() && fake_end.exists()) {
+        while !(self.port.exists() && fake_end.exists()) {
             assert!(std::time::Instant::now() < deadline, "socat made no ptys");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -94,20 +111,21 @@ impl FakeModem {
             .write(true)
             .open(&fake_end)
             .expect("open the fake's end of the pty");
-        let modem = FakeModem {
-            port,
-            dir,
-            received: Arc::default(),
-            mute: Arc::default(),
-            socat: Arc::new(Mutex::new(socat)),
-        };
-        let (received, mute, socat) = (
-            modem.received.clone(),
-            modem.mute.clone(),
-            modem.socat.clone(),
+        *self.socat.lock().unwrap() = Some(socat);
+        let (quirks, received, mute, socat) = (
+            self.quirks.clone(),
+            self.received.clone(),
+            self.mute.clone(),
+            self.socat.clone(),
         );
         std::thread::spawn(move || serve(dev, quirks, received, mute, socat));
-        modem
+    }
+
+    /// Unplugs the device: the pty vanishes, as a USB modem's does.
+    pub fn unplug(&self) {
+        if let Some(mut s) = self.socat.lock().unwrap().take() {
+            crate::stop(&mut s, Duration::from_secs(2));
+        }
     }
 
     /// Every byte received so far.
@@ -122,8 +140,7 @@ impl FakeModem {
 
 impl Drop for FakeModem {
     fn drop(&mut self) {
-        let mut s = self.socat.lock().unwrap();
-        crate::stop(&mut s, Duration::from_secs(2));
+        self.unplug();
     }
 }
 
@@ -132,7 +149,7 @@ fn serve(
     q: Quirks,
     received: Arc<Mutex<Vec<u8>>>,
     mute: Arc<Mutex<bool>>,
-    socat: Arc<Mutex<Child>>,
+    socat: Arc<Mutex<Option<Child>>>,
 ) {
     let (mut echo, mut verbose) = (q.echo, q.verbose);
     let mut line = Vec::new();
@@ -161,7 +178,9 @@ fn serve(
             let this = count;
             count += 1;
             if q.vanish_at == Some(this) {
-                let _ = socat.lock().unwrap().kill();
+                if let Some(s) = socat.lock().unwrap().as_mut() {
+                    let _ = s.kill();
+                }
                 return;
             }
             if muted {

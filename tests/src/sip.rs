@@ -49,8 +49,13 @@ pub struct Sipp {
 }
 
 impl Sipp {
-    /// `transport`: "u1" (UDP) or "t1" (TCP).
+    /// `transport`: "u1" (UDP) or "t1" (TCP). SIPp ends by itself after 10 minutes.
     pub fn start(transport: &str, code: &str) -> Sipp {
+        Sipp::start_for(transport, code, Duration::from_secs(600))
+    }
+
+    /// [`Sipp::start`], ending by itself after `life`.
+    pub fn start_for(transport: &str, code: &str, life: Duration) -> Sipp {
         let dir = tempfile::Builder::new()
             .prefix("telagent-sipp-")
             .tempdir()
@@ -66,7 +71,12 @@ impl Sipp {
             .arg("-sf")
             .arg(&scenario)
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", transport])
-            .args(["-nostdin", "-timeout", "600", "-trace_err"])
+            .args([
+                "-nostdin",
+                "-timeout",
+                &life.as_secs().to_string(),
+                "-trace_err",
+            ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

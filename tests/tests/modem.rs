@@ -409,3 +409,33 @@ async fn faxstate_is_told_on_transitions() {
     let t = agent.target("line1").await.unwrap();
     assert_eq!(t["state"], "up");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unplugged_modem_is_down_and_up_again_when_plugged_back() {
+    let m = fake(Quirks::default());
+    let agent = Agent::start(&format!(
+        "[ports]\nscan = false\nmin_probe_interval = \"1s\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttyFAKE\"\nlock_dir = \"{}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\ncommand_timeout = \"200ms\"\nrise = 1\nfall = 1\n",
+        m.port.display(),
+        m.dir.path().display(),
+    ))
+    .await;
+    let state = |want: &'static str| {
+        let agent = &agent;
+        async move {
+            let t = agent.target("line1").await?;
+            (t["state"] == want).then_some(t)
+        }
+    };
+    poll(Duration::from_secs(20), "line up", || state("up")).await;
+    m.unplug();
+    let t = poll(Duration::from_secs(20), "line down", || state("down")).await;
+    assert_eq!(t["last"]["error_type"], "port_missing", "{t}");
+    m.plug();
+    let t = poll(Duration::from_secs(20), "line up again", || state("up")).await;
+    assert!(
+        t["last"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("LabCorp LabModem")),
+        "{t}"
+    );
+}
