@@ -37,9 +37,13 @@ pub fn agent_bin() -> &'static Path {
             .status()
             .expect("cannot run cargo to build the agent");
         assert!(status.success(), "building the agent failed");
-        // This test runs as target/<profile>/deps/<test>; the binary is in target/<profile>.
+        // Tests run as target/<profile>/deps/<test>, the soak as target/<profile>/soak;
+        // the agent is target/<profile>/telagent.
         let exe = std::env::current_exe().expect("current_exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let mut dir = exe.parent().expect("target dir");
+        if dir.ends_with("deps") {
+            dir = dir.parent().expect("target dir");
+        }
         dir.join("telagent")
     })
 }

@@ -456,7 +456,8 @@ async fn main() {
 
     let started = Instant::now();
     let mut expected = Counts::default();
-    let (mut record, mut batch, mut flaps, mut rotations) = (0u64, 0u64, 0u64, 0u64);
+    let (mut tick, mut record, mut batch) = (0u64, 0u64, 0u64);
+    let (mut flaps, mut rotations) = (0u64, 0u64);
     let mut restarts: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut rejected, mut walks_failed, mut scrapes_failed) = (0u64, 0u64, 0u64);
     let mut samples = vec![sample(pid, Duration::ZERO)];
@@ -478,7 +479,8 @@ async fn main() {
             lines.push_str(&xferfaxlog_record(sent, ok, pages, record));
         }
         append(&xferfaxlog, &lines);
-        if record % 2 == 0 {
+        tick += 1;
+        if tick % 2 == 0 {
             batch += 1;
             let mut events = Vec::new();
             let mut fed = Counts::default();
