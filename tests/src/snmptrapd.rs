@@ -49,7 +49,8 @@ impl Snmptrapd {
         t
     }
 
-    /// Starts again on the same port and state (its engine id stays).
+    /// Starts again on the same port and state (its engine id stays); its log is appended
+    /// to (`-A`), so it keeps every notification received before.
     pub fn restart(&mut self) {
         let d = self.dir.path();
         std::fs::write(d.join("snmptrapd.conf"), &self.conf).expect("conf");
@@ -57,7 +58,7 @@ impl Snmptrapd {
         cmd.env("SNMP_PERSISTENT_DIR", d.join("persist"))
             .args(["-f", "-C", "-c"])
             .arg(d.join("snmptrapd.conf"))
-            .args(["-M", &mib_dirs(), "-m", "TELAGENT-MIB", "-n", "-Lf"])
+            .args(["-M", &mib_dirs(), "-m", "TELAGENT-MIB", "-n", "-A", "-Lf"])
             .arg(d.join("snmptrapd.log"))
             .args([
                 "-F",

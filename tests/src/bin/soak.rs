@@ -400,7 +400,10 @@ async fn main() {
             .map_or(1, |d| d.as_nanos() as u64)
             | 1
     });
+    // Two streams: the traffic's, and the restarts' (which peer, when), so that a seed names
+    // the same restarts whatever the traffic did.
     let mut rng = Rng(seed);
+    let mut chaos = Rng(seed.rotate_left(32) | 1);
     let run = Duration::from_secs(seconds);
 
     let dir = tempfile::Builder::new()
@@ -462,7 +465,8 @@ async fn main() {
     let (mut rejected, mut walks_failed, mut scrapes_failed) = (0u64, 0u64, 0u64);
     let mut samples = vec![sample(pid, Duration::ZERO)];
     let mut flapping_down = false;
-    let mut next_restart = started + rng.between(Duration::from_secs(20), Duration::from_secs(90));
+    let mut next_restart =
+        started + chaos.between(Duration::from_secs(20), Duration::from_secs(90));
     let mut next_flap = started + Duration::from_secs(15);
     let mut next_sample = started + Duration::from_secs(10);
     let mut next_rotation = started + Duration::from_secs(600);
@@ -548,14 +552,14 @@ async fn main() {
             next_rotation = now + Duration::from_secs(600);
         }
         if now >= next_restart {
-            let which = PEERS[rng.below(PEERS.len() as u64) as usize];
-            let down = rng.between(Duration::ZERO, Duration::from_secs(5));
+            let which = PEERS[chaos.below(PEERS.len() as u64) as usize];
+            let down = chaos.between(Duration::ZERO, Duration::from_secs(5));
             peers.stop(which);
             tokio::time::sleep(down).await;
             peers.start(which);
             *restarts.entry(which).or_default() += 1;
             next_restart =
-                Instant::now() + rng.between(Duration::from_secs(20), Duration::from_secs(90));
+                Instant::now() + chaos.between(Duration::from_secs(20), Duration::from_secs(90));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
