@@ -18,6 +18,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use telagent::traffic::totals::Row;
+use telagent::traffic::Direction;
 use telagent_tests::agent::{metric, token_access, Agent, TOKEN};
 use telagent_tests::haproxy::{Backend, Haproxy};
 use telagent_tests::modem::{FakeModem, Quirks};
@@ -52,69 +54,34 @@ impl Rng {
     }
 }
 
-/// Messages fed to the agent, by direction and result, as `/v1/totals` counts them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Counts {
-    sent: u64,
-    failed: u64,
-    received: u64,
-    receive_failed: u64,
-    pages_sent: u64,
-    pages_received: u64,
+/// A message's direction, as the traffic store takes it.
+fn direction(sent: bool) -> Direction {
+    if sent {
+        Direction::Sent
+    } else {
+        Direction::Received
+    }
 }
 
-impl Counts {
-    fn add(&mut self, sent: bool, ok: bool, pages: u64) {
-        match (sent, ok) {
-            (true, true) => self.sent += 1,
-            (true, false) => self.failed += 1,
-            (false, true) => self.received += 1,
-            (false, false) => self.receive_failed += 1,
-        }
-        if sent {
-            self.pages_sent += pages;
-        } else {
-            self.pages_received += pages;
-        }
-    }
+/// The counts of a totals row, by name.
+fn fields(r: &Row) -> [(&'static str, u64); 6] {
+    [
+        ("sent", r.sent),
+        ("failed", r.failed),
+        ("received", r.received),
+        ("receive_failed", r.receive_failed),
+        ("pages_sent", r.pages_sent),
+        ("pages_received", r.pages_received),
+    ]
+}
 
-    fn merge(&mut self, o: &Counts) {
-        self.sent += o.sent;
-        self.failed += o.failed;
-        self.received += o.received;
-        self.receive_failed += o.receive_failed;
-        self.pages_sent += o.pages_sent;
-        self.pages_received += o.pages_received;
-    }
-
-    fn fields(&self) -> [(&'static str, u64); 6] {
-        [
-            ("sent", self.sent),
-            ("failed", self.failed),
-            ("received", self.received),
-            ("receive_failed", self.receive_failed),
-            ("pages_sent", self.pages_sent),
-            ("pages_received", self.pages_received),
-        ]
-    }
-
-    fn from_totals(rows: &Value) -> Counts {
-        let sum = |k: &str| {
-            rows.as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| r[k].as_u64().unwrap_or(0))
-                .sum()
-        };
-        Counts {
-            sent: sum("sent"),
-            failed: sum("failed"),
-            received: sum("received"),
-            receive_failed: sum("receive_failed"),
-            pages_sent: sum("pages_sent"),
-            pages_received: sum("pages_received"),
-        }
-    }
+/// The rows of `/v1/totals` summed into one.
+fn sum_rows(rows: &Value) -> Row {
+    let rows: Vec<Row> = serde_json::from_value(rows.clone()).unwrap_or_default();
+    rows.iter().fold(Row::default(), |mut sum, r| {
+        sum.merge(r);
+        sum
+    })
 }
 
 /// One sample of the agent process.
@@ -458,7 +425,7 @@ async fn main() {
     );
 
     let started = Instant::now();
-    let mut expected = Counts::default();
+    let mut expected = Row::default();
     let (mut tick, mut record, mut batch) = (0u64, 0u64, 0u64);
     let (mut flaps, mut rotations) = (0u64, 0u64);
     let mut restarts: BTreeMap<&str, u64> = BTreeMap::new();
@@ -479,7 +446,7 @@ async fn main() {
         for _ in 0..rng.below(6) {
             record += 1;
             let (sent, ok, pages) = (rng.below(3) > 0, rng.below(10) > 0, rng.below(5));
-            expected.add(sent, ok, pages);
+            expected.add(direction(sent), ok, 1, pages);
             lines.push_str(&xferfaxlog_record(sent, ok, pages, record));
         }
         append(&xferfaxlog, &lines);
@@ -487,10 +454,10 @@ async fn main() {
         if tick % 2 == 0 {
             batch += 1;
             let mut events = Vec::new();
-            let mut fed = Counts::default();
+            let mut fed = Row::default();
             for _ in 0..1 + rng.below(20) {
                 let (sent, ok, pages) = (rng.below(2) > 0, rng.below(8) > 0, rng.below(4));
-                fed.add(sent, ok, pages);
+                fed.add(direction(sent), ok, 1, pages);
                 events.push(json!({"direction": if sent { "sent" } else { "received" },
                                    "result": if ok { "ok" } else { "failed" },
                                    "pages": pages, "line": format!("ttyE{}", batch % 3)}));
@@ -579,7 +546,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (mut got, mut m) = (Counts::default(), String::new());
+    let (mut got, mut m) = (Row::default(), String::new());
     while Instant::now() < settle {
         m = agent.get("/metrics").await.map(|r| r.1).unwrap_or_default();
         let owed: f64 = INFORMS
@@ -593,10 +560,10 @@ async fn main() {
             })
             .sum();
         got = match agent.get("/v1/totals?since=0").await {
-            Some((200, body)) => Counts::from_totals(
-                &serde_json::from_str::<Value>(&body).unwrap_or_default()["rows"],
-            ),
-            _ => Counts::default(),
+            Some((200, body)) => {
+                sum_rows(&serde_json::from_str::<Value>(&body).unwrap_or_default()["rows"])
+            }
+            _ => Row::default(),
         };
         if owed == 0.0 && got == expected {
             break;
@@ -676,7 +643,7 @@ async fn main() {
     // Message counts: what was fed against what the agent counted.
     let (mut lost, mut doubled) = (0u64, 0u64);
     let mut diff = serde_json::Map::new();
-    for ((k, want), (_, have)) in expected.fields().into_iter().zip(got.fields()) {
+    for ((k, want), (_, have)) in fields(&expected).into_iter().zip(fields(&got)) {
         lost += want.saturating_sub(have);
         doubled += have.saturating_sub(want);
         diff.insert(k.into(), json!({"fed": want, "counted": have}));
