@@ -29,29 +29,43 @@ impl Auth {
 
     fn hash(self, data: &[&[u8]]) -> Vec<u8> {
         match self {
-            Auth::Sha => {
-                let mut h = Sha1::new();
-                data.iter().for_each(|d| h.update(d));
-                h.finalize().to_vec()
-            }
-            Auth::Sha256 => {
-                let mut h = Sha256::new();
-                data.iter().for_each(|d| h.update(d));
-                h.finalize().to_vec()
-            }
+            Auth::Sha => digest::<Sha1>(data),
+            Auth::Sha256 => digest::<Sha256>(data),
         }
     }
 }
 
+fn digest<D: Digest>(data: &[&[u8]]) -> Vec<u8> {
+    let mut h = D::new();
+    data.iter().for_each(|d| h.update(d));
+    h.finalize().to_vec()
+}
+
 /// RFC 3414 A.2: the password repeated to 1 MiB, hashed.
 pub fn password_key(auth: Auth, password: &[u8]) -> Vec<u8> {
-    const TOTAL: usize = 1 << 20;
-    let mut stream = Vec::with_capacity(TOTAL);
-    while stream.len() < TOTAL && !password.is_empty() {
-        let n = password.len().min(TOTAL - stream.len());
-        stream.extend_from_slice(&password[..n]);
+    match auth {
+        Auth::Sha => stretch::<Sha1>(password),
+        Auth::Sha256 => stretch::<Sha256>(password),
     }
-    auth.hash(&[&stream])
+}
+
+/// Hashes the repeated password 64 bytes at a time, as RFC 3414 A.2.1 does: a 1 MiB
+/// buffer, freed at once, would stay resident in the allocator's arena.
+fn stretch<D: Digest>(password: &[u8]) -> Vec<u8> {
+    const TOTAL: usize = 1 << 20;
+    let mut h = D::new();
+    if !password.is_empty() {
+        let mut block = [0u8; 64];
+        let mut at = 0;
+        for _ in 0..TOTAL / block.len() {
+            for b in block.iter_mut() {
+                *b = password[at];
+                at = (at + 1) % password.len();
+            }
+            h.update(block);
+        }
+    }
+    h.finalize().to_vec()
 }
 
 /// The key localized to an engine: H(Ku || engineID || Ku).

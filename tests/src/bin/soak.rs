@@ -521,6 +521,11 @@ async fn main() {
         if now >= next_restart {
             let which = PEERS[chaos.below(PEERS.len() as u64) as usize];
             let down = chaos.between(Duration::ZERO, Duration::from_secs(5));
+            eprintln!(
+                "soak: {} s: {which} stopped for {:.1} s",
+                started.elapsed().as_secs(),
+                down.as_secs_f64()
+            );
             peers.stop(which);
             tokio::time::sleep(down).await;
             peers.start(which);
