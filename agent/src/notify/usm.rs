@@ -55,14 +55,11 @@ fn stretch<D: Digest>(password: &[u8]) -> Vec<u8> {
     const TOTAL: usize = 1 << 20;
     let mut h = D::new();
     if !password.is_empty() {
-        let mut block = [0u8; 64];
-        let mut at = 0;
-        for _ in 0..TOTAL / block.len() {
-            for b in block.iter_mut() {
-                *b = password[at];
-                at = (at + 1) % password.len();
-            }
-            h.update(block);
+        let mut stream = password.iter().copied().cycle();
+        for _ in 0..TOTAL / 64 {
+            h.update(std::array::from_fn::<u8, 64, _>(|_| {
+                stream.next().unwrap_or(0)
+            }));
         }
     }
     h.finalize().to_vec()

@@ -75,9 +75,13 @@ fn fields(r: &Row) -> [(&'static str, u64); 6] {
     ]
 }
 
-/// The rows of `/v1/totals` summed into one.
-fn sum_rows(rows: &Value) -> Row {
-    let rows: Vec<Row> = serde_json::from_value(rows.clone()).unwrap_or_default();
+/// The rows of a `/v1/totals` answer summed into one.
+fn sum_rows(body: &str) -> Row {
+    let mut answer: Value = serde_json::from_str(body).unwrap_or_default();
+    let rows: Vec<Row> = answer
+        .get_mut("rows")
+        .and_then(|r| serde_json::from_value(r.take()).ok())
+        .unwrap_or_default();
     rows.iter().fold(Row::default(), |mut sum, r| {
         sum.merge(r);
         sum
@@ -565,9 +569,7 @@ async fn main() {
             })
             .sum();
         got = match agent.get("/v1/totals?since=0").await {
-            Some((200, body)) => {
-                sum_rows(&serde_json::from_str::<Value>(&body).unwrap_or_default()["rows"])
-            }
+            Some((200, body)) => sum_rows(&body),
             _ => Row::default(),
         };
         if owed == 0.0 && got == expected {
