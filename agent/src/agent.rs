@@ -32,11 +32,24 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Overrides `agent.listen`.
     pub listen: Option<SocketAddr>,
+    /// Overrides `agent.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Use the embedded default even if the system file exists.
+    pub embedded: bool,
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let source = config::resolve_source(opts.config.as_deref());
-    let config = config::load(&source)?;
+    let source = if opts.embedded {
+        Source::Embedded
+    } else {
+        config::resolve_source(opts.config.as_deref())
+    };
+    let mut base = config::load(&source)?;
+    if let Some(dir) = &opts.state_dir {
+        base.agent.state_dir = dir.clone();
+    }
+    let mut found = None;
+    let config = discover(&base, &mut found).await;
     let listen = opts.listen.unwrap_or(config.agent.listen);
     let state_dir = &config.agent.state_dir;
     std::fs::create_dir_all(state_dir).with_context(|| {
@@ -48,10 +61,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let model = Arc::new(Model::new(&config.agent.server, &source.to_string()));
     let bus = Arc::new(Bus::default());
+    let recent = Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path()));
     let audit = crate::audit::start(
         config.agent.audit_log_path(),
         bus.subscribe(),
         model.clone(),
+        recent.clone(),
     )
     .context("cannot start the audit writer thread")?;
 
@@ -83,6 +98,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         process: crate::metrics::process_registry(),
         access: std::sync::RwLock::new(access),
         traffic,
+        recent,
     });
     let api = crate::api::router(api_state.clone());
     let server = tokio::spawn(
@@ -176,6 +192,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         routing.push(w);
     }
     let mut current = config;
+    let mut rediscover = tokio::time::interval_at(
+        tokio::time::Instant::now() + base.discovery.interval,
+        base.discovery.interval,
+    );
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
@@ -183,10 +203,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 crate::systemd::reloading();
-                let reloaded = reload(&source, &current, &model);
-                crate::systemd::ready();
-                if let Some((new, access)) = reloaded {
+                let reloaded = {
+                    let (source, old, model) = (source.clone(), base.clone(), model.clone());
+                    tokio::task::spawn_blocking(move || reload(&source, &old, &model))
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                if let Some((mut new, access)) = reloaded {
+                    if let Some(dir) = &opts.state_dir {
+                        new.agent.state_dir = dir.clone();
+                    }
                     *api_state.access.write().unwrap_or_else(std::sync::PoisonError::into_inner) = access;
+                    base = new;
+                    current = discover(&base, &mut found).await;
+                    scheduler.apply(&current);
+                    config_tx.send_replace(current.clone());
+                }
+                crate::systemd::ready();
+            }
+            _ = rediscover.tick(), if base.discovery.enabled => {
+                let new = discover(&base, &mut found).await;
+                if new != current {
                     scheduler.apply(&new);
                     config_tx.send_replace(new.clone());
                     current = new;
@@ -217,6 +255,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || audit.join()).await;
     info!("Stopped.");
     Ok(())
+}
+
+/// `base` with what discovery finds on this host, when `[discovery]` is on. Logs one line
+/// per item whenever the findings differ from the last pass (`last`).
+async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> Config {
+    use crate::discovery::{self, Places};
+    if !base.discovery.enabled {
+        return base.clone();
+    }
+    let places = Places::of_host(&base.ports.lock_dir);
+    let Ok(found) = tokio::task::spawn_blocking(move || discovery::discover(&places)).await else {
+        return base.clone();
+    };
+    if last.as_ref() != Some(&found) {
+        for line in found.summary() {
+            info!(discovery = %line, "Discovered.");
+        }
+    }
+    let merged = discovery::merge(base, &found);
+    *last = Some(found);
+    match merged {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "What discovery found is not a valid configuration; monitoring only the configured checks.");
+            base.clone()
+        }
+    }
 }
 
 /// Loads the config (and the access files) again; on success returns them, on failure
@@ -277,7 +342,19 @@ async fn inventory(
     cancel: CancellationToken,
 ) {
     loop {
-        let c = config.borrow_and_update().ports.clone();
+        let (c, named) = {
+            let config = config.borrow_and_update();
+            let named: Vec<_> = config
+                .modem
+                .iter()
+                .map(|m| crate::serial::inventory::Named {
+                    name: m.device_name(),
+                    path: PathBuf::from(&m.port),
+                    lock_dir: m.lock_dir.clone(),
+                })
+                .collect();
+            (config.ports.clone(), named)
+        };
         let ports = if c.scan {
             let lock_dir = c.lock_dir.clone();
             tokio::task::spawn_blocking(move || {
@@ -285,6 +362,7 @@ async fn inventory(
                     std::path::Path::new("/sys/class/tty"),
                     std::path::Path::new("/dev"),
                     &lock_dir,
+                    &named,
                 )
             })
             .await

@@ -1,4 +1,4 @@
-//! HTTP endpoints: `/` (landing page), `/metrics`, `/healthz`, `/v1/status`,
+//! HTTP endpoints: `/` (the status page, [`crate::page`]), `/metrics`, `/healthz`, `/v1/status`,
 //! `/v1/server` (this server's routing state, polled by peer agents), `/v1/server/health`
 //! (200 while routable, 503 when down: HAProxy's plain health check), `/v1/routes`, and
 //! `POST /v1/server/maintenance` (drain for maintenance; bearer token and allowlist),
@@ -29,6 +29,8 @@ pub struct ApiState {
     /// Replaced at each reload.
     pub access: RwLock<Access>,
     pub traffic: Arc<crate::traffic::Traffic>,
+    /// The last transitions, for the status page.
+    pub recent: Arc<crate::audit::Recent>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -294,27 +296,46 @@ async fn totals(
     }
 }
 
-async fn index(State(s): State<Arc<ApiState>>) -> Html<String> {
-    let server = s.model.read().server.clone();
-    Html(format!(
-        "<!doctype html><html><head><title>telagent {v}</title></head><body>\
-         <h1>telagent {v}</h1><p>Server <b>{server}</b>.</p><ul>\
-         <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\
-         <li><a href=\"/v1/status\">/v1/status</a>: every target, its state and last observation (JSON)</li>\
-         <li><a href=\"/healthz\">/healthz</a>: the agent itself is alive</li>\
-         <li><a href=\"/v1/server\">/v1/server</a>: this server's routing state</li>\
-         <li><a href=\"/v1/routes\">/v1/routes</a>: the routes of every group</li>\
-         <li><a href=\"/v1/totals?since=0\">/v1/totals</a>: traffic totals (since, until, server, by)</li>\
-         </ul></body></html>\n",
-        v = env!("CARGO_PKG_VERSION"),
-        server = escape(&server),
-    ))
+#[derive(Deserialize)]
+struct PageQuery {
+    part: Option<String>,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+async fn index(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let only_main = matches!(&q, Ok(Query(PageQuery { part: Some(p) })) if p == "main");
+    let now = std::time::SystemTime::now();
+    let midnight = {
+        let t = crate::traffic::events::unix_now();
+        t - t.rem_euclid(86_400)
+    };
+    let traffic = s.traffic.clone();
+    let today = tokio::task::spawn_blocking(move || {
+        traffic.totals(&crate::traffic::totals::Query {
+            since: midnight,
+            until: crate::traffic::events::unix_now() + 1,
+            server: None,
+            by: None,
+        })
+    })
+    .await
+    .unwrap_or_else(|_| Err("the store task ended".into()));
+    let recent = s.recent.entries();
+    let extras = crate::page::Extras {
+        recent: &recent,
+        today: today.as_deref().map_err(String::as_str),
+        now,
+    };
+    let m = s.model.read();
+    let html = if only_main {
+        crate::page::main(&m, &extras)
+    } else {
+        crate::page::page(&m, &extras)
+    };
+    drop(m);
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {

@@ -3,13 +3,15 @@
 //! A line: `{"time","server","target","kind","from","to","reason","observation":{"status",
 //! "error_type","detail","duration_seconds"}}`. Written by its own thread, so a slow disk
 //! never delays a check; a failed write is logged with the path and counted
-//! (`telagent_audit_write_errors_total`).
+//! (`telagent_audit_write_errors_total`). The last [`RECENT`] lines are also kept in memory
+//! for the status page ([`Recent`]), read back from the file at start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::bus::Transition;
@@ -70,17 +72,77 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// How many transitions [`Recent`] keeps.
+pub const RECENT: usize = 20;
+
+/// One transition as the status page shows it (a subset of an audit line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub time: String,
+    pub target: String,
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+/// The last transitions, newest first.
+#[derive(Debug, Default)]
+pub struct Recent(Mutex<VecDeque<Entry>>);
+
+impl Recent {
+    /// The last [`RECENT`] lines of an audit log (lines that do not parse are skipped).
+    pub fn load(path: &Path) -> Recent {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut tail = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let len = f.metadata().map_or(0, |m| m.len());
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+            let _ = f.take(64 * 1024).read_to_end(&mut tail);
+        }
+        let text = String::from_utf8_lossy(&tail);
+        let entries = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .take(RECENT)
+            .collect();
+        Recent(Mutex::new(entries))
+    }
+
+    fn push(&self, line: &str) {
+        if let Ok(e) = serde_json::from_str::<Entry>(line) {
+            let mut q = self.lock();
+            q.push_front(e);
+            q.truncate(RECENT);
+        }
+    }
+
+    /// Newest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+        // Plain data: a panic between two pushes leaves it well-formed.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Starts the writer thread; it ends when the bus closes, after writing everything queued.
 pub fn start(
     path: PathBuf,
     mut rx: UnboundedReceiver<Transition>,
     model: Arc<Model>,
+    recent: Arc<Recent>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("audit".into())
         .spawn(move || {
             while let Some(t) = rx.blocking_recv() {
-                if let Err(e) = append(&path, &line(&t)) {
+                let line = line(&t);
+                recent.push(&line);
+                if let Err(e) = append(&path, &line) {
                     model.write().audit_write_errors += 1;
                     tracing::error!(
                         file = %path.display(), error = %e, target = %t.target,

@@ -97,6 +97,12 @@ pub struct Config {
     /// TELAGENT-MIB through an AgentX master.
     #[serde(default)]
     pub snmp: crate::snmp::SnmpConfig,
+    /// Passive discovery of what this host runs (on in the embedded default).
+    #[serde(default)]
+    pub discovery: crate::discovery::DiscoveryConfig,
+    /// Names of the checks that discovery added (not read from the file).
+    #[serde(skip)]
+    pub discovered: BTreeSet<String>,
 }
 
 /// `[agent]`: this agent and its server.
@@ -393,11 +399,12 @@ impl CheckSpec {
     }
 
     /// The check's schedule once defaults apply. A serial line has its own defaults
-    /// (5m interval, 30s timeout) and is never probed faster while failing.
+    /// (5m interval, 30s timeout) and is never probed faster while failing; a passive
+    /// line only reads files and follows `[defaults]`.
     pub fn schedule(&self, d: &Defaults) -> Schedule {
         let c = self.common();
         match self {
-            CheckSpec::Modem(_) => {
+            CheckSpec::Modem(m) if !m.passive => {
                 let interval = c.interval.unwrap_or(SERIAL_INTERVAL);
                 Schedule {
                     interval,
@@ -585,6 +592,7 @@ impl Config {
         self.traffic.validate()?;
         self.notify.validate()?;
         self.snmp.validate()?;
+        self.discovery.validate()?;
         for (i, x) in self.traffic.xferfaxlog.iter().enumerate() {
             if x.server.as_deref().is_some_and(|s| !valid_name(s)) {
                 return Err((
@@ -616,7 +624,8 @@ impl Config {
             }
             let s = spec.schedule(d);
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
-            if matches!(spec, CheckSpec::Modem(_)) && s.interval < self.ports.min_probe_interval {
+            let talks_to_a_line = matches!(&spec, CheckSpec::Modem(m) if !m.passive);
+            if talks_to_a_line && s.interval < self.ports.min_probe_interval {
                 return Err((
                     format!("{path}.interval"),
                     format!(

@@ -73,6 +73,14 @@ check_config! {
         /// server holds the port.
         #[serde(default)]
         hylafax_spool: Option<PathBuf>,
+        /// The modem's id in the HylaFAX spool (`status/<id>`, `etc/config.<id>`): the
+        /// device path below /dev, or the whole path with `/` as `_`; default: `device`.
+        #[serde(default)]
+        hylafax_device: Option<String>,
+        /// Never open the port, whoever holds it: judge the line only by HylaFAX's
+        /// `status/<id>` file (needs `hylafax_spool`). What discovery sets up.
+        #[serde(default)]
+        passive: bool,
         /// Program run on transitions to tell HylaFAX to stop (`-s down`) or resume
         /// (`-s ready`) using this modem, normally `faxstate`; default: not run.
         #[serde(default)]
@@ -214,6 +222,20 @@ impl ModemConfig {
                 return Err(("device", "must be a device name such as \"ttyS0\"".into()));
             }
         }
+        if self.passive && self.hylafax_spool.is_none() {
+            return Err((
+                "passive",
+                "a passive line is judged by HylaFAX's status file: set hylafax_spool".into(),
+            ));
+        }
+        if let Some(d) = &self.hylafax_device {
+            if d.is_empty() || d.contains('/') {
+                return Err((
+                    "hylafax_device",
+                    "must be a HylaFAX modem id such as \"ttyS0\"".into(),
+                ));
+            }
+        }
         if let Some(script) = &self.script {
             if script.is_empty() {
                 return Err(("script", "must have at least one step".into()));
@@ -336,6 +358,9 @@ impl Check for ModemCheck {
     async fn probe(&self) -> Observation {
         let c = &self.config;
         let device = c.device_name();
+        if c.passive {
+            return self.passive(&device);
+        }
         let mut note = String::new();
         let guard = match lock::acquire(&c.lock_dir, &device, c.remove_stale_locks) {
             Ok(lock::Acquired::Held(g)) => Some(g),
@@ -375,10 +400,37 @@ impl ModemCheck {
             holder.program.as_deref().unwrap_or("another program"),
             holder.pid.unwrap_or(0)
         );
-        let Some(spool) = &self.config.hylafax_spool else {
-            return Observation::ok(format!("{who}; not probed"));
+        match &self.config.hylafax_spool {
+            Some(spool) => self.hylafax_says(spool, &who),
+            None => Observation::ok(format!("{who}; not probed")),
+        }
+    }
+
+    /// A passive line: the port is never opened; the lock says whether a program holds
+    /// it and HylaFAX's status file says how the fax server sees the modem.
+    fn passive(&self, device: &str) -> Observation {
+        let c = &self.config;
+        let holder = lock::read(&c.lock_dir, device).filter(|l| !l.stale);
+        let who = match &holder {
+            Some(h) => format!(
+                "{device} held by {} (pid {}), not opened",
+                h.program.as_deref().unwrap_or("another program"),
+                h.pid.unwrap_or(0)
+            ),
+            None => format!("{device} not opened (passive)"),
         };
-        match hylafax::read_status(spool, device) {
+        let obs = match &c.hylafax_spool {
+            Some(spool) => self.hylafax_says(spool, &who),
+            // Validated: a passive line has a spool.
+            None => Observation::degraded("hylafax_unknown_status", who),
+        };
+        in_use_value(obs, holder.is_some())
+    }
+
+    /// The line as HylaFAX's `status/<id>` file describes it.
+    fn hylafax_says(&self, spool: &Path, who: &str) -> Observation {
+        let id = self.hylafax_id();
+        match hylafax::read_status(spool, &id) {
             Ok(line) => {
                 let detail = format!("{who}; HylaFAX says: {line}");
                 match hylafax::judge(&line) {
@@ -393,10 +445,18 @@ impl ModemCheck {
                 "hylafax_unknown_status",
                 format!(
                     "{who}; cannot read {}: {e}",
-                    spool.join("status").join(device).display()
+                    spool.join("status").join(&id).display()
                 ),
             ),
         }
+    }
+
+    /// The modem's id in the HylaFAX spool.
+    fn hylafax_id(&self) -> String {
+        self.config
+            .hylafax_device
+            .clone()
+            .unwrap_or_else(|| self.config.device_name())
     }
 
     /// Opens the port and runs the script and the line checks that are due.

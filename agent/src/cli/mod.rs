@@ -3,6 +3,7 @@
 
 mod check;
 mod check_config;
+mod discover;
 mod route;
 mod run;
 mod status;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Print the manual page (roff) generated from this command line.
     #[command(hide = true)]
     Manpage,
+    /// Print what this host runs (HylaFAX spool and modems, SIP listeners, snmpd's AgentX
+    /// socket) as a commented config to save and edit; nothing is written to any device.
+    Discover(discover::Args),
     /// Validate a configuration file (default: the one `run` would use).
     CheckConfig {
         /// Config file.
@@ -90,6 +94,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Totals(args) => totals::run(args).await,
             Command::TestNotification(args) => test_notification::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
+            Command::Discover(args) => discover::run(args),
             Command::Manpage => manpage(),
         }
     })

@@ -34,6 +34,8 @@ pub struct Target {
     pub failures_total: BTreeMap<&'static str, u64>,
     pub transitions_total: u64,
     pub worse_streak: u32,
+    /// Added by discovery, not by the config file.
+    pub discovered: bool,
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
             failures_total,
             transitions_total: 0,
             worse_streak: 0,
+            discovered: false,
         }
     }
 
@@ -203,6 +206,9 @@ pub struct TargetDoc {
     pub probes_total: u64,
     pub last: Option<ProbeDoc>,
     pub last_error: Option<ProbeDoc>,
+    /// Added by discovery, not by the config file.
+    #[serde(default)]
+    pub discovered: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +244,7 @@ impl From<&Target> for TargetDoc {
             probes_total: t.probes_total,
             last: t.last.as_ref().map(ProbeDoc::from),
             last_error: t.last_error.as_ref().map(ProbeDoc::from),
+            discovered: t.discovered,
         }
     }
 }

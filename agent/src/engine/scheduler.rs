@@ -107,15 +107,18 @@ impl Scheduler {
             }
         }
         for (name, spec) in wanted {
+            let discovered = config.discovered.contains(&name);
             if self.running.contains_key(&name) {
+                if let Some(t) = self.shared.model.write().targets.get_mut(&name) {
+                    t.discovered = discovered;
+                }
                 continue;
             }
             let schedule = spec.schedule(&config.defaults);
             let check = checks::build(&spec, &schedule);
-            self.shared.model.write().targets.insert(
-                name.clone(),
-                Target::new(&name, check.kind(), check.error_types(), schedule.interval),
-            );
+            let mut target = Target::new(&name, check.kind(), check.error_types(), schedule.interval);
+            target.discovered = discovered;
+            self.shared.model.write().targets.insert(name.clone(), target);
             let cancel = self.cancel.child_token();
             let handle = tokio::spawn(run(
                 self.shared.clone(),

@@ -1,6 +1,7 @@
 //! Which serial ports this host has, and who holds each, read from sysfs and the UUCP lock
 //! directory. Passive: no port is opened (opening a tty raises DTR, which can reset a
-//! modem or disturb a fax in progress).
+//! modem or disturb a fax in progress). Besides what sysfs lists, the ports that a modem
+//! check names (a pty, iaxmodem's `ttyIAX0`) and that a lock file names are listed too.
 
 use std::path::Path;
 
@@ -21,13 +22,59 @@ pub struct PortInfo {
     pub lock: Option<LockInfo>,
 }
 
+/// A port that sysfs may not list, named by a modem check: its lock name, device path
+/// and lock directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub lock_dir: std::path::PathBuf,
+}
+
 /// Lists the serial ports under `sys_class_tty` (normally /sys/class/tty): entries backed
-/// by a device, minus the 8250 placeholders with no UART behind them (`type` 0).
-pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path) -> Vec<PortInfo> {
+/// by a device, minus the 8250 placeholders with no UART behind them (`type` 0); then the
+/// `named` ports and the devices of `lock_dir`'s lock files that sysfs did not list.
+pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path, named: &[Named]) -> Vec<PortInfo> {
+    let mut ports = from_sysfs(sys_class_tty, dev, lock_dir);
+    let locked = std::fs::read_dir(lock_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("LCK..").map(str::to_string))
+                .filter(|n| !n.is_empty() && !n.contains('/'))
+                .map(|name| Named {
+                    path: dev.join(&name),
+                    name,
+                    lock_dir: lock_dir.to_path_buf(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for n in named.iter().chain(&locked) {
+        if ports.iter().any(|p| p.name == n.name) {
+            continue;
+        }
+        let real = std::fs::canonicalize(&n.path).ok();
+        let driver = match &real {
+            Some(r) if r.starts_with("/dev/pts") => "pty",
+            Some(_) => "unknown",
+            None => "missing",
+        };
+        ports.push(PortInfo {
+            name: n.name.clone(),
+            path: n.path.display().to_string(),
+            driver: driver.into(),
+            lock: lock::read(&n.lock_dir, &n.name),
+        });
+    }
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    ports
+}
+
+fn from_sysfs(sys_class_tty: &Path, dev: &Path, lock_dir: &Path) -> Vec<PortInfo> {
     let Ok(entries) = std::fs::read_dir(sys_class_tty) else {
         return Vec::new();
     };
-    let mut ports: Vec<PortInfo> = entries
+    entries
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
@@ -45,9 +92,7 @@ pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path) -> Vec<PortInfo> 
                 driver,
             })
         })
-        .collect();
-    ports.sort_by(|a, b| a.name.cmp(&b.name));
-    ports
+        .collect()
 }
 
 #[cfg(test)]
@@ -90,9 +135,22 @@ mod tests {
         )
         .unwrap();
 
-        let ports = scan(&tty, Path::new("/dev"), &locks);
+        // A soft modem's pty, named by a modem check, and a lock naming a device that is gone.
+        let pty = root.join("ttyIAX0");
+        symlink("/dev/ptmx", &pty).unwrap();
+        std::fs::write(locks.join("LCK..ttyGONE"), format!("{:>10}\n", 999_999_999)).unwrap();
+        let named = [Named {
+            name: "ttyIAX0".into(),
+            path: pty.clone(),
+            lock_dir: locks.clone(),
+        }];
+        let ports = scan(&tty, Path::new("/dev"), &locks, &named);
         let names: Vec<_> = ports.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["ttyS0", "ttyUSB0"]);
+        assert_eq!(names, ["ttyGONE", "ttyIAX0", "ttyS0", "ttyUSB0"]);
+        assert_eq!(ports[0].driver, "missing");
+        assert!(ports[0].lock.as_ref().unwrap().stale);
+        assert_eq!(ports[1].path, pty.display().to_string());
+        let ports = &ports[2..];
         assert_eq!(ports[0].driver, "serial8250");
         assert_eq!(ports[0].path, "/dev/ttyS0");
         assert_eq!(ports[0].lock, None);
