@@ -330,7 +330,7 @@ async fn index(
     };
     let m = s.model.read();
     let html = if only_main {
-        crate::page::main(&m, &extras)
+        crate::page::main(&m, &extras, "refresh")
     } else {
         crate::page::page(&m, &extras)
     };

@@ -37,8 +37,9 @@ pub fn escape(s: &str) -> String {
 }
 
 const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#111}\
-header{padding:12px 16px;color:#fff;background:#555}header.up{background:#1b7f3b}\
-header.drain{background:#b8860b}header.down{background:#b3261e}header h1{margin:0;font-size:20px}\
+header{padding:12px 16px;background:#555}header[class],header a,header small{color:#fff}\
+header.up{background:#1b7f3b}header.drain{background:#9a6b00}header.down{background:#b3261e}\
+header h1{margin:0;font-size:20px}\
 main{padding:8px 12px;max-width:960px}section{background:#fff;border-radius:8px;margin:10px 0;padding:8px 12px}\
 h2{font-size:16px;margin:4px 0 8px}table{border-collapse:collapse;width:100%}\
 td,th{text-align:left;padding:4px 6px;border-top:1px solid #eee;vertical-align:top}\
@@ -73,15 +74,15 @@ pub fn page(m: &Inner, x: &Extras) -> String {
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <title>{server}: {state} · telagent</title><style>{STYLE}</style></head><body>\
          <header class=\"{state}\" id=header><h1>{server}: {state}</h1><div>{reason}</div>\
-         <small>telagent {v} · <a style=color:#fff href=/metrics>metrics</a> · \
-         <a style=color:#fff href=/v1/status>status JSON</a> · \
+         <small>telagent {v} · <a href=/metrics>metrics</a> · \
+         <a href=/v1/status>status JSON</a> · \
          <span id=stale hidden>not refreshing: the agent does not answer</span></small></header>",
         server = escape(&m.server),
         state = state,
         reason = escape(&reason),
         v = env!("CARGO_PKG_VERSION"),
     );
-    out.push_str(&main(m, x));
+    out.push_str(&main(m, x, "page"));
     let _ = write!(out, "<script>{SCRIPT}</script></body></html>\n");
     out
 }
@@ -109,10 +110,11 @@ fn routing_state(m: &Inner) -> (&'static str, String) {
     }
 }
 
-/// The refreshed part of the page.
-pub fn main(m: &Inner, x: &Extras) -> String {
+/// The refreshed part of the page; `source` (`page` or `refresh`) says which request
+/// rendered it.
+pub fn main(m: &Inner, x: &Extras, source: &str) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    out.push_str("<main>");
+    let _ = write!(out, "<main data-source={source}>");
     let down: Vec<&Target> = m
         .targets
         .values()
@@ -250,7 +252,9 @@ fn queue_figures(t: &Target) -> String {
 }
 
 fn peers(out: &mut String, m: &Inner, now: SystemTime) {
-    let Some(c) = &m.cluster else { return };
+    let Some(c) = m.cluster.as_ref().filter(|c| !c.servers.is_empty()) else {
+        return;
+    };
     out.push_str("<section><h2>Servers</h2><table>");
     for s in &c.servers {
         let active = match s.last_active {

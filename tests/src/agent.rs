@@ -14,6 +14,8 @@ pub struct Agent {
     pub config: PathBuf,
     child: Child,
     env: Vec<(String, String)>,
+    /// The arguments after `telagent -v`.
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
@@ -56,25 +58,64 @@ impl Agent {
                     .replace("server = \"test\"", &format!("server = \"{name}\"")),
             )
             .expect("config");
-            let child = spawn(&config, &dir.path().join("agent.log"), &env);
-            let mut agent = Agent {
-                dir,
-                port,
-                config,
-                child,
-                env,
-            };
-            if agent.wait_ready().await {
-                return Ok(agent);
-            }
-            Err(agent.log())
+            let args = vec!["run".into(), "--config".into(), config.clone().into()];
+            Agent::launch(dir, port, config, env, args).await
         }
+    }
+
+    /// Starts `telagent run` on its embedded default (discovery on, no config file), on a
+    /// free port with its own state directory, and waits until it answers /healthz.
+    pub async fn start_default(env: Vec<(String, String)>) -> Agent {
+        let mut logs = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("telagent-e2e-")
+                .tempdir()
+                .expect("tempdir");
+            let port = crate::free_port();
+            let args = vec![
+                "run".into(),
+                "--default-config".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}").into(),
+                "--state-dir".into(),
+                dir.path().join("state").into(),
+            ];
+            let config = dir.path().join("no-config-file");
+            match Agent::launch(dir, port, config, env.clone(), args).await {
+                Ok(a) => return a,
+                Err(log) => logs.push_str(&log),
+            }
+        }
+        panic!("the agent did not start:\n{logs}");
+    }
+
+    async fn launch(
+        dir: TempDir,
+        port: u16,
+        config: PathBuf,
+        env: Vec<(String, String)>,
+        args: Vec<std::ffi::OsString>,
+    ) -> Result<Agent, String> {
+        let child = spawn(&args, &dir.path().join("agent.log"), &env);
+        let mut agent = Agent {
+            dir,
+            port,
+            config,
+            child,
+            env,
+            args,
+        };
+        if agent.wait_ready().await {
+            return Ok(agent);
+        }
+        Err(agent.log())
     }
 
     /// Starts the agent again on the same config and state (after [`Agent::kill`] or
     /// [`Agent::stop`]) and waits until it answers.
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.config, &self.log_path(), &self.env);
+        self.child = spawn(&self.args, &self.log_path(), &self.env);
         assert!(
             self.wait_ready().await,
             "the agent did not restart:\n{}",
@@ -233,16 +274,16 @@ impl Drop for Agent {
     }
 }
 
-/// Starts `telagent -v run --config CONFIG`, appending its output to `log`.
-fn spawn(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
+/// Starts `telagent -v ARGS`, appending its output to `log`.
+fn spawn(args: &[std::ffi::OsString], log: &Path, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
     Command::new(crate::agent_bin())
-        .args(["-v", "run", "--config"])
-        .arg(config)
+        .arg("-v")
+        .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup"))

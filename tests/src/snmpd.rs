@@ -1,6 +1,6 @@
 //! net-snmp's snmpd (Debian's package) as the AgentX master, on loopback: SNMP on a free UDP
 //! port (community `public`, v3 user `snmpuser` authPriv SHA/AES) and AgentX on a free TCP
-//! port. Walks go through the real `snmpwalk`.
+//! port and on a unix socket in its temp dir. Walks go through the real `snmpwalk`.
 
 use std::process::Command;
 
@@ -34,17 +34,24 @@ impl Snmpd {
         format!("tcp:127.0.0.1:{}", self.agentx_port)
     }
 
+    /// The AgentX unix socket, as `/var/agentx/master` is on a host.
+    pub fn agentx_socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("agentx.sock")
+    }
+
     /// Starts (again) on the same ports.
     pub fn restart(&mut self) {
         let d = self.dir.path();
         std::fs::write(
             d.join("snmpd.conf"),
             format!(
-                "agentAddress udp:127.0.0.1:{}\nmaster agentx\nagentXSocket tcp:127.0.0.1:{}\n\
+                "agentAddress udp:127.0.0.1:{}\nmaster agentx\nagentXSocket tcp:127.0.0.1:{},unix:{}\n\
                  agentXTimeout 5\nagentXRetries 1\nrocommunity public 127.0.0.1\n\
                  createUser snmpuser SHA authpass123 AES privpass123\nrouser snmpuser priv\n\
                  authtrapenable 2\n",
-                self.port, self.agentx_port
+                self.port,
+                self.agentx_port,
+                self.agentx_socket().display()
             ),
         )
         .expect("conf");
@@ -54,10 +61,11 @@ impl Snmpd {
             .arg(d.join("snmpd.conf"))
             .args(["-m", "", "-I", "-smux", "-Lf"])
             .arg(d.join("snmpd.log"));
-        let (port, agentx) = (self.port, self.agentx_port);
+        let (port, agentx, socket) = (self.port, self.agentx_port, self.agentx_socket());
         self.daemon.run(&mut cmd, || {
             crate::sip::udp_listening(port)
                 && std::net::TcpStream::connect(("127.0.0.1", agentx)).is_ok()
+                && std::os::unix::net::UnixStream::connect(&socket).is_ok()
         });
     }
 

@@ -50,7 +50,8 @@ pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path, named: &[Named]) 
         })
         .unwrap_or_default();
     for n in named.iter().chain(&locked) {
-        if ports.iter().any(|p| p.name == n.name) {
+        let path = n.path.display().to_string();
+        if ports.iter().any(|p| p.path == path) {
             continue;
         }
         let real = std::fs::canonicalize(&n.path).ok();
@@ -61,7 +62,7 @@ pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path, named: &[Named]) 
         };
         ports.push(PortInfo {
             name: n.name.clone(),
-            path: n.path.display().to_string(),
+            path,
             driver: driver.into(),
             lock: lock::read(&n.lock_dir, &n.name),
         });
