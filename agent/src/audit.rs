@@ -6,9 +6,9 @@
 //! (`telagent_audit_write_errors_total`). The last [`RECENT`] lines are also kept in memory
 //! for the status page ([`Recent`]), read back from the file at start.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,9 @@ impl Recent {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
         // Plain data: a panic between two pushes leaves it well-formed.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -114,7 +114,7 @@ impl Places {
 }
 
 /// `SPOOL='/var/spool/hylafax'` from HylaFAX's setup.cache.
-fn setup_cache_spool(text: &str) -> Option<PathBuf> {
+pub(crate) fn setup_cache_spool(text: &str) -> Option<PathBuf> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("SPOOL="))
         .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"'))
@@ -242,9 +242,18 @@ fn file_names(dir: &Path) -> Vec<String> {
 fn is_modem_id(id: &str) -> bool {
     !id.is_empty()
         && !id.ends_with('~')
-        && ![".info", ".sav", ".bak", ".old", ".orig", ".dpkg-old", ".dpkg-dist", ".dpkg-new"]
-            .iter()
-            .any(|s| id.ends_with(s))
+        && ![
+            ".info",
+            ".sav",
+            ".bak",
+            ".old",
+            ".orig",
+            ".dpkg-old",
+            ".dpkg-dist",
+            ".dpkg-new",
+        ]
+        .iter()
+        .any(|s| id.ends_with(s))
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -257,10 +266,7 @@ fn port_of(id: &str) -> PathBuf {
     let candidates = if id.starts_with('_') {
         vec![PathBuf::from(&slashed)]
     } else {
-        vec![
-            Path::new("/dev").join(&slashed),
-            Path::new("/dev").join(id),
-        ]
+        vec![Path::new("/dev").join(&slashed), Path::new("/dev").join(id)]
     };
     candidates
         .iter()
@@ -277,7 +283,7 @@ fn device_of(port: &Path) -> String {
 }
 
 /// `Key: value` of a HylaFAX config file (comments start with `#`).
-fn config_value(text: &str, key: &str) -> Option<String> {
+pub(crate) fn config_value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let l = l.split('#').next().unwrap_or("");
         let (k, v) = l.split_once(':')?;
@@ -342,7 +348,10 @@ pub fn parse_proc_net(text: &str) -> Vec<(SocketAddr, u8)> {
             let (ip, port) = local.split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let words = (0..ip.len() / 8)
-                .map(|i| ip.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok()))
+                .map(|i| {
+                    ip.get(i * 8..i * 8 + 8)
+                        .and_then(|w| u32::from_str_radix(w, 16).ok())
+                })
                 .collect::<Option<Vec<u32>>>()?;
             let ip = match (ip.len(), words.as_slice()) {
                 (8, [w]) => IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes())),
@@ -394,7 +403,11 @@ impl Found {
                     "HylaFAX spool {}: {} modem(s){}{}",
                     h.spool.display(),
                     h.modems.len(),
-                    if h.sendq { ", queue check on sendq" } else { "" },
+                    if h.sendq {
+                        ", queue check on sendq"
+                    } else {
+                        ""
+                    },
                     h.xferfaxlog
                         .as_ref()
                         .map(|x| format!(", traffic from {}", x.display()))
@@ -565,14 +578,82 @@ mod tests {
         assert_eq!(rows[0], ("[::1]:5060".parse().unwrap(), 0x0A));
         assert_eq!(rows[1], ("[::]:8080".parse().unwrap(), 0x0A));
         // Hostile rows are skipped, never a panic.
-        assert!(parse_proc_net("h\n 0: zz:13C4 0 0A\n 1: 0100007F 0 0A\n 2: 0100007F:x 0 0A\n").is_empty());
+        assert!(
+            parse_proc_net("h\n 0: zz:13C4 0 0A\n 1: 0100007F 0 0A\n 2: 0100007F:x 0 0A\n")
+                .is_empty()
+        );
+    }
+
+    /// A row as the kernel writes it: the address in 32-bit words of host byte order.
+    fn kernel_row(i: usize, addr: SocketAddr, state: u8) -> String {
+        let ip = match addr.ip() {
+            IpAddr::V4(a) => format!("{:08X}", u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(a) => a
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        };
+        format!("{i:>4}: {ip}:{:04X} 00000000:0000 {state:02X} 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0\n", addr.port())
+    }
+
+    #[test]
+    fn socket_tables_round_trip_and_hostile_bytes_never_panic() {
+        let mut rng = crate::testing::Lcg(0x5EED_D15C);
+        for _ in 0..500 {
+            let n = (rng.next_u64() % 8) as usize;
+            let want: Vec<(SocketAddr, u8)> = (0..n)
+                .map(|_| {
+                    let r = rng.next_u64();
+                    let ip = if r % 2 == 0 {
+                        IpAddr::V4(Ipv4Addr::from((r >> 8) as u32))
+                    } else {
+                        IpAddr::V6(Ipv6Addr::from(
+                            u128::from(r) << 64 | u128::from(rng.next_u64()),
+                        ))
+                    };
+                    (SocketAddr::new(ip, (r >> 40) as u16), (r >> 32) as u8)
+                })
+                .collect();
+            let text = std::iter::once("  sl  local_address rem_address   st\n".to_string())
+                .chain(
+                    want.iter()
+                        .enumerate()
+                        .map(|(i, (a, s))| kernel_row(i, *a, *s)),
+                )
+                .collect::<String>();
+            assert_eq!(parse_proc_net(&text), want, "{text}");
+            // Hostile: the same text with bytes overwritten, cut or garbage appended.
+            let mut bytes = text.into_bytes();
+            for _ in 0..(rng.next_u64() % 6) {
+                let at = (rng.next_u64() as usize) % bytes.len().max(1);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = (rng.next_u64() >> 56) as u8;
+                }
+            }
+            bytes.truncate((rng.next_u64() as usize) % (bytes.len() + 1));
+            let tail = (rng.next_u64() % 40) as usize;
+            bytes.extend(rng.bytes(tail));
+            let rows = parse_proc_net(&String::from_utf8_lossy(&bytes));
+            assert!(rows.len() <= n + 2);
+        }
     }
 
     #[test]
     fn hylafax_ids_name_their_devices() {
-        assert_eq!(port_of("_nonexistent_lab_ttyA"), Path::new("/nonexistent/lab/ttyA"));
+        assert_eq!(
+            port_of("_nonexistent_lab_ttyA"),
+            Path::new("/nonexistent/lab/ttyA")
+        );
         assert_eq!(port_of("ttyS0"), Path::new("/dev/ttyS0"));
-        for bad in ["any.info", "ttyS0.sav", "ttyS0~", "", "tty S0", "ttyS0.dpkg-old"] {
+        for bad in [
+            "any.info",
+            "ttyS0.sav",
+            "ttyS0~",
+            "",
+            "tty S0",
+            "ttyS0.dpkg-old",
+        ] {
             assert!(!is_modem_id(bad), "{bad:?}");
         }
         assert_eq!(
@@ -614,19 +695,32 @@ mod tests {
         assert!(parsed.modem[0].passive);
         assert_eq!(parsed.queue[0].name, "hylafax-sendq");
         assert_eq!(parsed.sip[0].uri, "sip:127.0.0.1:5060");
-        assert_eq!(parsed.snmp.agentx.as_deref(), Some("unix:/var/agentx/master"));
+        assert_eq!(
+            parsed.snmp.agentx.as_deref(),
+            Some("unix:/var/agentx/master")
+        );
 
-        let mut base = crate::config::parse("[[tcp]]\nname = \"hylafax-sendq\"\naddress = \"127.0.0.1:1\"\n", "b").unwrap();
+        let mut base = crate::config::parse(
+            "[[tcp]]\nname = \"hylafax-sendq\"\naddress = \"127.0.0.1:1\"\n",
+            "b",
+        )
+        .unwrap();
         base.snmp.agentx = Some("tcp:127.0.0.1:705".into());
         let merged = merge(&base, &found).unwrap();
         assert_eq!(merged.queue.len(), 0, "a configured name wins");
         assert_eq!(merged.tcp.len(), 1);
         assert_eq!(
             merged.discovered,
-            ["modem-ttyS0", "sip-local-udp-5060"].map(String::from).into()
+            ["modem-ttyS0", "sip-local-udp-5060"]
+                .map(String::from)
+                .into()
         );
         assert_eq!(merged.traffic.xferfaxlog.len(), 1);
         assert_eq!(merged.snmp.agentx.as_deref(), Some("tcp:127.0.0.1:705"));
-        assert_eq!(merge(&merged, &found).unwrap().modem.len(), 1, "merging twice adds nothing");
+        assert_eq!(
+            merge(&merged, &found).unwrap().modem.len(),
+            1,
+            "merging twice adds nothing"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("events", events),
     ("allowlist", allowlist),
+    ("proc_net", proc_net),
 ];
 
 /// A modem's output, split into lines and result codes (verbose and numeric).
@@ -129,6 +130,8 @@ pub fn xferfaxlog(data: &[u8]) {
 pub fn hylafax_files(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::checks::queue::job_fields(&text);
+    let _ = crate::discovery::config_value(&text, "UUCPLockDir");
+    let _ = crate::discovery::setup_cache_spool(&text);
     for line in text.lines() {
         let _ = crate::serial::hylafax::judge(line);
     }
@@ -152,4 +155,9 @@ pub fn allowlist(data: &[u8]) {
         let entry = line.split('#').next().unwrap_or("").trim();
         let _ = crate::access::parse_literal(entry);
     }
+}
+
+/// The kernel's socket tables (`/proc/net/udp`, `tcp6`, ...), read by discovery.
+pub fn proc_net(data: &[u8]) {
+    let _ = crate::discovery::parse_proc_net(&String::from_utf8_lossy(data));
 }

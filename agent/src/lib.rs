@@ -10,7 +10,10 @@
 //!   (rise / fall / hold: the only place that decides state), the live model every output
 //!   reads, and the bus of transition events.
 //! - [`metrics`]: Prometheus exposition rendered from the model.
-//! - [`api`]: the HTTP endpoints (`/`, `/metrics`, `/healthz`, `/v1/status`).
+//! - [`api`]: the HTTP endpoints (`/`, `/metrics`, `/healthz`, `/v1/*`).
+//! - [`page`]: the status page served at `/`.
+//! - [`discovery`]: what the host runs (HylaFAX, SIP listeners, snmpd's AgentX socket),
+//!   found passively and merged into the config as checks.
 //! - [`audit`]: the JSON-lines audit trail of transitions.
 //! - [`serial`]: the serial-port inventory, UUCP locks, the AT conversation, HylaFAX
 //!   status files.

@@ -83,7 +83,7 @@ pub fn page(m: &Inner, x: &Extras) -> String {
         v = env!("CARGO_PKG_VERSION"),
     );
     out.push_str(&main(m, x, "page"));
-    let _ = write!(out, "<script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "<script>{SCRIPT}</script></body></html>");
     out
 }
 
@@ -93,7 +93,11 @@ fn routing_state(m: &Inner) -> (&'static str, String) {
     if let Some(own) = m.cluster.as_ref().and_then(|c| c.own()) {
         return (own.state.as_str(), own.reason.clone());
     }
-    let down = m.targets.values().filter(|t| t.state == State::Down).count();
+    let down = m
+        .targets
+        .values()
+        .filter(|t| t.state == State::Down)
+        .count();
     let degraded = m
         .targets
         .values()
@@ -217,7 +221,8 @@ fn value(t: &Target, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
         .iter()
         .find(|v| {
             v.name == name
-                && label.is_none_or(|(k, want)| v.labels.iter().any(|(lk, lv)| *lk == k && lv == want))
+                && label
+                    .is_none_or(|(k, want)| v.labels.iter().any(|(lk, lv)| *lk == k && lv == want))
         })
         .map(|v| v.value)
 }
@@ -242,7 +247,10 @@ fn channel_bar(t: &Target) -> String {
 }
 
 fn queue_figures(t: &Target) -> String {
-    match (value(t, "depth", None), value(t, "oldest_age_seconds", None)) {
+    match (
+        value(t, "depth", None),
+        value(t, "oldest_age_seconds", None),
+    ) {
         (Some(d), Some(a)) => format!(
             "<b>{d}</b> waiting · oldest {}<br>",
             humantime::format_duration(std::time::Duration::from_secs(a as u64))
@@ -266,10 +274,18 @@ fn peers(out: &mut String, m: &Inner, now: SystemTime) {
             "<tr><td><b>{name}</b>{me}</td><td class=\"s {state}\">{state}</td>\
              <td class=d>{reason}<br><small>{active}{reach}</small></td></tr>",
             name = escape(&s.name),
-            me = if s.name == c.me { " <small>(this server)</small>" } else { "" },
+            me = if s.name == c.me {
+                " <small>(this server)</small>"
+            } else {
+                ""
+            },
             state = s.state.as_str(),
             reason = escape(&s.reason),
-            reach = if s.agent_reachable { "" } else { " · agent unreachable" },
+            reach = if s.agent_reachable {
+                ""
+            } else {
+                " · agent unreachable"
+            },
         );
     }
     out.push_str("</table></section>");
@@ -301,7 +317,11 @@ fn today(out: &mut String, rows: &Result<&[Row], &str>) {
     out.push_str("<section><h2>Traffic today <small>(UTC)</small></h2>");
     match rows {
         Err(e) => {
-            let _ = write!(out, "<p class=down>Cannot read the traffic store: {}</p>", escape(e));
+            let _ = write!(
+                out,
+                "<p class=down>Cannot read the traffic store: {}</p>",
+                escape(e)
+            );
         }
         Ok([]) => out.push_str("<p><small>No traffic counted today.</small></p>"),
         Ok(rows) => {
@@ -351,12 +371,17 @@ mod tests {
             let gw = Observation::ok("30 channels").with_value("x", "x", 1.0);
             let mut gw = target("gw1", "gateway", State::Up, gw);
             for (s, n) in [("busy", 20.0), ("idle", 8.0), ("out_of_service", 2.0)] {
-                gw.last.as_mut().unwrap().observation.values.push(crate::checks::Value {
-                    name: "channels",
-                    help: "",
-                    labels: vec![("state", s.into())],
-                    value: n,
-                });
+                gw.last
+                    .as_mut()
+                    .unwrap()
+                    .observation
+                    .values
+                    .push(crate::checks::Value {
+                        name: "channels",
+                        help: "",
+                        labels: vec![("state", s.into())],
+                        value: n,
+                    });
             }
             m.targets.insert("gw1".into(), gw);
             m.targets.insert(
@@ -400,7 +425,10 @@ mod tests {
         let down = html.find("<section id=down>").expect("a down section");
         let lines = html.find("<h2>Lines</h2>").unwrap();
         let failing = html.find("line&lt;2&gt;").unwrap();
-        assert!(down < failing && failing < lines, "the failing line is listed under Down first");
+        assert!(
+            down < failing && failing < lines,
+            "the failing line is listed under Down first"
+        );
         assert!(html[down..lines].contains("no_response"));
         assert!(html.contains("20 used · 8 idle · 2 out of service"));
         assert!(html.contains("<header class=\"down\""));

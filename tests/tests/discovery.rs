@@ -69,7 +69,10 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
     );
     // One job waiting in sendq (a HylaFAX 6 job file, sleeping).
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/fixtures/hylafax-spool/sendq/q3"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../agent/fixtures/hylafax-spool/sendq/q3"
+        ),
         spool.join("sendq/q3"),
     )
     .unwrap();
@@ -107,14 +110,23 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
             .find(|t| t["name"] == name)
             .unwrap_or_else(|| panic!("no target {name}: {status:#}"));
         assert_eq!(t["discovered"], true, "{t:#}");
-        (t["state"].as_str().unwrap().to_string(), t["last"]["detail"].as_str().unwrap().to_string())
+        (
+            t["state"].as_str().unwrap().to_string(),
+            t["last"]["detail"].as_str().unwrap().to_string(),
+        )
     };
     let (s, detail) = state(&held_name);
     assert_eq!(s, "up", "{detail}");
-    assert!(detail.contains("held by sleep") && detail.contains("Running and idle"), "{detail}");
+    assert!(
+        detail.contains("held by sleep") && detail.contains("Running and idle"),
+        "{detail}"
+    );
     let (s, detail) = state(&free_name);
     assert_eq!(s, "down", "HylaFAX says the modem is not ready: {detail}");
-    assert!(detail.contains("Waiting for modem to come ready"), "{detail}");
+    assert!(
+        detail.contains("Waiting for modem to come ready"),
+        "{detail}"
+    );
     let (s, detail) = state("hylafax-sendq");
     assert_eq!(s, "up", "{detail}");
     let (s, detail) = state(&sip_name);
@@ -127,11 +139,17 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, &format!("telagent_modem_in_use{{check=\"{held_name}\"}}")),
+        metric(
+            &metrics,
+            &format!("telagent_modem_in_use{{check=\"{held_name}\"}}")
+        ),
         Some(1.0)
     );
     assert_eq!(
-        metric(&metrics, &format!("telagent_modem_in_use{{check=\"{free_name}\"}}")),
+        metric(
+            &metrics,
+            &format!("telagent_modem_in_use{{check=\"{free_name}\"}}")
+        ),
         Some(0.0)
     );
     // The ptys HylaFAX names are in the port inventory, with their holder.
@@ -160,7 +178,10 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
     // One log line per item found.
     let log = agent.log();
     for needle in [
-        format!("HylaFAX spool {}: 2 modem(s), queue check on sendq, traffic from", spool.display()),
+        format!(
+            "HylaFAX spool {}: 2 modem(s), queue check on sendq, traffic from",
+            spool.display()
+        ),
         format!("HylaFAX modem {held_id} on {}", held.port.display()),
         format!("SIP listener on udp 127.0.0.1:{}", sipp.port),
         format!("snmpd AgentX socket {}", snmpd.agentx_socket().display()),
@@ -203,8 +224,16 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
     assert!(agent.target(&held_name).await.is_some());
     assert!(!agent.metrics().await.contains(&free_name));
 
-    assert!(held.received().is_empty(), "bytes written to the held modem: {:?}", held.received());
-    assert!(free.received().is_empty(), "bytes written to the free modem: {:?}", free.received());
+    assert!(
+        held.received().is_empty(),
+        "bytes written to the held modem: {:?}",
+        held.received()
+    );
+    assert!(
+        free.received().is_empty(),
+        "bytes written to the free modem: {:?}",
+        free.received()
+    );
     let _ = holder.kill();
     let _ = holder.wait();
 }

@@ -76,7 +76,10 @@ async fn the_page_shows_a_failing_check_under_down_in_a_real_browser() {
     assert!(section.contains(">Down<"), "{section}");
     assert!(section.contains("fax-gateway-api"), "{section}");
     assert!(section.contains("connect_refused"), "{section}");
-    assert!(!section.contains("smtp-relay"), "a healthy check is not down: {section}");
+    assert!(
+        !section.contains("smtp-relay"),
+        "a healthy check is not down: {section}"
+    );
     let services = dom.find(">Services<").expect("a Services group");
     assert!(dom[services..].contains("smtp-relay"));
     let queues = dom.find(">Queues<").expect("a Queues group");
@@ -101,5 +104,9 @@ async fn the_page_shows_a_failing_check_under_down_in_a_real_browser() {
         &agent.url("/"),
     );
     let png = std::fs::read(&shot).expect("chromium wrote no screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+        "{} bytes",
+        png.len()
+    );
 }

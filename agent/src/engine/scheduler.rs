@@ -116,9 +116,14 @@ impl Scheduler {
             }
             let schedule = spec.schedule(&config.defaults);
             let check = checks::build(&spec, &schedule);
-            let mut target = Target::new(&name, check.kind(), check.error_types(), schedule.interval);
+            let mut target =
+                Target::new(&name, check.kind(), check.error_types(), schedule.interval);
             target.discovered = discovered;
-            self.shared.model.write().targets.insert(name.clone(), target);
+            self.shared
+                .model
+                .write()
+                .targets
+                .insert(name.clone(), target);
             let cancel = self.cancel.child_token();
             let handle = tokio::spawn(run(
                 self.shared.clone(),

@@ -39,7 +39,12 @@ pub fn scan(sys_class_tty: &Path, dev: &Path, lock_dir: &Path, named: &[Named]) 
     let locked = std::fs::read_dir(lock_dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().to_str()?.strip_prefix("LCK..").map(str::to_string))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_prefix("LCK..")
+                        .map(str::to_string)
+                })
                 .filter(|n| !n.is_empty() && !n.contains('/'))
                 .map(|name| Named {
                     path: dev.join(&name),
