@@ -498,6 +498,169 @@ fn notifications(f: &mut Families, m: &crate::engine::model::Inner) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// A state with something in every family: two checks (one with kind values and a
+    /// failure), a cluster of two servers and a group, routing outputs, traffic from two
+    /// lines and a tailed file, event batches, two notification receivers, AgentX and a
+    /// serial port with a stale lock.
+    fn golden_model() -> Model {
+        use crate::checks::Observation;
+        use crate::engine::model::{Probe, Target};
+        use crate::routing::decision::{GroupRoutes, RouteEntry, ServerState, ServerView};
+        use crate::traffic::{Count, Direction, Key, SourceStats};
+        let model = Model::new("fax1", "/etc/telagent/telagent.toml");
+        let mut m = model.write();
+        m.started_at = at(1_795_000_000);
+        m.reload.successful = false;
+        m.audit_write_errors = 2;
+        let mut gw = Target::new(
+            "gw1",
+            "gateway",
+            &["channels_exhausted"],
+            Duration::from_secs(10),
+        );
+        gw.state = State::Degraded;
+        gw.probes_total = 12;
+        gw.transitions_total = 2;
+        *gw.failures_total.get_mut("channels_exhausted").unwrap() = 3;
+        let mut obs = Observation::degraded("channels_exhausted", "30 channels");
+        for (s, n) in [("idle", 0.0), ("busy", 28.0), ("out_of_service", 2.0)] {
+            obs.values.push(crate::checks::Value {
+                name: "channels",
+                help: "Channels by state at the last poll.",
+                labels: vec![("state", s.to_string())],
+                value: n,
+            });
+        }
+        gw.last = Some(Probe {
+            at: at(1_795_000_100),
+            duration: Duration::from_millis(25),
+            observation: obs,
+        });
+        m.targets.insert("gw1".into(), gw);
+        let mut t = Target::new(
+            "smtp \"x\"",
+            "tcp",
+            &["connect_refused"],
+            Duration::from_secs(10),
+        );
+        t.state = State::Up;
+        t.worse_streak = 1;
+        t.last = Some(Probe {
+            at: at(1_795_000_101),
+            duration: Duration::from_micros(1500),
+            observation: Observation::ok("connected").with_value("x_total", "A counter.", 5.0),
+        });
+        m.targets.insert("smtp".into(), t);
+        let view = |name: &str, state, speaker| ServerView {
+            name: name.into(),
+            state,
+            reason: "r".into(),
+            since: at(1_795_000_000),
+            last_active: (name == "fax1").then(|| at(1_795_000_102)),
+            agent_reachable: true,
+            config_hash: None,
+            config_drift: name == "fax2",
+            speaker,
+        };
+        m.cluster = Some(std::sync::Arc::new(crate::routing::Snapshot {
+            me: "fax1".into(),
+            learned: true,
+            config_hash: "h".into(),
+            servers: vec![
+                view("fax1", ServerState::Up, true),
+                view("fax2", ServerState::Down, false),
+            ],
+            routes: vec![GroupRoutes {
+                group: "fax".into(),
+                panic: false,
+                servers: vec![RouteEntry {
+                    server: "fax1".into(),
+                    host: "fax1:5060".into(),
+                    state: ServerState::Up,
+                    reason: "r".into(),
+                    weight: 100,
+                    since: at(1_795_000_000),
+                    routable: true,
+                }],
+            }],
+        }));
+        m.routing_changes.insert("kamailio", 4);
+        m.routing_errors.insert("hook", 1);
+        for (line, direction, ok, messages, pages) in [
+            ("ttyS0", Direction::Sent, true, 10, 25),
+            ("ttyS0", Direction::Sent, false, 2, 0),
+            ("ttyS1", Direction::Received, true, 3, 9),
+        ] {
+            m.traffic.insert(
+                Key {
+                    server: "fax1".into(),
+                    line: line.into(),
+                    direction,
+                    ok,
+                },
+                Count { messages, pages },
+            );
+        }
+        m.traffic_sources.insert(
+            "xferfaxlog:/var/spool/hylafax/log/xferfaxlog".into(),
+            SourceStats {
+                records: 15,
+                malformed: 1,
+                offset: 4096,
+                ..Default::default()
+            },
+        );
+        m.event_batches.insert("counted", 7);
+        m.event_batches.insert("rejected", 1);
+        for (name, sent) in [("nms", 9), ("scom", 3)] {
+            m.notify.insert(
+                name.into(),
+                crate::notify::ReceiverStats {
+                    sent,
+                    acknowledged: sent - 1,
+                    retried: 1,
+                    auth_failures: 0,
+                    dropped: 0,
+                    outbox_depth: 1,
+                },
+            );
+        }
+        m.notifications_suppressed = 6;
+        m.agentx_registered = true;
+        m.agentx_sessions = 2;
+        m.ports.push(crate::serial::inventory::PortInfo {
+            name: "ttyS0".into(),
+            path: "/dev/ttyS0".into(),
+            driver: "serial8250".into(),
+            lock: Some(crate::serial::lock::LockInfo {
+                file: "/var/lock/LCK..ttyS0".into(),
+                pid: Some(999_999),
+                program: None,
+                stale: true,
+            }),
+        });
+        drop(m);
+        model
+    }
+
+    /// The exposition of a fixed state, without the process collector, is byte for byte
+    /// the recorded one: a change of /metrics shows here first.
+    #[test]
+    fn metrics_of_a_fixed_state_are_byte_identical_to_the_recorded_exposition() {
+        let text = render(&golden_model(), &Registry::new());
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/metrics/golden.prom");
+        if std::env::var_os("TELAGENT_RECORD_GOLDEN").is_some() {
+            std::fs::write(file, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(file).unwrap();
+        assert!(text == want, "/metrics changed:\n{text}");
+    }
 
     #[test]
     fn families_render_in_the_text_format_with_escaping() {
