@@ -1,29 +1,41 @@
-//! The running agent: loads the config, starts the scheduler, the outputs and the
-//! inventory, and handles signals.
+//! The running agent: builds the parts, starts them as named tasks in dependency order,
+//! handles signals, and stops them in one explicit sequence.
 //!
-//! Shutdown (SIGTERM, SIGINT) is one `CancellationToken`: every loop selects on it; probes
-//! in flight are dropped (a command check's process group is killed on the way), the HTTP
-//! server finishes the requests it has, and the audit writer drains its queue before the
-//! process exits. SIGHUP reloads the config: a rejected file is logged, the previous config
-//! keeps running and `telagent_config_last_reload_successful` goes to 0.
+//! Start: the configuration (and what discovery adds to it), then the parts (model, bus,
+//! routing snapshot channel, stores, listeners, each output with its own stats), the
+//! metrics collectors in the order /metrics shows them, then the tasks: every subscriber
+//! of the bus before the first probe, the checks last. SIGHUP reloads the config (the
+//! file and name resolution run on a blocking thread): a rejected file is logged, the
+//! previous config keeps running and `telagent_config_last_reload_successful` goes to 0.
+//!
+//! Shutdown (SIGTERM, SIGINT), each step logged at debug: stop the probes (a command
+//! check's process group is killed on the way), stop the outputs and inputs (routing,
+//! HAProxy, Kamailio, hook, AgentX, traffic tails, inventory, the HTTP server finishing
+//! the requests it has), drain the bus (notifications sent or left in the outbox, faxstate
+//! calls), flush the audit log, close the stores.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::access::Access;
 use crate::config::{self, Config, Source};
 use crate::engine::bus::Bus;
-use crate::engine::model::Model;
+use crate::engine::model::{rfc3339, Model};
 use crate::engine::scheduler::Scheduler;
+use crate::metrics::{bool01, seconds, Collector, Families, Metrics};
+use crate::routing::{OutputStats, Published, Snapshot};
+use crate::serial::inventory::Inventory;
 
 /// How `telagent run` runs (flags, not config).
 #[derive(Debug, Clone, Default)]
@@ -38,38 +50,154 @@ pub struct RunOptions {
     pub embedded: bool,
 }
 
+/// Outcome of the last configuration (re)load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    pub source: String,
+    pub successful: bool,
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+/// This agent: its server, when it started, and how its configuration last loaded.
+#[derive(Debug)]
+pub struct Info {
+    pub server: String,
+    pub started_at: SystemTime,
+    reload: RwLock<ReloadStatus>,
+}
+
+impl Info {
+    pub fn new(server: &str, source: &Source) -> Info {
+        let now = SystemTime::now();
+        Info {
+            server: server.to_string(),
+            started_at: now,
+            reload: RwLock::new(ReloadStatus {
+                source: source.to_string(),
+                successful: true,
+                at: now,
+                error: None,
+            }),
+        }
+    }
+
+    pub fn reload(&self) -> ReloadStatus {
+        self.reload
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn reloaded(&self, error: Option<String>) {
+        let mut r = self
+            .reload
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.at = SystemTime::now();
+        r.successful = error.is_none();
+        r.error = error;
+    }
+}
+
+impl Collector for Info {
+    fn collect(&self, f: &mut Families) {
+        f.gauge(
+            "telagent_build_info",
+            "Build of this agent; the value is always 1.",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        f.gauge(
+            "telagent_start_time_seconds",
+            "Start time of this agent, seconds since the Unix epoch.",
+            &[],
+            seconds(self.started_at),
+        );
+        f.gauge(
+            "telagent_config_last_reload_successful",
+            "1 if the last configuration load or reload succeeded, 0 if it was rejected (the previous configuration keeps running).",
+            &[],
+            bool01(self.reload().successful),
+        );
+    }
+}
+
+/// The agent's tasks, by name, joined in the order they were started.
+#[derive(Default)]
+struct Tasks(Vec<(&'static str, JoinHandle<()>)>);
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        debug!(task = name, "Starting.");
+        self.0.push((name, tokio::spawn(task)));
+    }
+
+    fn add(&mut self, name: &'static str, handles: Vec<JoinHandle<()>>) {
+        debug!(task = name, tasks = handles.len(), "Starting.");
+        self.0.extend(handles.into_iter().map(|h| (name, h)));
+    }
+
+    async fn join(self) {
+        for (name, h) in self.0 {
+            debug!(task = name, "Waiting for the task to end.");
+            if let Err(e) = h.await {
+                warn!(task = name, error = %e, "Task ended abnormally.");
+            }
+        }
+    }
+}
+
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // The configuration, and what discovery adds to it.
     let source = if opts.embedded {
         Source::Embedded
     } else {
         config::resolve_source(opts.config.as_deref())
     };
-    let mut base = config::load(&source)?;
-    if let Some(dir) = &opts.state_dir {
-        base.agent.state_dir = dir.clone();
-    }
+    let mut base = with_overrides(config::load(&source)?, &opts);
     let mut found = None;
     let config = discover(&base, &mut found).await;
+    let server = config.agent.server.clone();
     let listen = opts.listen.unwrap_or(config.agent.listen);
-    let state_dir = &config.agent.state_dir;
-    std::fs::create_dir_all(state_dir).with_context(|| {
+    let state_dir = config.agent.state_dir.clone();
+    std::fs::create_dir_all(&state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}; create it for the agent's user or set agent.state_dir",
             state_dir.display()
         )
     })?;
 
-    let model = Arc::new(Model::new(&config.agent.server, &source.to_string()));
+    // The parts: nothing runs yet.
+    let info = Arc::new(Info::new(&server, &source));
+    let model = Arc::new(Model::new());
     let bus = Arc::new(Bus::default());
+    let metrics = Arc::new(Metrics::new(true));
+    let inventory = Arc::new(Inventory::default());
+    let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::empty(&server)));
+    let (maintenance_tx, maintenance) = watch::channel(None);
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let audit_stats = Arc::new(crate::audit::Stats::default());
     let recent = Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path()));
-    let audit = crate::audit::start(
-        config.agent.audit_log_path(),
-        bus.subscribe(),
-        model.clone(),
-        recent.clone(),
-    )
-    .context("cannot start the audit writer thread")?;
-
+    let kamailio_stats = OutputStats::new("kamailio");
+    let hook_stats = OutputStats::new("hook");
+    let traffic = Arc::new(
+        crate::traffic::Traffic::open(&state_dir, &server, &config.traffic)
+            .context("cannot open the traffic store; check agent.state_dir")?,
+    );
+    let notify_stats = Arc::new(crate::notify::Stats::default());
+    let notifier =
+        crate::notify::Notifier::open(&config.notify, &state_dir, &server, notify_stats.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agentx_stats = Arc::new(crate::snmp::agentx::Stats::default());
+    let agentx = config
+        .snmp
+        .agentx
+        .as_deref()
+        .map(crate::snmp::agentx::Address::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{source}: snmp.agentx: {e}"))?;
     let access = Access::load(&config.access).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
@@ -87,110 +215,127 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let cancel = CancellationToken::new();
-    let traffic = Arc::new(
-        crate::traffic::Traffic::open(&config, model.clone())
-            .context("cannot open the traffic store; check agent.state_dir")?,
-    );
-    let traffic_tasks = traffic.start(&config.traffic, cancel.clone());
-    let api_state = Arc::new(crate::api::ApiState {
-        model: model.clone(),
-        process: crate::metrics::process_registry(),
-        access: std::sync::RwLock::new(access),
-        traffic,
-        recent,
-    });
-    let api = crate::api::router(api_state.clone());
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            api.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .into_future(),
-    );
 
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(crate::routing::Snapshot {
-        me: config.agent.server.clone(),
-        learned: false,
-        config_hash: String::new(),
-        servers: Vec::new(),
-        routes: Vec::new(),
-    }));
-    // Subscribed before the first probe, so no transition is missed.
-    let notifier = crate::notify::Notifier::open(
-        &config.notify,
-        &config.agent.state_dir,
-        &config.agent.server,
-        model.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?
-    .map(|n| n.start(bus.subscribe(), snap_rx.clone()))
-    .unwrap_or_default();
-    let mut scheduler = Scheduler::new(
-        model.clone(),
-        bus.clone(),
-        &config.agent.server,
-        config.agent.max_concurrent_probes,
-        cancel.clone(),
-    );
-    scheduler.apply(&config);
-    let (config_tx, config_rx) = watch::channel(config.clone());
-    let inventory = tokio::spawn(inventory(model.clone(), config_rx.clone(), cancel.clone()));
-    let faxstate = tokio::spawn(crate::routing::faxstate::run(
+    // /metrics, in this order.
+    metrics.register(info.clone());
+    metrics.register(audit_stats.clone());
+    metrics.register(model.clone());
+    metrics.register(Arc::new(Published(snapshot.clone())));
+    metrics.register(kamailio_stats.clone());
+    metrics.register(hook_stats.clone());
+    metrics.register(traffic.stats.clone());
+    metrics.register(notify_stats.clone());
+    metrics.register(agentx_stats.clone());
+    metrics.register(Arc::new(crate::notify::Suppressed(notify_stats)));
+    metrics.register(inventory.clone());
+
+    // The tasks: every subscriber of the bus before the first probe.
+    let outputs = CancellationToken::new();
+    let mut tasks = Tasks::default();
+    debug!(task = "audit", "Starting.");
+    let audit = crate::audit::start(
+        config.agent.audit_log_path(),
         bus.subscribe(),
-        config_rx.clone(),
-    ));
-
-    let mut routing = vec![
-        tokio::spawn(crate::routing::run(
+        audit_stats,
+        recent.clone(),
+    )
+    .context("cannot start the audit writer thread")?;
+    let mut drained = Tasks::default();
+    if let Some(n) = notifier {
+        drained.add("notify", n.start(bus.subscribe(), snapshot.clone()));
+    }
+    drained.spawn(
+        "faxstate",
+        crate::routing::faxstate::run(bus.subscribe(), config_rx.clone()),
+    );
+    tasks.spawn(
+        "routing",
+        crate::routing::run(
             model.clone(),
             bus.clone(),
             config_rx.clone(),
-            snap_tx,
-            cancel.clone(),
-        )),
-        tokio::spawn(crate::routing::kamailio::run(
-            snap_rx.clone(),
+            maintenance,
+            snapshot_tx,
+            outputs.clone(),
+        ),
+    );
+    tasks.spawn(
+        "kamailio",
+        crate::routing::kamailio::run(
+            snapshot.clone(),
             config_rx.clone(),
-            model.clone(),
-            cancel.clone(),
-        )),
-        tokio::spawn(crate::routing::hook::run(
-            snap_rx.clone(),
+            kamailio_stats,
+            outputs.clone(),
+        ),
+    );
+    tasks.spawn(
+        "hook",
+        crate::routing::hook::run(
+            snapshot.clone(),
             config_rx.clone(),
-            model.clone(),
-            cancel.clone(),
-        )),
-    ];
-    if let Some(a) = &config.snmp.agentx {
-        // Validated with the config.
-        if let Ok(address) = crate::snmp::agentx::Address::parse(a) {
-            routing.push(tokio::spawn(crate::snmp::agentx::run(
-                address,
-                model.clone(),
-                cancel.clone(),
-            )));
-        }
-    }
+            hook_stats,
+            outputs.clone(),
+        ),
+    );
     if let Some(l) = haproxy {
-        routing.push(tokio::spawn(crate::routing::haproxy::serve(
-            l,
-            snap_rx.clone(),
-            config_rx.clone(),
-            cancel.clone(),
-        )));
+        tasks.spawn(
+            "haproxy",
+            crate::routing::haproxy::serve(l, snapshot.clone(), config_rx.clone(), outputs.clone()),
+        );
     }
+    if let Some(address) = agentx {
+        let served = crate::snmp::agentx::Served {
+            server: server.clone(),
+            model: model.clone(),
+            cluster: snapshot.clone(),
+            traffic: traffic.stats.clone(),
+        };
+        tasks.spawn(
+            "agentx",
+            crate::snmp::agentx::run(address, served, agentx_stats, outputs.clone()),
+        );
+    }
+    tasks.add("traffic", traffic.start(&config.traffic, outputs.clone()));
+    tasks.spawn(
+        "inventory",
+        inventory_task(inventory.clone(), config_rx.clone(), outputs.clone()),
+    );
+    let api_state = Arc::new(crate::api::ApiState {
+        info: info.clone(),
+        model: model.clone(),
+        inventory,
+        cluster: snapshot,
+        metrics,
+        access: RwLock::new(access),
+        traffic: traffic.clone(),
+        recent,
+        maintenance: maintenance_tx,
+    });
+    let http = axum::serve(
+        listener,
+        crate::api::router(api_state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(outputs.clone().cancelled_owned())
+    .into_future();
+    let http = tokio::spawn(http);
+    if let Some(w) = crate::systemd::watchdog(outputs.clone()) {
+        tasks.add("watchdog", vec![w]);
+    }
+    // The checks, last.
+    let mut scheduler = Scheduler::new(
+        model,
+        bus.clone(),
+        &server,
+        config.agent.max_concurrent_probes,
+    );
+    scheduler.apply(&config);
     info!(
-        listen = %listen, config = %source, server = %config.agent.server,
+        listen = %listen, config = %source, server = %server,
         checks = config.checks().len(),
         "telagent started."
     );
-
     crate::systemd::ready();
-    if let Some(w) = crate::systemd::watchdog(cancel.clone()) {
-        routing.push(w);
-    }
+
     let mut current = config;
     let mut rediscover = tokio::time::interval_at(
         tokio::time::Instant::now() + base.discovery.interval,
@@ -204,19 +349,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 crate::systemd::reloading();
                 let reloaded = {
-                    let (source, old, model) = (source.clone(), base.clone(), model.clone());
-                    tokio::task::spawn_blocking(move || reload(&source, &old, &model))
+                    let (source, old, info, opts) = (source.clone(), base.clone(), info.clone(), opts.clone());
+                    tokio::task::spawn_blocking(move || reload(&source, &old, &info, &opts))
                         .await
                         .ok()
                         .flatten()
                 };
-                if let Some((mut new, access)) = reloaded {
-                    if let Some(dir) = &opts.state_dir {
-                        new.agent.state_dir = dir.clone();
-                    }
+                if let Some((new, access)) = reloaded {
                     *api_state.access.write().unwrap_or_else(std::sync::PoisonError::into_inner) = access;
                     base = new;
                     current = discover(&base, &mut found).await;
+                    info!(config = %source, checks = current.checks().len(), "Configuration reloaded.");
                     scheduler.apply(&current);
                     config_tx.send_replace(current.clone());
                 }
@@ -237,24 +380,35 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     info!("Shutting down.");
     crate::systemd::stopping();
+    debug!("Stopping the probes.");
     scheduler.shutdown().await;
-    let _ = inventory.await;
-    for task in routing.into_iter().chain(traffic_tasks) {
-        let _ = task.await;
-    }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    debug!("Stopping the outputs and inputs.");
+    outputs.cancel();
+    tasks.join().await;
+    debug!("Waiting for the HTTP server to finish its requests.");
+    match tokio::time::timeout(Duration::from_secs(5), http).await {
         Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error."),
         Err(_) => warn!("HTTP server did not finish its requests within 5s."),
         _ => {}
     }
+    debug!("Draining the bus.");
     bus.close();
-    let _ = faxstate.await;
-    for task in notifier {
-        let _ = task.await;
-    }
+    drained.join().await;
+    debug!("Flushing the audit log.");
     let _ = tokio::task::spawn_blocking(move || audit.join()).await;
+    debug!("Closing the stores.");
+    drop(api_state);
+    drop(traffic);
     info!("Stopped.");
     Ok(())
+}
+
+/// The config with the command line's overrides applied.
+fn with_overrides(mut c: Config, opts: &RunOptions) -> Config {
+    if let Some(dir) = &opts.state_dir {
+        c.agent.state_dir = dir.clone();
+    }
+    c
 }
 
 /// `base` with what discovery finds on this host, when `[discovery]` is on. Logs one line
@@ -285,21 +439,22 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
 }
 
 /// Loads the config (and the access files) again; on success returns them, on failure
-/// keeps the old ones.
-fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, Access)> {
+/// keeps the old ones. Blocking: runs on a blocking thread.
+fn reload(
+    source: &Source,
+    current: &Config,
+    info: &Info,
+    opts: &RunOptions,
+) -> Option<(Config, Access)> {
     let result = config::load(source)
         .map_err(|e| e.to_string())
         .and_then(|c| {
             let access = Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
-            Ok((c, access))
+            Ok((with_overrides(c, opts), access))
         });
-    let mut m = model.write();
-    m.reload.at = SystemTime::now();
     match result {
         Ok((new, access)) => {
-            m.reload.successful = true;
-            m.reload.error = None;
-            drop(m);
+            info.reloaded(None);
             for (what, changed) in [
                 ("agent.listen", new.agent.listen != current.agent.listen),
                 (
@@ -322,22 +477,19 @@ fn reload(source: &Source, current: &Config, model: &Model) -> Option<(Config, A
                     );
                 }
             }
-            info!(config = %source, checks = new.checks().len(), "Configuration reloaded.");
             Some((new, access))
         }
         Err(e) => {
-            m.reload.successful = false;
-            m.reload.error = Some(e.clone());
-            drop(m);
+            info.reloaded(Some(e.clone()));
             error!(error = %e, "Configuration rejected; the previous configuration keeps running.");
             None
         }
     }
 }
 
-/// Refreshes the serial-port inventory of the model.
-async fn inventory(
-    model: Arc<Model>,
+/// Refreshes the serial-port inventory.
+async fn inventory_task(
+    inventory: Arc<Inventory>,
     mut config: watch::Receiver<Config>,
     cancel: CancellationToken,
 ) {
@@ -370,7 +522,7 @@ async fn inventory(
         } else {
             Vec::new()
         };
-        model.write().ports = ports;
+        inventory.set(ports);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(c.interval) => {}

@@ -5,7 +5,8 @@
 //! `POST /v1/events` (message events counted in the traffic store; bearer token and
 //! allowlist) and `GET /v1/totals` (traffic totals over a window).
 //!
-//! Everything is read from the model; no request triggers a probe.
+//! Everything is read from what the parts of the agent publish (the model's checks, the
+//! routing snapshot, the outputs' stats); no request triggers a probe.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -16,21 +17,44 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use prometheus::Registry;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::access::{Access, Refusal};
-use crate::engine::model::Model;
+use crate::agent::{Info, ReloadStatus};
+use crate::engine::model::{rfc3339, Model, TargetDoc};
 use crate::routing::decision::ServerState;
+use crate::routing::Snapshot;
+use crate::serial::inventory::{Inventory, PortInfo};
 
 pub struct ApiState {
+    pub info: Arc<Info>,
     pub model: Arc<Model>,
-    pub process: Registry,
+    pub inventory: Arc<Inventory>,
+    pub cluster: watch::Receiver<Arc<Snapshot>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Replaced at each reload.
     pub access: RwLock<Access>,
     pub traffic: Arc<crate::traffic::Traffic>,
     /// The last transitions, for the status page.
     pub recent: Arc<crate::audit::Recent>,
+    /// The operator's maintenance drain, told to the routing task.
+    pub maintenance: watch::Sender<Option<String>>,
+}
+
+/// /v1/status: every target, its state, since when, its last observation and last error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub server: String,
+    pub version: String,
+    #[serde(with = "rfc3339")]
+    pub started_at: std::time::SystemTime,
+    pub config: ReloadStatus,
+    pub targets: Vec<TargetDoc>,
+    pub ports: Vec<PortInfo>,
+    /// The cluster as this agent sees it (servers, routes), when members are configured.
+    #[serde(default)]
+    pub cluster: Option<Snapshot>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -105,7 +129,8 @@ async fn guard_reads(
 }
 
 async fn server(State(s): State<Arc<ApiState>>) -> Response {
-    match s.model.read().cluster.as_ref().and_then(|c| c.doc()) {
+    let doc = s.cluster.borrow().doc();
+    match doc {
         Some(doc) => Json(doc).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -116,12 +141,7 @@ async fn server(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn server_health(State(s): State<Arc<ApiState>>) -> Response {
-    let own = s
-        .model
-        .read()
-        .cluster
-        .as_ref()
-        .and_then(|c| c.own().cloned());
+    let own = s.cluster.borrow().own().cloned();
     match own {
         Some(v) if matches!(v.state, ServerState::Up | ServerState::Drain) => {
             (StatusCode::OK, format!("{}\n", v.state.as_str())).into_response()
@@ -145,13 +165,7 @@ struct RoutesQuery {
 }
 
 async fn routes(State(s): State<Arc<ApiState>>, Query(q): Query<RoutesQuery>) -> Response {
-    let all = s
-        .model
-        .read()
-        .cluster
-        .as_ref()
-        .map(|c| c.routes.clone())
-        .unwrap_or_default();
+    let all = s.cluster.borrow().routes.clone();
     match q.group {
         None => Json(all).into_response(),
         Some(g) => match all.into_iter().find(|r| r.group == g) {
@@ -192,7 +206,7 @@ async fn maintenance(
     let reason = m
         .reason
         .unwrap_or_else(|| format!("set by {}", caller.ip()));
-    s.model.write().maintenance = m.drain.then(|| reason.clone());
+    s.maintenance.send_replace(m.drain.then(|| reason.clone()));
     tracing::warn!(caller = %caller.ip(), drain = m.drain, reason = %reason, "Maintenance drain changed.");
     (
         StatusCode::OK,
@@ -250,7 +264,7 @@ async fn events(
             (StatusCode::INTERNAL_SERVER_ERROR, "the store task ended\n").into_response(),
         ),
     };
-    *s.model.write().event_batches.entry(label).or_default() += 1;
+    s.traffic.stats.batch(label);
     response
 }
 
@@ -323,16 +337,19 @@ async fn index(
     .await
     .unwrap_or_else(|_| Err("the store task ended".into()));
     let recent = s.recent.entries();
+    let cluster = s.cluster.borrow().clone();
     let extras = crate::page::Extras {
+        server: &s.info.server,
+        cluster: &cluster,
         recent: &recent,
         today: today.as_deref().map_err(String::as_str),
         now,
     };
     let m = s.model.read();
     let html = if only_main {
-        crate::page::main(&m, &extras, "refresh")
+        crate::page::main(&m.targets, &extras, "refresh")
     } else {
-        crate::page::page(&m, &extras)
+        crate::page::page(&m.targets, &extras)
     };
     drop(m);
     ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
@@ -341,7 +358,7 @@ async fn index(
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        crate::metrics::render(&s.model, &s.process),
+        s.metrics.render(),
     )
         .into_response()
 }
@@ -351,7 +368,17 @@ async fn healthz() -> &'static str {
 }
 
 async fn status(State(s): State<Arc<ApiState>>) -> Response {
-    Json(s.model.status_doc()).into_response()
+    let cluster = s.cluster.borrow().clone();
+    Json(StatusDoc {
+        server: s.info.server.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: s.info.started_at,
+        config: s.info.reload(),
+        targets: s.model.target_docs(),
+        ports: s.inventory.ports(),
+        cluster: Some((*cluster).clone()),
+    })
+    .into_response()
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

@@ -9,13 +9,38 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::bus::Transition;
-use crate::engine::model::Model;
+use crate::metrics::{Collector, Families};
+
+/// What the audit writer counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    write_errors: AtomicU64,
+}
+
+impl Stats {
+    /// A transition that could not be appended.
+    pub(crate) fn write_error(&self) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Collector for Stats {
+    fn collect(&self, f: &mut Families) {
+        f.counter(
+            "telagent_audit_write_errors_total",
+            "Transitions that could not be appended to the audit log.",
+            &[],
+            self.write_errors.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -135,7 +160,7 @@ impl Recent {
 pub fn start(
     path: PathBuf,
     mut rx: UnboundedReceiver<Transition>,
-    model: Arc<Model>,
+    stats: Arc<Stats>,
     recent: Arc<Recent>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -145,7 +170,7 @@ pub fn start(
                 let line = line(&t);
                 recent.push(&line);
                 if let Err(e) = append(&path, &line) {
-                    model.write().audit_write_errors += 1;
+                    stats.write_error();
                     tracing::error!(
                         file = %path.display(), error = %e, target = %t.target,
                         "Cannot append a transition to the audit log; check that the directory exists and is writable by the agent."

@@ -12,10 +12,16 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use std::collections::BTreeMap;
+
 use crate::audit::Entry;
-use crate::engine::model::{Inner, Target};
+use crate::engine::model::Target;
 use crate::engine::tracker::State;
+use crate::routing::Snapshot;
 use crate::traffic::totals::Row;
+
+/// The checks, by name.
+pub type Targets = BTreeMap<String, Target>;
 
 /// Most targets listed in one group; the rest are counted in a line.
 pub const MAX_TARGETS: usize = 40;
@@ -56,8 +62,11 @@ const SCRIPT: &str = "setInterval(function(){fetch('/?part=main',{cache:'no-stor
 document.getElementById('stale').hidden=true})\
 .catch(function(){document.getElementById('stale').hidden=false})},5000);";
 
-/// What the page shows besides the model.
+/// What the page shows besides the checks.
 pub struct Extras<'a> {
+    pub server: &'a str,
+    /// The routing snapshot (servers and routes; empty without members).
+    pub cluster: &'a Snapshot,
     pub recent: &'a [Entry],
     /// Today's traffic per server (UTC day), or why it could not be read.
     pub today: Result<&'a [Row], &'a str>,
@@ -65,8 +74,8 @@ pub struct Extras<'a> {
 }
 
 /// The whole page.
-pub fn page(m: &Inner, x: &Extras) -> String {
-    let (state, reason) = routing_state(m);
+pub fn page(targets: &Targets, x: &Extras) -> String {
+    let (state, reason) = routing_state(targets, x.cluster);
     let mut out = String::with_capacity(16 * 1024);
     let _ = write!(
         out,
@@ -77,33 +86,24 @@ pub fn page(m: &Inner, x: &Extras) -> String {
          <small>telagent {v} · <a href=/metrics>metrics</a> · \
          <a href=/v1/status>status JSON</a> · \
          <span id=stale hidden>not refreshing: the agent does not answer</span></small></header>",
-        server = escape(&m.server),
+        server = escape(x.server),
         state = state,
         reason = escape(&reason),
         v = env!("CARGO_PKG_VERSION"),
     );
-    out.push_str(&main(m, x, "page"));
+    out.push_str(&main(targets, x, "page"));
     let _ = writeln!(out, "<script>{SCRIPT}</script></body></html>");
     out
 }
 
 /// This server's routing state and why: from the cluster when members are configured,
 /// else from its own targets.
-fn routing_state(m: &Inner) -> (&'static str, String) {
-    if let Some(own) = m.cluster.as_ref().and_then(|c| c.own()) {
+fn routing_state(targets: &Targets, cluster: &Snapshot) -> (&'static str, String) {
+    if let Some(own) = cluster.own() {
         return (own.state.as_str(), own.reason.clone());
     }
-    let down = m
-        .targets
-        .values()
-        .filter(|t| t.state == State::Down)
-        .count();
-    let degraded = m
-        .targets
-        .values()
-        .filter(|t| t.state == State::Degraded)
-        .count();
-    let total = m.targets.len();
+    let count = |s: State| targets.values().filter(|t| t.state == s).count();
+    let (down, degraded, total) = (count(State::Down), count(State::Degraded), targets.len());
     let why = format!(
         "{total} targets: {down} down, {degraded} degraded (no [[member]] configured: no routing decision is published)"
     );
@@ -116,11 +116,10 @@ fn routing_state(m: &Inner) -> (&'static str, String) {
 
 /// The refreshed part of the page; `source` (`page` or `refresh`) says which request
 /// rendered it.
-pub fn main(m: &Inner, x: &Extras, source: &str) -> String {
+pub fn main(targets: &Targets, x: &Extras, source: &str) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let _ = write!(out, "<main data-source={source}>");
-    let down: Vec<&Target> = m
-        .targets
+    let down: Vec<&Target> = targets
         .values()
         .filter(|t| t.state == State::Down)
         .collect();
@@ -139,8 +138,7 @@ pub fn main(m: &Inner, x: &Extras, source: &str) -> String {
         ("Queues", &["queue"][..]),
         ("Services", &["tcp", "http", "command"][..]),
     ] {
-        let group: Vec<&Target> = m
-            .targets
+        let group: Vec<&Target> = targets
             .values()
             .filter(|t| kinds.contains(&t.kind))
             .collect();
@@ -159,13 +157,13 @@ pub fn main(m: &Inner, x: &Extras, source: &str) -> String {
         more(&mut out, group.len());
         out.push_str("</table></section>");
     }
-    if m.targets.is_empty() {
+    if targets.is_empty() {
         out.push_str(
             "<section><h2>Targets</h2><p>Nothing is monitored: no check is configured and \
              discovery found nothing. Run <code>telagent discover</code> for a config to start from.</p></section>",
         );
     }
-    peers(&mut out, m, x.now);
+    peers(&mut out, x.cluster, x.now);
     recent(&mut out, x.recent);
     today(&mut out, &x.today);
     out.push_str("</main>");
@@ -259,10 +257,10 @@ fn queue_figures(t: &Target) -> String {
     }
 }
 
-fn peers(out: &mut String, m: &Inner, now: SystemTime) {
-    let Some(c) = m.cluster.as_ref().filter(|c| !c.servers.is_empty()) else {
+fn peers(out: &mut String, c: &Snapshot, now: SystemTime) {
+    if c.servers.is_empty() {
         return;
-    };
+    }
     out.push_str("<section><h2>Servers</h2><table>");
     for s in &c.servers {
         let active = match s.last_active {
@@ -350,7 +348,17 @@ fn today(out: &mut String, rows: &Result<&[Row], &str>) {
 mod tests {
     use super::*;
     use crate::checks::Observation;
-    use crate::engine::model::{Model, Probe};
+    use crate::engine::model::Probe;
+
+    fn alone(me: &str) -> Snapshot {
+        Snapshot {
+            me: me.into(),
+            learned: false,
+            config_hash: String::new(),
+            servers: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
 
     fn target(name: &str, kind: &'static str, state: State, obs: Observation) -> Target {
         let mut t = Target::new(name, kind, &[], std::time::Duration::from_secs(10));
@@ -365,9 +373,9 @@ mod tests {
 
     #[test]
     fn down_targets_come_first_with_why_and_everything_is_escaped() {
-        let model = Model::new("fax<1>", "test");
+        let mut targets = Targets::new();
         {
-            let mut m = model.write();
+            let m = &mut targets;
             let gw = Observation::ok("30 channels").with_value("x", "x", 1.0);
             let mut gw = target("gw1", "gateway", State::Up, gw);
             for (s, n) in [("busy", 20.0), ("idle", 8.0), ("out_of_service", 2.0)] {
@@ -383,8 +391,8 @@ mod tests {
                         value: n,
                     });
             }
-            m.targets.insert("gw1".into(), gw);
-            m.targets.insert(
+            m.insert("gw1".into(), gw);
+            m.insert(
                 "line<2>".into(),
                 target(
                     "line<2>",
@@ -413,9 +421,12 @@ mod tests {
             pages_sent: 12,
             pages_received: 4,
         }];
+        let cluster = alone("fax<1>");
         let html = page(
-            &model.read(),
+            &targets,
             &Extras {
+                server: "fax<1>",
+                cluster: &cluster,
                 recent: &entries,
                 today: Ok(&rows),
                 now: SystemTime::now(),
@@ -438,14 +449,13 @@ mod tests {
 
     #[test]
     fn a_page_of_many_targets_stays_under_50_kb() {
-        let model = Model::new("fax1", "test");
+        let mut targets = Targets::new();
         {
-            let mut m = model.write();
+            let m = &mut targets;
             for i in 0..2000 {
                 let name = format!("check-{i:04}-{}", "x".repeat(40));
                 let obs = Observation::fail("connect_refused", "y".repeat(120));
-                m.targets
-                    .insert(name.clone(), target(&name, "tcp", State::Down, obs));
+                m.insert(name.clone(), target(&name, "tcp", State::Down, obs));
             }
         }
         let entries: Vec<Entry> = (0..crate::audit::RECENT)
@@ -458,9 +468,12 @@ mod tests {
                 reason: "z".repeat(80),
             })
             .collect();
+        let cluster = alone("fax1");
         let html = page(
-            &model.read(),
+            &targets,
             &Extras {
+                server: "fax1",
+                cluster: &cluster,
                 recent: &entries,
                 today: Err("locked"),
                 now: SystemTime::now(),

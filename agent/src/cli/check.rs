@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> ExitCode {
     println!();
     println!("metrics it would export:");
     let status = obs.status;
-    let model = Arc::new(Model::new(&c.agent.server, &source.to_string()));
+    let model = Arc::new(Model::new());
     {
         let mut target = Target::new(
             spec.name(),
@@ -99,7 +99,9 @@ pub async fn run(args: Args) -> ExitCode {
             .targets
             .insert(spec.name().to_string(), target);
     }
-    let text = crate::metrics::render(&model, &prometheus::Registry::new());
+    let metrics = crate::metrics::Metrics::new(false);
+    metrics.register(model);
+    let text = metrics.render();
     let label = format!("check=\"{}\"", spec.name());
     for line in text.lines().filter(|l| l.contains(&label)) {
         println!("{line}");

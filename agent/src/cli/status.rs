@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use crate::engine::model::StatusDoc;
+use crate::api::StatusDoc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

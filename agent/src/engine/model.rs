@@ -1,5 +1,6 @@
-//! The live model: the snapshot every output reads. Checks write it through the scheduler;
-//! /metrics, /v1/status and the CLI only read it. Reading never triggers a probe.
+//! The live model: the state of every check, as the scheduler records it. Outputs only
+//! read it (/metrics through its collector, /v1/status, AgentX, routing); reading never
+//! triggers a probe. It holds check state only: each output keeps its own stats.
 
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::tracker::State;
 use crate::checks::{Observation, Status, Value};
-use crate::serial::inventory::PortInfo;
 
 /// One probe as recorded.
 #[derive(Debug, Clone)]
@@ -73,81 +73,19 @@ impl Target {
     }
 }
 
-/// Outcome of the last configuration (re)load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReloadStatus {
-    pub source: String,
-    pub successful: bool,
-    #[serde(with = "rfc3339")]
-    pub at: SystemTime,
-    pub error: Option<String>,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Inner {
-    pub server: String,
-    pub started_at: SystemTime,
     pub targets: BTreeMap<String, Target>,
-    pub ports: Vec<PortInfo>,
-    pub reload: ReloadStatus,
-    pub audit_write_errors: u64,
-    /// The cluster as the routing layer sees it.
-    pub cluster: Option<std::sync::Arc<crate::routing::Snapshot>>,
-    /// A drain set by an operator through the API, with its reason.
-    pub maintenance: Option<String>,
-    /// Changes told to, and failures of, each routing output (`kamailio`, `hook`).
-    pub routing_changes: BTreeMap<&'static str, u64>,
-    pub routing_errors: BTreeMap<&'static str, u64>,
-    /// Lifetime traffic counters, as committed to the traffic store.
-    pub traffic: BTreeMap<crate::traffic::Key, crate::traffic::Count>,
-    /// Each tailed file's progress, by source name (`xferfaxlog:<path>`).
-    pub traffic_sources: BTreeMap<String, crate::traffic::SourceStats>,
-    /// Event batches posted: `counted`, `duplicate`, `rejected`.
-    pub event_batches: BTreeMap<&'static str, u64>,
-    /// Notification delivery per receiver (or failover queue).
-    pub notify: BTreeMap<String, crate::notify::ReceiverStats>,
-    /// Notifications held back by storm damping.
-    pub notifications_suppressed: u64,
-    /// The AgentX subagent has TELAGENT-MIB registered with the master now.
-    pub agentx_registered: bool,
-    /// AgentX sessions opened and registered since start.
-    pub agentx_sessions: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Model {
     inner: RwLock<Inner>,
 }
 
 impl Model {
-    pub fn new(server: &str, source: &str) -> Self {
-        let now = SystemTime::now();
-        Model {
-            inner: RwLock::new(Inner {
-                server: server.to_string(),
-                started_at: now,
-                targets: BTreeMap::new(),
-                ports: Vec::new(),
-                reload: ReloadStatus {
-                    source: source.to_string(),
-                    successful: true,
-                    at: now,
-                    error: None,
-                },
-                audit_write_errors: 0,
-                cluster: None,
-                maintenance: None,
-                routing_changes: BTreeMap::new(),
-                routing_errors: BTreeMap::new(),
-                traffic: BTreeMap::new(),
-                traffic_sources: BTreeMap::new(),
-                event_batches: BTreeMap::new(),
-                notify: BTreeMap::new(),
-                notifications_suppressed: 0,
-                agentx_registered: false,
-                agentx_sessions: 0,
-            }),
-        }
+    pub fn new() -> Self {
+        Model::default()
     }
 
     // A poisoned lock means a writer panicked between two field writes of plain data; the
@@ -164,34 +102,10 @@ impl Model {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The JSON document of /v1/status.
-    pub fn status_doc(&self) -> StatusDoc {
-        let m = self.read();
-        StatusDoc {
-            server: m.server.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: m.started_at,
-            config: m.reload.clone(),
-            targets: m.targets.values().map(TargetDoc::from).collect(),
-            ports: m.ports.clone(),
-            cluster: m.cluster.as_deref().cloned(),
-        }
+    /// Every target as /v1/status shows it.
+    pub fn target_docs(&self) -> Vec<TargetDoc> {
+        self.read().targets.values().map(TargetDoc::from).collect()
     }
-}
-
-/// /v1/status: every target, its state, since when, its last observation and last error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusDoc {
-    pub server: String,
-    pub version: String,
-    #[serde(with = "rfc3339")]
-    pub started_at: SystemTime,
-    pub config: ReloadStatus,
-    pub targets: Vec<TargetDoc>,
-    pub ports: Vec<PortInfo>,
-    /// The cluster as this agent sees it (servers, routes), when members are configured.
-    #[serde(default)]
-    pub cluster: Option<crate::routing::Snapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -62,13 +62,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(
-        model: Arc<Model>,
-        bus: Arc<Bus>,
-        server: &str,
-        max_concurrent: usize,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub fn new(model: Arc<Model>, bus: Arc<Bus>, server: &str, max_concurrent: usize) -> Self {
         Scheduler {
             shared: Arc::new(Shared {
                 model,
@@ -77,7 +71,7 @@ impl Scheduler {
                 server: server.to_string(),
             }),
             running: HashMap::new(),
-            cancel,
+            cancel: CancellationToken::new(),
         }
     }
 

@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::bus::Transition;
-use crate::engine::model::Model;
 use crate::engine::tracker::State;
+use crate::metrics::{Collector, Families};
 
 /// `[notify]`: SNMP notifications.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -396,6 +396,63 @@ pub fn from_transition(t: &Transition, speaker: bool, last: Option<Kind>) -> Opt
     })
 }
 
+/// Delivery counters of every receiver (or failover queue), and what storm damping held
+/// back.
+#[derive(Debug, Default)]
+pub struct Stats {
+    receivers: Mutex<BTreeMap<String, ReceiverStats>>,
+    pub(crate) suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn receivers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ReceiverStats>> {
+        self.receivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Delivery of SNMP notifications, per receiver (or the failover queue).
+impl Collector for Stats {
+    fn collect(&self, f: &mut Families) {
+        for (name, st) in self.receivers().iter() {
+            let l = [("receiver", name.as_str())];
+            for (metric, help, v) in [
+                ("telagent_notifications_sent_total", "Notifications sent (every attempt, retries included).", st.sent),
+                ("telagent_notifications_acknowledged_total", "Informs acknowledged by the receiver.", st.acknowledged),
+                ("telagent_notifications_retried_total", "Inform attempts not acknowledged in time (retried with backoff).", st.retried),
+                ("telagent_notifications_auth_failures_total", "Notifications the receiver refused (v3 reports: wrong user, digest or privacy password).", st.auth_failures),
+                ("telagent_notifications_dropped_total", "Notifications dropped because the outbox was full (oldest first).", st.dropped),
+            ] {
+                f.counter(metric, help, &l, v as f64);
+            }
+            f.gauge(
+                "telagent_notification_outbox_depth",
+                "Notifications waiting in the durable outbox.",
+                &l,
+                st.outbox_depth as f64,
+            );
+        }
+    }
+}
+
+/// What storm damping held back, as its own family (registered after AgentX's, where
+/// /metrics has always shown it).
+pub struct Suppressed(pub Arc<Stats>);
+
+impl Collector for Suppressed {
+    fn collect(&self, f: &mut Families) {
+        if !self.0.receivers().is_empty() {
+            f.counter(
+                "telagent_notifications_suppressed_total",
+                "Notifications held back by storm damping (summed up in telagentNotificationsSuppressed).",
+                &[],
+                self.0.suppressed.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            );
+        }
+    }
+}
+
 /// Delivery counters of one receiver, for /metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceiverStats {
@@ -448,7 +505,8 @@ pub struct Notifier {
     config: NotifyConfig,
     outbox: Arc<Mutex<outbox::Outbox>>,
     wake: Arc<Notify>,
-    model: Arc<Model>,
+    stats: Arc<Stats>,
+    server: String,
     engine: traps::Engine,
 }
 
@@ -458,7 +516,7 @@ impl Notifier {
         config: &NotifyConfig,
         state_dir: &std::path::Path,
         server: &str,
-        model: Arc<Model>,
+        stats: Arc<Stats>,
     ) -> Result<Option<Notifier>, String> {
         if config.receiver.is_empty() {
             return Ok(None);
@@ -479,7 +537,8 @@ impl Notifier {
             config: config.clone(),
             outbox: Arc::new(Mutex::new(outbox)),
             wake: Arc::new(Notify::new()),
-            model,
+            stats,
+            server: server.to_string(),
             engine: traps::Engine {
                 id,
                 boots,
@@ -512,9 +571,9 @@ impl Notifier {
         let pushed = self.lock().push(&targets, n);
         match pushed {
             Ok(dropped) => {
-                let mut m = self.model.write();
+                let mut m = self.stats.receivers();
                 for (q, d) in targets.iter().zip(dropped) {
-                    let s = m.notify.entry(q.clone()).or_default();
+                    let s = m.entry(q.clone()).or_default();
                     s.dropped += d as u64;
                     s.outbox_depth += 1;
                     s.outbox_depth -= d as u64;
@@ -542,14 +601,14 @@ impl Notifier {
         let cancel = CancellationToken::new();
         let me = Arc::new(self);
         {
-            let mut m = me.model.write();
+            let mut m = me.stats.receivers();
             for q in queues(&me.config) {
                 let depth = me.lock().depth(&q).unwrap_or(0);
-                m.notify.entry(q).or_default().outbox_depth = depth;
+                m.entry(q).or_default().outbox_depth = depth;
             }
         }
         // Not inside the enqueue call: a read guard held there would block its write.
-        let server = me.model.read().server.clone();
+        let server = me.server.clone();
         me.enqueue(&Notification {
             kind: Kind::AgentStart,
             target: server.clone(),
@@ -597,7 +656,7 @@ impl Notifier {
                 }
             }
             damper.flush_all(&consumer);
-            let server = consumer.model.read().server.clone();
+            let server = consumer.server.clone();
             consumer.enqueue(&Notification {
                 kind: Kind::AgentStop,
                 target: server.clone(),
@@ -666,8 +725,9 @@ impl Damper {
                 .or_insert((0, notification.clone()));
             e.0 += 1;
             e.1 = notification;
-            let mut m = n.model.write();
-            m.notifications_suppressed += 1;
+            n.stats
+                .suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         self.last_sent.insert(notification.target.clone(), now);
@@ -770,8 +830,8 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
                 o = s.deliver(&notification, &n.engine, n.config.timeout) => o,
             };
             let name = s.config.name.clone();
-            let mut m = n.model.write();
-            let st = m.notify.entry(name.clone()).or_default();
+            let mut m = n.stats.receivers();
+            let st = m.entry(name.clone()).or_default();
             match outcome {
                 traps::Outcome::Sent => {
                     st.sent += 1;
@@ -800,9 +860,8 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
         if delivered {
             let _ = n.lock().remove(seq);
             let depth = n.lock().depth(&queue).unwrap_or(0);
-            n.model
-                .write()
-                .notify
+            n.stats
+                .receivers()
                 .entry(queue.clone())
                 .or_default()
                 .outbox_depth = depth;

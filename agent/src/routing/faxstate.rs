@@ -29,7 +29,7 @@ pub fn command_for(config: &Config, t: &Transition) -> Option<(String, Vec<Strin
         args.push("-q".into());
         args.push(spool.display().to_string());
     }
-    args.push(m.device_name());
+    args.push(m.hylafax_device.clone().unwrap_or_else(|| m.device_name()));
     Some((program, args))
 }
 

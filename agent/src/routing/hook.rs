@@ -11,14 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::decision::ServerState;
+use super::OutputStats;
 use super::Snapshot;
 use crate::config::Config;
-use crate::engine::model::Model;
 
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     config: watch::Receiver<Config>,
-    model: Arc<Model>,
+    stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
     let mut told: BTreeMap<String, ServerState> = BTreeMap::new();
@@ -55,12 +55,9 @@ pub async fn run(
                 .kill_on_drop(true);
             let outcome = tokio::time::timeout(hook.timeout, cmd.status()).await;
             let ok = matches!(outcome, Ok(Ok(s)) if s.success());
-            {
-                let mut m = model.write();
-                *m.routing_changes.entry("hook").or_default() += 1;
-                if !ok {
-                    *m.routing_errors.entry("hook").or_default() += 1;
-                }
+            stats.changed();
+            if !ok {
+                stats.failed();
             }
             if ok {
                 info!(server = %v.name, state = v.state.as_str(), "Hook told of the change.");

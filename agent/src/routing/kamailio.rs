@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use super::decision::ServerState;
+use super::OutputStats;
 use super::Snapshot;
 use crate::config::Config;
-use crate::engine::model::Model;
 
 /// Calls one JSON-RPC method; returns its `result`.
 pub async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
@@ -58,7 +58,7 @@ pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     config: watch::Receiver<Config>,
-    model: Arc<Model>,
+    stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -78,8 +78,8 @@ pub async fn run(
         if !snap.learned {
             continue;
         }
-        if let Err(e) = assert_states(&snap, &c, k, &model).await {
-            *model.write().routing_errors.entry("kamailio").or_default() += 1;
+        if let Err(e) = assert_states(&snap, &c, k, &stats).await {
+            stats.failed();
             error!(error = %e, "Cannot bring Kamailio's dispatcher in line; retrying.");
         }
     }
@@ -89,7 +89,7 @@ async fn assert_states(
     snap: &Snapshot,
     c: &Config,
     k: &super::cluster::KamailioConfig,
-    model: &Model,
+    stats: &OutputStats,
 ) -> Result<(), String> {
     let current = flags(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
     for v in snap.servers.iter().filter(|v| v.speaker) {
@@ -125,7 +125,7 @@ async fn assert_states(
             json!([want, k.set, uri]),
         )
         .await?;
-        *model.write().routing_changes.entry("kamailio").or_default() += 1;
+        stats.changed();
         info!(server = %v.name, uri = %uri, state = want, was = %now, "Kamailio dispatcher set.");
     }
     Ok(())

@@ -6,7 +6,8 @@
 //! it answers (each agent is authoritative for its server); when it stops answering, its
 //! service is probed directly, and after `inactive_after` without its agent and without its
 //! service the peer is down. States pass rise / fall / hold damping. The result, a
-//! [`Snapshot`], goes into the model and to every output, each of which acts only for the
+//! [`Snapshot`], is published on a watch channel to every output (and the API and AgentX,
+//! which render it), each of which acts only for the
 //! servers this agent speaks for (see [`decision::speaks_for`]), and only once it has
 //! learned the cluster's view (every peer polled once, its own state known).
 
@@ -18,6 +19,7 @@ pub mod hook;
 pub mod kamailio;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -31,7 +33,116 @@ use crate::config::Config;
 use crate::engine::bus::{Bus, Transition};
 use crate::engine::model::Model;
 use crate::engine::tracker::{State, Tracker};
+use crate::metrics::{bool01, seconds, Collector, Families};
 use decision::{GroupRoutes, ServerState, ServerView};
+
+/// Changes told to, and failures of, one routing output (`kamailio`, `hook`).
+#[derive(Debug)]
+pub struct OutputStats {
+    output: &'static str,
+    changes: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl OutputStats {
+    pub fn new(output: &'static str) -> Arc<OutputStats> {
+        Arc::new(OutputStats {
+            output,
+            changes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Collector for OutputStats {
+    fn collect(&self, f: &mut Families) {
+        let l = [("output", self.output)];
+        f.counter(
+            "telagent_routing_changes_total",
+            "State changes told to a routing output.",
+            &l,
+            self.changes.load(Ordering::Relaxed) as f64,
+        );
+        f.counter(
+            "telagent_routing_errors_total",
+            "Failed attempts to tell a routing output.",
+            &l,
+            self.errors.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
+/// The published snapshot, as metrics: server states, routes per group, learned.
+pub struct Published(pub watch::Receiver<Arc<Snapshot>>);
+
+impl Collector for Published {
+    fn collect(&self, f: &mut Families) {
+        let c = self.0.borrow().clone();
+        for v in &c.servers {
+            let l = [("server", v.name.as_str())];
+            for st in ServerState::ALL {
+                f.gauge(
+                    "telagent_server_state",
+                    "Routing state of the server as this agent sees it (1 for the current state of unknown / up / drain / down), refreshed every evaluation.",
+                    &[l[0], ("state", st.as_str())],
+                    bool01(v.state == st),
+                );
+            }
+            if let Some(t) = v.last_active {
+                f.gauge(
+                    "telagent_server_last_active_timestamp_seconds",
+                    "Last time the server's agent answered (this server: now), seconds since the Unix epoch.",
+                    &l,
+                    seconds(t),
+                );
+            }
+            f.gauge(
+                "telagent_server_speaker",
+                "1 if this agent tells the routing layer about the server (its own, or a dead peer it speaks for).",
+                &l,
+                bool01(v.speaker),
+            );
+            f.gauge(
+                "telagent_cluster_config_drift",
+                "1 if the server's agent publishes other cluster / member / group sections than this agent.",
+                &l,
+                bool01(v.config_drift),
+            );
+        }
+        for g in &c.routes {
+            f.gauge(
+                "telagent_routing_panic",
+                "1 while fewer servers of the group are routable than the panic threshold (every server is routed).",
+                &[("group", g.group.as_str())],
+                bool01(g.panic),
+            );
+            f.gauge(
+                "telagent_routing_routable_servers",
+                "Servers of the group that take new work.",
+                &[("group", g.group.as_str())],
+                g.servers.iter().filter(|s| s.routable).count() as f64,
+            );
+        }
+        f.gauge(
+            "telagent_routing_learned",
+            "1 once every peer was polled and this server's state is known (outputs act only then).",
+            &[],
+            bool01(c.learned),
+        );
+    }
+}
+
+/// An operator's maintenance drain: `Some(reason)` while it lasts. Sent by the API to the
+/// routing task.
+pub type Maintenance = watch::Receiver<Option<String>>;
 
 /// What an agent publishes about its own server (`GET /v1/server`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +168,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Before the first evaluation: nothing learned, no server, no route.
+    pub fn empty(me: &str) -> Snapshot {
+        Snapshot {
+            me: me.to_string(),
+            learned: false,
+            config_hash: String::new(),
+            servers: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
     pub fn server(&self, name: &str) -> Option<&ServerView> {
         self.servers.iter().find(|s| s.name == name)
     }
@@ -202,6 +324,7 @@ pub async fn run(
     model: Arc<Model>,
     bus: Arc<Bus>,
     mut config: watch::Receiver<Config>,
+    mut maintenance: Maintenance,
     out: watch::Sender<Arc<Snapshot>>,
     cancel: CancellationToken,
 ) {
@@ -226,14 +349,23 @@ pub async fn run(
         decided.retain(|name, _| c.member.iter().any(|m| &m.name == name));
         let hash = cluster::config_hash(&c);
         loop {
-            let snapshot = evaluate(&c, &hash, &model, &bus, &reports, &mut decided);
+            let drain = maintenance.borrow_and_update().clone();
+            let snapshot = evaluate(
+                &c,
+                &hash,
+                &model,
+                drain.as_deref(),
+                &bus,
+                &reports,
+                &mut decided,
+            );
             if **out.borrow() != snapshot {
-                model.write().cluster = Some(Arc::new(snapshot.clone()));
                 out.send_replace(Arc::new(snapshot));
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(c.cluster.evaluate_interval) => {}
+                Ok(()) = maintenance.changed() => {}
                 _ = config.changed() => break,
             }
         }
@@ -245,6 +377,7 @@ fn evaluate(
     c: &Config,
     hash: &str,
     model: &Model,
+    maintenance: Option<&str>,
     bus: &Bus,
     reports: &Reports,
     decided: &mut BTreeMap<String, Decided>,
@@ -253,10 +386,8 @@ fn evaluate(
     let now = Instant::now();
     let hash = hash.to_string();
     let reports = lock(reports).clone();
-    let (own_raw, own_reason) = {
-        let m = model.read();
-        decision::own_state(&c.server, &m.targets, m.maintenance.as_deref())
-    };
+    let (own_raw, own_reason) =
+        { decision::own_state(&c.server, &model.read().targets, maintenance) };
     let mut views = BTreeMap::new();
     for member in &c.member {
         let d = decided

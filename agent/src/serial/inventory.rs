@@ -5,9 +5,31 @@
 
 use std::path::Path;
 
+use std::sync::RwLock;
+
 use serde::{Deserialize, Serialize};
 
 use super::lock::{self, LockInfo};
+
+/// The ports found by the last scan, for /metrics and /v1/status.
+#[derive(Debug, Default)]
+pub struct Inventory(RwLock<Vec<PortInfo>>);
+
+impl Inventory {
+    pub fn set(&self, ports: Vec<PortInfo>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ports;
+    }
+
+    pub fn ports(&self) -> Vec<PortInfo> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
 
 /// A serial port present on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

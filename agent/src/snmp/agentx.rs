@@ -20,6 +20,7 @@ use super::ber::Val;
 use super::mib::ENTERPRISE;
 use super::view::{build, View};
 use crate::engine::model::Model;
+use crate::metrics::{bool01, Collector, Families};
 
 const OPEN: u8 = 1;
 const CLOSE: u8 = 2;
@@ -395,17 +396,66 @@ async fn connect(a: &Address) -> std::io::Result<Box<dyn Stream>> {
     })
 }
 
+/// Whether TELAGENT-MIB is registered now, and how many sessions were.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) registered: std::sync::atomic::AtomicBool,
+    pub(crate) sessions: std::sync::atomic::AtomicU64,
+}
+
+impl Collector for Stats {
+    fn collect(&self, f: &mut Families) {
+        use std::sync::atomic::Ordering::Relaxed;
+        f.gauge(
+            "telagent_agentx_registered",
+            "1 while TELAGENT-MIB is registered with the AgentX master (snmpd).",
+            &[],
+            bool01(self.registered.load(Relaxed)),
+        );
+        f.counter(
+            "telagent_agentx_sessions_total",
+            "AgentX sessions opened and registered (more than 1: the master restarted).",
+            &[],
+            self.sessions.load(Relaxed) as f64,
+        );
+    }
+}
+
+/// What the subagent serves: the checks, the routing snapshot and the traffic counters of
+/// this agent's server.
+pub struct Served {
+    pub server: String,
+    pub model: Arc<Model>,
+    pub cluster: tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>,
+    pub traffic: Arc<crate::traffic::Stats>,
+}
+
+impl Served {
+    fn view(&self) -> super::view::View {
+        let cluster = self.cluster.borrow().clone();
+        let traffic = self.traffic.lifetime();
+        let m = self.model.read();
+        build(&super::view::Sources {
+            server: &self.server,
+            targets: &m.targets,
+            cluster: &cluster,
+            traffic: &traffic,
+        })
+    }
+}
+
 /// Keeps a session with the master until cancelled; publishes whether it is registered.
-pub async fn run(address: Address, model: Arc<Model>, cancel: CancellationToken) {
+pub async fn run(address: Address, served: Served, stats: Arc<Stats>, cancel: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
     let mut last_error = String::new();
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = session(&address, &model, started) => r,
+            r = session(&address, &served, &stats, started) => r,
         };
-        model.write().agentx_registered = false;
+        stats.registered.store(false, Relaxed);
         let e = result
             .err()
             .unwrap_or_else(|| "closed by the master".into());
@@ -418,13 +468,18 @@ pub async fn run(address: Address, model: Arc<Model>, cancel: CancellationToken)
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
-        if model.read().agentx_sessions > 0 {
+        if stats.sessions.load(Relaxed) > 0 {
             backoff = backoff.min(Duration::from_secs(1));
         }
     }
 }
 
-async fn session(address: &Address, model: &Arc<Model>, started: Instant) -> Result<(), String> {
+async fn session(
+    address: &Address,
+    served: &Served,
+    stats: &Stats,
+    started: Instant,
+) -> Result<(), String> {
     let mut s = connect(address)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -477,16 +532,15 @@ async fn session(address: &Address, model: &Arc<Model>, started: Instant) -> Res
                         if err != 0 {
                             return Err(format!("the master answered error {err} (Register refused: another subagent owns the subtree?)"));
                         }
-                        let mut m = model.write();
-                        if !m.agentx_registered {
-                            m.agentx_registered = true;
-                            m.agentx_sessions += 1;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        if !stats.registered.swap(true, Relaxed) {
+                            stats.sessions.fetch_add(1, Relaxed);
                             tracing::info!(master = ?address, session = sid, "AgentX: TELAGENT-MIB registered.");
                         }
                     }
                     CLOSE => return Err("the master closed the session".into()),
                     GET | GET_NEXT | GET_BULK | TEST_SET | COMMIT_SET | UNDO_SET | CLEANUP_SET => {
-                        let view = build(&model.read());
+                        let view = served.view();
                         let uptime = (started.elapsed().as_millis() / 10) as u32;
                         let reply = match answer(&h, &payload, &view) {
                             Ok((e, i, vbs)) => response(&h, uptime, e, i, &vbs),

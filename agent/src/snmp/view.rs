@@ -1,14 +1,17 @@
-//! TELAGENT-MIB's objects as an ordered map from OID to value, built from the model for
-//! each request the AgentX subagent answers (so SNMP and /v1/status always agree).
+//! TELAGENT-MIB's objects as an ordered map from OID to value, built for each request the
+//! AgentX subagent answers from what /v1/status shows too (the checks of the model, the
+//! routing snapshot, the traffic counters), so SNMP and /v1/status always agree.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::ber::Val;
 use super::mib::{self, Table};
-use crate::engine::model::{Inner, Target};
+use crate::engine::model::Target;
 use crate::engine::tracker::State;
 use crate::routing::decision::ServerState;
+use crate::routing::Snapshot;
+use crate::traffic::{Count, Key};
 
 pub type View = BTreeMap<Vec<u32>, Val>;
 
@@ -69,45 +72,59 @@ fn gauge(v: f64) -> Val {
     Val::Gauge32(v.clamp(0.0, f64::from(u32::MAX)) as u32)
 }
 
-pub fn build(m: &Inner) -> View {
+/// What the MIB shows.
+pub struct Sources<'a> {
+    pub server: &'a str,
+    pub targets: &'a BTreeMap<String, Target>,
+    pub cluster: &'a Snapshot,
+    pub traffic: &'a BTreeMap<Key, Count>,
+}
+
+pub fn build(src: &Sources) -> View {
     let mut view = View::new();
-    let mut scalar = |oid: Vec<u32>, v: Val| {
+    for (oid, v) in [
+        (mib::agent_version(), text(env!("CARGO_PKG_VERSION"), 64)),
+        (mib::agent_server(), text(src.server, 64)),
+    ] {
         let mut o = oid;
         o.push(0);
         view.insert(o, v);
-    };
-    scalar(mib::agent_version(), text(env!("CARGO_PKG_VERSION"), 64));
-    scalar(mib::agent_server(), text(&m.server, 64));
-    if let Some(c) = &m.cluster {
-        let t = mib::server_table();
-        for (i, s) in c.servers.iter().enumerate() {
-            row(
-                &mut view,
-                &t,
-                i as u32 + 1,
-                vec![
-                    text(&s.name, 64),
-                    server_state(s.state),
-                    text(&s.reason, 255),
-                    unix(s.last_active),
-                ],
-            );
-        }
     }
-    let (checks, lines, gateways, queues) = (
-        mib::check_table(),
-        mib::line_table(),
-        mib::gateway_table(),
-        mib::queue_table(),
-    );
-    for (i, t) in m.targets.values().enumerate() {
+    servers(&mut view, src.cluster);
+    checks(&mut view, src.targets);
+    traffic(&mut view, src.traffic);
+    view
+}
+
+/// telagentServerTable: every server of the cluster as this agent sees it.
+fn servers(view: &mut View, c: &Snapshot) {
+    let t = mib::server_table();
+    for (i, s) in c.servers.iter().enumerate() {
+        row(
+            view,
+            &t,
+            i as u32 + 1,
+            vec![
+                text(&s.name, 64),
+                server_state(s.state),
+                text(&s.reason, 255),
+                unix(s.last_active),
+            ],
+        );
+    }
+}
+
+/// telagentCheckTable, and the line, gateway and queue tables that share its index.
+fn checks(view: &mut View, targets: &BTreeMap<String, Target>) {
+    let checks = mib::check_table();
+    for (i, t) in targets.values().enumerate() {
         let index = i as u32 + 1;
         let detail = t
             .last
             .as_ref()
             .map_or("", |p| p.observation.detail.as_str());
         row(
-            &mut view,
+            view,
             &checks,
             index,
             vec![
@@ -119,61 +136,76 @@ pub fn build(m: &Inner) -> View {
             ],
         );
         match t.kind {
-            "modem" => {
-                let info = |label: &str| {
-                    t.values()
-                        .iter()
-                        .find(|v| v.name == "info")
-                        .and_then(|v| v.labels.iter().find(|(k, _)| *k == label))
-                        .map_or(String::new(), |(_, x)| x.clone())
-                };
-                row(
-                    &mut view,
-                    &lines,
-                    index,
-                    vec![
-                        text(&t.name, 64),
-                        state(t.state),
-                        text(&info("manufacturer"), 128),
-                        text(&info("model"), 128),
-                        unix(t.last.as_ref().map(|p| p.at)),
-                    ],
-                );
-            }
-            "gateway" => {
-                let ch = |s: &str| labelled(t, "channels", "state", s);
-                let (idle, busy, oos) = (ch("idle"), ch("busy"), ch("out_of_service"));
-                row(
-                    &mut view,
-                    &gateways,
-                    index,
-                    vec![
-                        text(&t.name, 64),
-                        state(t.state),
-                        gauge(idle + busy + oos),
-                        gauge(idle),
-                        gauge(busy),
-                        gauge(oos),
-                        Val::Int(if value(t, "trunk_alarm") > 0.0 { 1 } else { 2 }),
-                    ],
-                );
-            }
-            "queue" => row(
-                &mut view,
-                &queues,
-                index,
-                vec![
-                    text(&t.name, 64),
-                    state(t.state),
-                    gauge(value(t, "depth")),
-                    gauge(value(t, "oldest_age_seconds")),
-                ],
-            ),
+            "modem" => line(view, index, t),
+            "gateway" => gateway(view, index, t),
+            "queue" => queue(view, index, t),
             _ => {}
         }
     }
+}
+
+/// telagentLineTable: a modem's state and identity.
+fn line(view: &mut View, index: u32, t: &Target) {
+    let info = |label: &str| {
+        t.values()
+            .iter()
+            .find(|v| v.name == "info")
+            .and_then(|v| v.labels.iter().find(|(k, _)| *k == label))
+            .map_or(String::new(), |(_, x)| x.clone())
+    };
+    row(
+        view,
+        &mib::line_table(),
+        index,
+        vec![
+            text(&t.name, 64),
+            state(t.state),
+            text(&info("manufacturer"), 128),
+            text(&info("model"), 128),
+            unix(t.last.as_ref().map(|p| p.at)),
+        ],
+    );
+}
+
+/// telagentGatewayTable: channels by state and the trunk alarm.
+fn gateway(view: &mut View, index: u32, t: &Target) {
+    let ch = |s: &str| labelled(t, "channels", "state", s);
+    let (idle, busy, oos) = (ch("idle"), ch("busy"), ch("out_of_service"));
+    row(
+        view,
+        &mib::gateway_table(),
+        index,
+        vec![
+            text(&t.name, 64),
+            state(t.state),
+            gauge(idle + busy + oos),
+            gauge(idle),
+            gauge(busy),
+            gauge(oos),
+            Val::Int(if value(t, "trunk_alarm") > 0.0 { 1 } else { 2 }),
+        ],
+    );
+}
+
+/// telagentQueueTable: depth and oldest age.
+fn queue(view: &mut View, index: u32, t: &Target) {
+    row(
+        view,
+        &mib::queue_table(),
+        index,
+        vec![
+            text(&t.name, 64),
+            state(t.state),
+            gauge(value(t, "depth")),
+            gauge(value(t, "oldest_age_seconds")),
+        ],
+    );
+}
+
+/// telagentTrafficTable: lifetime counters per server.
+fn traffic(view: &mut View, lifetime: &BTreeMap<Key, Count>) {
     let mut per_server: BTreeMap<&str, crate::traffic::totals::Row> = BTreeMap::new();
-    for (k, c) in &m.traffic {
+    for (k, c) in lifetime {
         per_server.entry(k.server.as_str()).or_default().add(
             k.direction,
             k.ok,
@@ -184,7 +216,7 @@ pub fn build(m: &Inner) -> View {
     let t = mib::traffic_table();
     for (i, (server, r)) in per_server.iter().enumerate() {
         row(
-            &mut view,
+            view,
             &t,
             i as u32 + 1,
             vec![
@@ -198,5 +230,4 @@ pub fn build(m: &Inner) -> View {
             ],
         );
     }
-    view
 }

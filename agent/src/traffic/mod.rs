@@ -191,12 +191,157 @@ pub struct SourceStats {
     pub offset: u64,
 }
 
+/// What the traffic accounting publishes: the lifetime counters as committed (copied out
+/// of the store so that a scrape never waits for SQLite), each tailed file's progress and
+/// what became of posted batches.
+#[derive(Debug, Default)]
+pub struct Stats {
+    lifetime: std::sync::RwLock<std::collections::BTreeMap<Key, Count>>,
+    sources: std::sync::RwLock<std::collections::BTreeMap<String, SourceStats>>,
+    event_batches: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    /// The lifetime counters as last committed.
+    pub fn lifetime(&self) -> std::collections::BTreeMap<Key, Count> {
+        self.lifetime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_lifetime(&self, l: &std::collections::BTreeMap<Key, Count>) {
+        *self
+            .lifetime
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = l.clone();
+    }
+
+    pub(crate) fn set_source(&self, source: &str, st: SourceStats) {
+        self.sources
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(source.to_string(), st);
+    }
+
+    /// Counts what became of a posted batch: `counted`, `duplicate`, `rejected`, `failed`.
+    pub fn batch(&self, result: &'static str) {
+        *self
+            .event_batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(result)
+            .or_default() += 1;
+    }
+}
+
+/// Lifetime traffic counters from the store (they survive restarts), one series per server
+/// and line, every one of the six exported once the line has any traffic; the tailed
+/// files; the posted batches.
+impl crate::metrics::Collector for Stats {
+    fn collect(&self, f: &mut crate::metrics::Families) {
+        let mut lines: std::collections::BTreeMap<(String, String), [u64; 6]> =
+            std::collections::BTreeMap::new();
+        for (k, c) in self
+            .lifetime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let v = lines.entry((k.server.clone(), k.line.clone())).or_default();
+            let (messages, pages) = match (k.direction, k.ok) {
+                (Direction::Sent, true) => (0, 4),
+                (Direction::Sent, false) => (1, 4),
+                (Direction::Received, true) => (2, 5),
+                (Direction::Received, false) => (3, 5),
+            };
+            v[messages] += c.messages;
+            v[pages] += c.pages;
+        }
+        const SERIES: [(&str, &str); 6] = [
+            (
+                "telagent_messages_sent_total",
+                "Messages delivered (xferfaxlog SEND/PAGE without error, events sent ok).",
+            ),
+            (
+                "telagent_messages_failed_total",
+                "Send attempts that failed.",
+            ),
+            (
+                "telagent_messages_received_total",
+                "Messages received (xferfaxlog RECV/POLL without error, events received ok).",
+            ),
+            (
+                "telagent_messages_receive_failed_total",
+                "Receptions that failed.",
+            ),
+            (
+                "telagent_pages_sent_total",
+                "Pages of send attempts, as the source reports them.",
+            ),
+            (
+                "telagent_pages_received_total",
+                "Pages of receptions, as the source reports them.",
+            ),
+        ];
+        for ((server, line), v) in &lines {
+            for (i, (name, help)) in SERIES.iter().enumerate() {
+                f.counter(
+                    name,
+                    &format!("{help} Kept in the traffic store: never reset by a restart."),
+                    &[("server", server), ("line", line)],
+                    v[i] as f64,
+                );
+            }
+        }
+        for (source, st) in self
+            .sources
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let l = [("source", source.as_str())];
+            f.counter(
+                "telagent_traffic_source_records_total",
+                "Records counted from a tailed file.",
+                &l,
+                st.records as f64,
+            );
+            f.counter(
+                "telagent_traffic_source_malformed_lines_total",
+                "Lines of a tailed file skipped because they are not records (logged with their line number).",
+                &l,
+                st.malformed as f64,
+            );
+            f.gauge(
+                "telagent_traffic_source_offset_bytes",
+                "Bytes of the current file counted so far.",
+                &l,
+                st.offset as f64,
+            );
+        }
+        let batches = self
+            .event_batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for result in ["counted", "duplicate", "rejected", "failed"] {
+            f.counter(
+                "telagent_event_batches_total",
+                "Batches posted to /v1/events, by what became of them (failed: the store could not commit; the sender should retry).",
+                &[("result", result)],
+                batches.get(result).copied().unwrap_or(0) as f64,
+            );
+        }
+    }
+}
+
 /// The running traffic accounting: the store, shared by the API and the tailers.
 pub struct Traffic {
     pub store: std::sync::Arc<std::sync::Mutex<store::Store>>,
     /// The server events are counted for when they name none.
     pub server: String,
-    model: std::sync::Arc<crate::engine::model::Model>,
+    pub stats: std::sync::Arc<Stats>,
 }
 
 /// Why a batch of events was not counted, with the HTTP status to answer.
@@ -209,19 +354,21 @@ pub enum PostError {
 }
 
 impl Traffic {
-    /// Opens `<state_dir>/traffic.db` and publishes its counters in the model.
+    /// Opens `<state_dir>/traffic.db` and publishes its counters in its stats.
     pub fn open(
-        config: &crate::config::Config,
-        model: std::sync::Arc<crate::engine::model::Model>,
+        state_dir: &std::path::Path,
+        server: &str,
+        config: &TrafficConfig,
     ) -> Result<Traffic, store::StoreError> {
-        let path = config.agent.state_dir.join("traffic.db");
-        let mut s = store::Store::open(&path, store::Limits::from(&config.traffic))?;
+        let path = state_dir.join("traffic.db");
+        let mut s = store::Store::open(&path, store::Limits::from(config))?;
         s.prune(events::unix_now())?;
-        model.write().traffic = s.lifetime().clone();
+        let stats = std::sync::Arc::new(Stats::default());
+        stats.set_lifetime(s.lifetime());
         Ok(Traffic {
             store: std::sync::Arc::new(std::sync::Mutex::new(s)),
-            server: config.agent.server.clone(),
-            model,
+            server: server.to_string(),
+            stats,
         })
     }
 
@@ -240,7 +387,7 @@ impl Traffic {
             .ingest(&evs, batch.as_deref(), now)
             .map_err(|e| PostError::Store(e.to_string()))?
             .map_err(|r| PostError::Invalid(r.to_string()))?;
-        self.model.write().traffic = s.lifetime().clone();
+        self.stats.set_lifetime(s.lifetime());
         Ok(outcome)
     }
 
@@ -266,7 +413,7 @@ impl Traffic {
                     x.clone(),
                     x.server.clone().unwrap_or_else(|| self.server.clone()),
                     self.store.clone(),
-                    self.model.clone(),
+                    self.stats.clone(),
                     cancel.clone(),
                 ))
             })

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Position, Store};
 use super::{Direction, Event, SourceStats, XferfaxlogConfig};
-use crate::engine::model::Model;
 
 /// Bytes of the file's start remembered to tell a new file that reuses an inode.
 const HEAD: usize = 64;
@@ -351,12 +350,12 @@ impl Tailer {
     }
 }
 
-/// Tails one file until cancelled, publishing its stats in the model.
+/// Tails one file until cancelled, publishing its progress in the traffic stats.
 pub async fn run(
     config: XferfaxlogConfig,
     server: String,
     store: Arc<Mutex<Store>>,
-    model: Arc<Model>,
+    published_to: Arc<super::Stats>,
     cancel: CancellationToken,
 ) {
     let source = Tailer::new(config.path.clone(), server.clone(), None).source();
@@ -410,9 +409,10 @@ pub async fn run(
             let s = store
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut m = model.write();
-            m.traffic = s.lifetime().clone();
-            m.traffic_sources.insert(source.clone(), stats.clone());
+            let lifetime = s.lifetime().clone();
+            drop(s);
+            published_to.set_lifetime(&lifetime);
+            published_to.set_source(&source, stats.clone());
             published = Some(stats);
         }
         tailer = Some(t);
