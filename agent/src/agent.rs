@@ -419,8 +419,16 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
         return base.clone();
     }
     let places = Places::of_host(&base.ports.lock_dir);
-    let Ok(found) = tokio::task::spawn_blocking(move || discovery::discover(&places)).await else {
-        return base.clone();
+    // Bounded: a spool that cannot be read in time leaves the configured checks running.
+    let pass = tokio::task::spawn_blocking(move || discovery::discover(&places));
+    let found = match tokio::time::timeout(Duration::from_secs(10), pass).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(_)) | Err(_) => {
+            warn!("Discovery did not finish within 10s; monitoring what was found before.");
+            return last
+                .as_ref()
+                .map_or_else(|| base.clone(), |f| discovery::merge(base, f));
+        }
     };
     if last.as_ref() != Some(&found) {
         for line in found.summary() {
@@ -429,13 +437,7 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
     }
     let merged = discovery::merge(base, &found);
     *last = Some(found);
-    match merged {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "What discovery found is not a valid configuration; monitoring only the configured checks.");
-            base.clone()
-        }
-    }
+    merged
 }
 
 /// Loads the config (and the access files) again; on success returns them, on failure

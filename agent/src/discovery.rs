@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{CheckSpec, Config, ConfigError};
+use crate::config::{CheckSpec, Config};
 use crate::serial::lock;
 
 /// `[discovery]`: find what the host runs and monitor it.
@@ -88,11 +88,12 @@ impl Places {
         let hylafax_spools = match std::env::var_os("TELAGENT_HYLAFAX_SPOOL") {
             Some(s) => vec![PathBuf::from(s)],
             None => {
-                let mut v: Vec<PathBuf> = std::fs::read_to_string("/etc/hylafax/setup.cache")
-                    .ok()
-                    .and_then(|t| setup_cache_spool(&t))
-                    .into_iter()
-                    .collect();
+                let mut v: Vec<PathBuf> =
+                    crate::files::read_text(Path::new("/etc/hylafax/setup.cache"), 64 * 1024)
+                        .ok()
+                        .and_then(|t| setup_cache_spool(&t))
+                        .into_iter()
+                        .collect();
                 v.push(PathBuf::from("/var/spool/hylafax"));
                 v
             }
@@ -127,6 +128,8 @@ pub(crate) fn setup_cache_spool(text: &str) -> Option<PathBuf> {
 pub struct HylafaxModem {
     /// The modem id: `ttyS0`, or `_dev_x_ttyA` for a device outside /dev.
     pub id: String,
+    /// The name of its check: `modem-<id>`, unique among the modems of the spool.
+    pub name: String,
     /// The device path the id stands for.
     pub port: PathBuf,
     /// Where its UUCP lock lives (`UUCPLockDir`, else `[ports] lock_dir`).
@@ -138,6 +141,9 @@ pub struct HylafaxModem {
 }
 
 /// A HylaFAX spool and what is in it.
+///
+/// Files are read bounded and only when regular (see [`crate::files`]): a FIFO, a device
+/// or a huge file in the spool never blocks or floods discovery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hylafax {
     pub spool: PathBuf,
@@ -183,19 +189,18 @@ fn is_socket(p: &Path) -> bool {
 }
 
 fn hylafax(spool: &Path, default_lock_dir: &Path) -> Hylafax {
-    let mut ids = BTreeSet::new();
-    for name in file_names(&spool.join("etc")) {
-        if let Some(id) = name.strip_prefix("config.") {
-            ids.insert(id.to_string());
-        }
-    }
-    ids.extend(file_names(&spool.join("status")));
+    // HylaFAX knows a modem by its config file; a status file alone is a leftover.
+    let ids: BTreeSet<String> = file_names(&spool.join("etc"))
+        .into_iter()
+        .filter_map(|name| name.strip_prefix("config.").map(str::to_string))
+        .collect();
     let modems = ids
         .into_iter()
         .filter(|id| is_modem_id(id))
         .map(|id| {
             let port = port_of(&id);
-            let lock_dir = std::fs::read_to_string(spool.join("etc").join(format!("config.{id}")))
+            let config = spool.join("etc").join(format!("config.{id}"));
+            let lock_dir = crate::files::read_text(&config, 256 * 1024)
                 .ok()
                 .and_then(|t| config_value(&t, "UUCPLockDir"))
                 .map_or_else(|| default_lock_dir.to_path_buf(), PathBuf::from);
@@ -210,6 +215,7 @@ fn hylafax(spool: &Path, default_lock_dir: &Path) -> Hylafax {
                 });
             let status = crate::serial::hylafax::read_status(spool, &id).ok();
             HylafaxModem {
+                name: check_name("modem-", &id),
                 id,
                 port,
                 lock_dir,
@@ -219,6 +225,7 @@ fn hylafax(spool: &Path, default_lock_dir: &Path) -> Hylafax {
         })
         .collect();
     let log = spool.join("log");
+    let modems = unique_names(modems);
     Hylafax {
         spool: spool.to_path_buf(),
         modems,
@@ -259,20 +266,40 @@ fn is_modem_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// The device a HylaFAX modem id names: faxgetty strips `/dev/` and writes `/` as `_`.
-/// An `_` in a real name is ambiguous: the first candidate that exists wins.
+/// The device a HylaFAX modem id names: faxgetty strips `/dev/` and writes `/` as `_`,
+/// so an `_` may stand for either. The first path that exists wins, each `_` read as `/`
+/// first; a directory that does not exist ends that branch. Without one, every `_` is a
+/// `/`.
 fn port_of(id: &str) -> PathBuf {
-    let slashed = id.replace('_', "/");
-    let candidates = if id.starts_with('_') {
-        vec![PathBuf::from(&slashed)]
-    } else {
-        vec![Path::new("/dev").join(&slashed), Path::new("/dev").join(id)]
+    let (root, rest) = match id.strip_prefix('_') {
+        Some(rest) => (PathBuf::from("/"), rest),
+        None => (PathBuf::from("/dev"), id),
     };
-    candidates
-        .iter()
-        .find(|c| c.exists())
-        .unwrap_or(&candidates[0])
-        .clone()
+    let parts: Vec<&str> = rest.split('_').collect();
+    let mut budget = 256;
+    find_path(&root, "", &parts, &mut budget).unwrap_or_else(|| root.join(rest.replace('_', "/")))
+}
+
+/// Depth-first: `dir/<name so far>` followed by `parts`, each `_` a `/` or itself.
+fn find_path(dir: &Path, name: &str, parts: &[&str], budget: &mut u32) -> Option<PathBuf> {
+    let Some((first, rest)) = parts.split_first() else {
+        let p = dir.join(name);
+        return p.exists().then_some(p);
+    };
+    if *budget == 0 {
+        return None;
+    }
+    *budget -= 1;
+    if name.is_empty() {
+        return find_path(dir, first, rest, budget);
+    }
+    let sub = dir.join(name);
+    if sub.is_dir() {
+        if let Some(p) = find_path(&sub, first, rest, budget) {
+            return Some(p);
+        }
+    }
+    find_path(dir, &format!("{name}_{first}"), rest, budget)
 }
 
 /// The lock name of a port: its file name (`ttyS0`, `ttyIAX0`).
@@ -304,7 +331,7 @@ fn sip_listeners(proc_net: &Path, ports: &[u16]) -> Vec<SipListener> {
         ("tcp", "tcp"),
         ("tcp6", "tcp"),
     ] {
-        let Ok(text) = std::fs::read_to_string(proc_net.join(file)) else {
+        let Ok(text) = crate::files::read_text(&proc_net.join(file), 16 << 20) else {
             continue;
         };
         for (addr, state) in parse_proc_net(&text) {
@@ -375,6 +402,32 @@ fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// Makes the names unique: a name taken by an earlier modem gets `-2`, `-3`, ... (ids
+/// that differ only in a leading `_` or beyond the 64 characters of a name collide).
+fn unique_names(mut modems: Vec<HylafaxModem>) -> Vec<HylafaxModem> {
+    let mut taken = BTreeSet::new();
+    for m in &mut modems {
+        let mut n = 1;
+        while !taken.insert(m.name.clone()) {
+            n += 1;
+            let suffix = format!("-{n}");
+            let base = check_name("modem-", &m.id);
+            let keep = base.len().min(64 - suffix.len());
+            m.name = format!("{}{suffix}", &base[..keep]);
+        }
+    }
+    modems
+}
+
+/// Text for a log line or a TOML comment: control characters (which TOML comments may not
+/// hold) as `?`, at most 400 characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .take(400)
+        .collect()
+}
+
 /// A check name from an id: the allowed characters, at most 64 of them.
 fn check_name(prefix: &str, id: &str) -> String {
     let id: String = id
@@ -418,7 +471,7 @@ impl Found {
                         "HylaFAX modem {} on {}: passive modem check `{}` (HylaFAX status: {}; {}); the port is never opened",
                         m.id,
                         m.port.display(),
-                        check_name("modem-", &m.id),
+                        m.name,
                         m.status.as_deref().unwrap_or("none"),
                         m.held_by
                             .as_ref()
@@ -446,7 +499,7 @@ impl Found {
             )),
             None => out.push("No snmpd AgentX socket found.".into()),
         }
-        out
+        out.iter().map(|l| printable(l)).collect()
     }
 
     /// The checks, sources and outputs found, as a commented config that `check-config`
@@ -457,61 +510,65 @@ impl Found {
              # device). Save it as /etc/telagent/telagent.toml and edit; see README.md.\n",
         );
         for line in self.summary() {
-            let _ = writeln!(t, "#   {line}");
+            let _ = writeln!(t, "#   {}", printable(&line));
         }
+        for section in self.sections() {
+            t.push('\n');
+            t.push_str(&section);
+        }
+        t
+    }
+
+    /// One TOML text per item found, each a valid config by itself.
+    fn sections(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if let Some(h) = &self.hylafax {
+            let spool = quote(&h.spool.display().to_string());
             for m in &h.modems {
-                let _ = write!(
-                    t,
-                    "\n# HylaFAX modem {id}: judged by {spool}/status/{id}; the port is never opened.\n\
+                out.push(format!(
+                    "# HylaFAX modem {id}: judged by {shown}/status/{id}; the port is never opened.\n\
                      # Remove `passive` to probe it with AT commands whenever no program holds its lock.\n\
                      [[modem]]\nname = {name}\nport = {port}\ndevice = {device}\nhylafax_device = {idq}\n\
-                     hylafax_spool = {spoolq}\nlock_dir = {lock}\npassive = true\n",
+                     hylafax_spool = {spool}\nlock_dir = {lock}\npassive = true\n",
                     id = m.id,
-                    spool = h.spool.display(),
-                    name = quote(&check_name("modem-", &m.id)),
+                    shown = printable(&h.spool.display().to_string()),
+                    name = quote(&m.name),
                     port = quote(&m.port.display().to_string()),
                     device = quote(&device_of(&m.port)),
                     idq = quote(&m.id),
-                    spoolq = quote(&h.spool.display().to_string()),
                     lock = quote(&m.lock_dir.display().to_string()),
-                );
+                ));
             }
             if h.sendq {
-                let _ = write!(
-                    t,
-                    "\n# HylaFAX's outbound queue. Set high_water and max_age to drain on a backlog.\n\
-                     [[queue]]\nname = \"hylafax-sendq\"\nsource = \"hylafax\"\nspool = {}\n",
-                    quote(&h.spool.display().to_string())
-                );
+                out.push(format!(
+                    "# HylaFAX's outbound queue. Set high_water and max_age to drain on a backlog.\n\
+                     [[queue]]\nname = \"hylafax-sendq\"\nsource = \"hylafax\"\nspool = {spool}\n"
+                ));
             }
             if let Some(x) = &h.xferfaxlog {
-                let _ = write!(
-                    t,
-                    "\n# Every SEND and RECV record, counted for `telagent totals`.\n\
+                out.push(format!(
+                    "# Every SEND and RECV record, counted for `telagent totals`.\n\
                      [[traffic.xferfaxlog]]\npath = {}\n",
                     quote(&x.display().to_string())
-                );
+                ));
             }
         }
         for s in &self.sip {
-            let _ = write!(
-                t,
-                "\n# A SIP element listening on this host.\n\
+            out.push(format!(
+                "# A SIP element listening on this host.\n\
                  [[sip]]\nname = {}\nuri = {}\ntransport = \"{}\"\n",
                 quote(&sip_name(s)),
                 quote(&format!("sip:{}", s.target)),
                 s.transport
-            );
+            ));
         }
         if let Some(a) = &self.agentx {
-            let _ = write!(
-                t,
-                "\n# TELAGENT-MIB through the local snmpd.\n[snmp]\nagentx = {}\n",
+            out.push(format!(
+                "# TELAGENT-MIB through the local snmpd.\n[snmp]\nagentx = {}\n",
                 quote(&format!("unix:{}", a.display()))
-            );
+            ));
         }
-        t
+        out
     }
 }
 
@@ -520,37 +577,47 @@ fn sip_name(s: &SipListener) -> String {
 }
 
 /// `base` with what was found added: checks whose names are free, marked discovered;
-/// the xferfaxlog if not already tailed; the AgentX socket if none is set.
-pub fn merge(base: &Config, found: &Found) -> Result<Config, ConfigError> {
-    let d = crate::config::parse(&found.to_toml(), "<discovered>")?;
+/// the xferfaxlog if not already tailed; the AgentX socket if none is set. Each item is
+/// parsed on its own: one that the config parser refuses is logged and left out, and the
+/// others are monitored.
+pub fn merge(base: &Config, found: &Found) -> Config {
     let mut c = base.clone();
-    let taken: BTreeSet<String> = base
+    let mut taken: BTreeSet<String> = base
         .checks()
         .iter()
         .map(|(_, s)| s.name().to_string())
         .collect();
-    for (_, spec) in d.checks() {
-        if taken.contains(spec.name()) {
-            continue;
+    for section in found.sections() {
+        let d = match crate::config::parse(&section, "<discovered>") {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, item = %printable(&section), "A discovered item is not a valid configuration; it is left out.");
+                continue;
+            }
+        };
+        for (_, spec) in d.checks() {
+            if !taken.insert(spec.name().to_string()) {
+                continue;
+            }
+            c.discovered.insert(spec.name().to_string());
+            match spec {
+                CheckSpec::Modem(m) => c.modem.push(m),
+                CheckSpec::Queue(q) => c.queue.push(q),
+                CheckSpec::Sip(s) => c.sip.push(s),
+                // Discovery finds no other kind.
+                _ => {}
+            }
         }
-        c.discovered.insert(spec.name().to_string());
-        match spec {
-            CheckSpec::Modem(m) => c.modem.push(m),
-            CheckSpec::Queue(q) => c.queue.push(q),
-            CheckSpec::Sip(s) => c.sip.push(s),
-            // Discovery finds no other kind.
-            _ => {}
+        for x in d.traffic.xferfaxlog {
+            if !c.traffic.xferfaxlog.iter().any(|o| o.path == x.path) {
+                c.traffic.xferfaxlog.push(x);
+            }
+        }
+        if c.snmp.agentx.is_none() {
+            c.snmp.agentx = d.snmp.agentx;
         }
     }
-    for x in d.traffic.xferfaxlog {
-        if !c.traffic.xferfaxlog.iter().any(|o| o.path == x.path) {
-            c.traffic.xferfaxlog.push(x);
-        }
-    }
-    if c.snmp.agentx.is_none() {
-        c.snmp.agentx = d.snmp.agentx;
-    }
-    Ok(c)
+    c
 }
 
 #[cfg(test)]
@@ -639,6 +706,79 @@ mod tests {
         }
     }
 
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A spool as a hostile or broken host leaves it: FIFOs where files should be, a
+    /// status file that is /dev/zero, control characters, ids whose names collide, a
+    /// device in a directory with `_` in its name. Discovery returns, names every modem
+    /// once, reads no device, and what it prints is a valid config; no modem with a
+    /// broken status is up.
+    #[test]
+    fn a_hostile_spool_never_blocks_and_still_gives_a_valid_config() {
+        let root = std::env::temp_dir().join(format!("telagent-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let spool = root.join("spool");
+        for d in ["etc", "status", "sendq", "log"] {
+            std::fs::create_dir_all(spool.join(d)).unwrap();
+        }
+        let lab = root.join("lab_u");
+        std::fs::create_dir_all(&lab).unwrap();
+        std::fs::write(lab.join("ttyA"), "").unwrap();
+        let lab_id = format!("{}_ttyA", lab.display()).replace('/', "_");
+        let long = |c: char| format!("x{c}{}", "c".repeat(100));
+        for id in ["ttyS1", "_ttyS1", "fifo0", &lab_id, &long('1'), &long('2')] {
+            std::fs::write(
+                spool.join(format!("etc/config.{id}")),
+                "ModemType: Class1\n",
+            )
+            .unwrap();
+        }
+        mkfifo(&spool.join("etc/config.fifo1"));
+        mkfifo(&spool.join("status/fifo0"));
+        std::os::unix::fs::symlink("/dev/zero", spool.join("status/ttyS1")).unwrap();
+        std::fs::write(spool.join("status/_ttyS1"), "Running and idle\x1b[2J\n").unwrap();
+        mkfifo(&spool.join("sendq/q1"));
+        let places = Places {
+            hylafax_spools: vec![spool.clone()],
+            sip_ports: vec![5060],
+            agentx_socket: root.join("none"),
+            proc_net: root.join("none"),
+            lock_dir: root.join("locks"),
+        };
+        let found = discover(&places);
+        let h = found.hylafax.as_ref().unwrap();
+        let names: BTreeSet<&str> = h.modems.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        assert!(h.modems.iter().all(|m| m.name.len() <= 64));
+        assert!(
+            !h.modems.iter().any(|m| m.id == "fifo1"),
+            "a FIFO is not a modem config"
+        );
+        let lab_modem = h.modems.iter().find(|m| m.id == lab_id).unwrap();
+        assert_eq!(lab_modem.port, lab.join("ttyA"));
+        for m in &h.modems {
+            if let Some(st) = &m.status {
+                assert!(!st.chars().any(char::is_control), "{st:?}");
+                assert_ne!(
+                    crate::serial::hylafax::judge(st).0,
+                    crate::checks::Status::Ok,
+                    "{st:?}"
+                );
+            }
+        }
+        let text = found.to_toml();
+        let parsed =
+            crate::config::parse(&text, "discovered").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed.modem.len(), 6);
+        let merged = merge(&crate::config::parse("", "empty").unwrap(), &found);
+        assert_eq!(merged.discovered.len(), 7, "six modems and the queue");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn hylafax_ids_name_their_devices() {
         assert_eq!(
@@ -675,6 +815,7 @@ mod tests {
                 spool: "/srv/hyla \"fax\"".into(),
                 modems: vec![HylafaxModem {
                     id: "ttyS0".into(),
+                    name: "modem-ttyS0".into(),
                     port: "/dev/ttyS0".into(),
                     lock_dir: "/var/lock".into(),
                     held_by: Some("faxgetty (pid 12)".into()),
@@ -706,7 +847,7 @@ mod tests {
         )
         .unwrap();
         base.snmp.agentx = Some("tcp:127.0.0.1:705".into());
-        let merged = merge(&base, &found).unwrap();
+        let merged = merge(&base, &found);
         assert_eq!(merged.queue.len(), 0, "a configured name wins");
         assert_eq!(merged.tcp.len(), 1);
         assert_eq!(
@@ -718,7 +859,7 @@ mod tests {
         assert_eq!(merged.traffic.xferfaxlog.len(), 1);
         assert_eq!(merged.snmp.agentx.as_deref(), Some("tcp:127.0.0.1:705"));
         assert_eq!(
-            merge(&merged, &found).unwrap().modem.len(),
+            merge(&merged, &found).modem.len(),
             1,
             "merging twice adds nothing"
         );

@@ -40,6 +40,7 @@ pub mod config;
 pub mod discovery;
 pub mod dns;
 pub mod engine;
+pub mod files;
 pub mod fuzz;
 pub mod http_client;
 pub mod metrics;

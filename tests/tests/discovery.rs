@@ -237,3 +237,81 @@ async fn the_embedded_default_finds_hylafax_sip_and_agentx_and_writes_nothing_to
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {p:?}"
+    );
+}
+
+/// A spool left broken or hostile: FIFOs as a modem's config, status and lock file and as
+/// a job in sendq, a status file that is /dev/zero, one with an escape sequence. The agent
+/// starts, answers, judges the good modem up and no broken one up, and stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_spool_neither_blocks_nor_fools_the_agent() {
+    let dir = tempfile::Builder::new()
+        .prefix("telagent-hostile-")
+        .tempdir()
+        .unwrap();
+    let spool = dir.path().join("spool");
+    let locks = dir.path().join("locks");
+    for d in ["etc", "status", "sendq", "log"] {
+        std::fs::create_dir_all(spool.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(&locks).unwrap();
+    let config = format!("ModemType: Class1\nUUCPLockDir: {}\n", locks.display());
+    for id in ["ttyGOOD", "ttyFIFO", "ttyZERO", "ttyESC", "ttyLOCK"] {
+        std::fs::write(spool.join(format!("etc/config.{id}")), &config).unwrap();
+    }
+    mkfifo(&spool.join("etc/config.ttyPIPE"));
+    std::fs::write(spool.join("status/ttyGOOD"), "Running and idle\n").unwrap();
+    mkfifo(&spool.join("status/ttyFIFO"));
+    std::os::unix::fs::symlink("/dev/zero", spool.join("status/ttyZERO")).unwrap();
+    std::fs::write(spool.join("status/ttyESC"), "Running and idle\x1b[2J\n").unwrap();
+    std::fs::write(spool.join("status/ttyLOCK"), "Running and idle\n").unwrap();
+    mkfifo(&locks.join("LCK..ttyLOCK"));
+    mkfifo(&spool.join("sendq/q1"));
+    mkfifo(&spool.join("log/xferfaxlog"));
+
+    let mut agent = Agent::start_default(vec![
+        (
+            "TELAGENT_HYLAFAX_SPOOL".to_string(),
+            spool.display().to_string(),
+        ),
+        ("TELAGENT_SIP_PORTS".into(), "1".into()),
+        (
+            "TELAGENT_AGENTX_SOCKET".into(),
+            dir.path().join("none").display().to_string(),
+        ),
+    ])
+    .await;
+    let status = poll(LIMIT, "every discovered modem decided", || async {
+        let s = agent.status().await;
+        let modems: Vec<_> = s["targets"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["kind"] == "modem")
+            .cloned()
+            .collect();
+        (modems.len() == 5 && modems.iter().all(|t| t["state"] != "unknown")).then_some(modems)
+    })
+    .await;
+    for t in &status {
+        let up = t["state"] == "up";
+        let good = t["name"] == "modem-ttyGOOD" || t["name"] == "modem-ttyLOCK";
+        assert_eq!(up, good, "{t:#}");
+    }
+    assert!(
+        matches!(agent.get("/healthz").await, Some((200, _))),
+        "the agent stopped answering"
+    );
+    assert!(
+        agent.stop(),
+        "the agent did not stop on SIGTERM:\n{}",
+        agent.log()
+    );
+}

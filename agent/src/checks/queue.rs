@@ -306,7 +306,8 @@ fn hylafax(spool: &Path, now: SystemTime) -> Result<Depth, Observation> {
             continue;
         }
         // A job may be moved to doneq between the listing and the read: skip it.
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
+        // A job file is a few hundred bytes; a FIFO or device in sendq is not a job.
+        let Ok(text) = crate::files::read_text(&e.path(), 1 << 20) else {
             continue;
         };
         let f = job_fields(&text);

@@ -12,8 +12,14 @@ use crate::checks::Status;
 /// How telagent judges a HylaFAX status line: (status, error type if not ok).
 pub fn judge(line: &str) -> (Status, Option<&'static str>) {
     let l = line.trim().to_ascii_lowercase();
+    if l == "running and idle" {
+        return (Status::Ok, None);
+    }
+    // A status line with anything unprintable in it is not one faxgetty wrote.
+    if l.contains('?') || l.chars().any(char::is_control) {
+        return (Status::Degraded, Some("hylafax_unknown_status"));
+    }
     let busy = [
-        "running and idle",
         "sending",
         "receiving",
         "answering the phone",
@@ -35,10 +41,15 @@ pub fn judge(line: &str) -> (Status, Option<&'static str>) {
     }
 }
 
-/// The first line of `<spool>/status/<device>`.
+/// The first line of `<spool>/status/<device>` (of its first 4 KiB), with control
+/// characters shown as `?`.
 pub fn read_status(spool: &Path, device: &str) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(spool.join("status").join(device))?;
-    Ok(text.lines().next().unwrap_or("").trim().to_string())
+    let text = crate::files::read_text(&spool.join("status").join(device), 4096)?;
+    let line = text.lines().next().unwrap_or("").trim();
+    Ok(line
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect())
 }
 
 #[cfg(test)]
@@ -49,6 +60,14 @@ mod tests {
     fn faxgetty_states_map_to_statuses() {
         for (line, want) in [
             ("Running and idle", (Status::Ok, None)),
+            (
+                "Running and idle; modem wedged",
+                (Status::Degraded, Some("hylafax_unknown_status")),
+            ),
+            (
+                "Running and idle\u{0}garbage",
+                (Status::Degraded, Some("hylafax_unknown_status")),
+            ),
             ("Sending job 12", (Status::Ok, None)),
             ("Sending facsimile", (Status::Ok, None)),
             ("Receiving facsimile", (Status::Ok, None)),

@@ -55,7 +55,8 @@ pub fn pid_alive(pid: i32) -> bool {
 /// Reads the lock of `device` in `lock_dir`; None when the port is not locked.
 pub fn read(lock_dir: &Path, device: &str) -> Option<LockInfo> {
     let file = lock_path(lock_dir, device);
-    let bytes = std::fs::read(&file).ok()?;
+    // A lock file holds a PID: 11 bytes in ASCII, 4 in binary.
+    let bytes = crate::files::read_regular(&file, 64).ok()?;
     let pid = parse_pid(&bytes);
     let alive = pid.is_some_and(pid_alive);
     let program = pid
@@ -90,7 +91,7 @@ pub struct LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let ours = std::fs::read(&self.path)
+        let ours = crate::files::read_regular(&self.path, 64)
             .ok()
             .and_then(|b| parse_pid(&b))
             .is_some_and(|p| p == std::process::id() as i32);

@@ -237,7 +237,7 @@ impl Tailer {
     /// Finds the file the committed position belongs to: the path itself, or a rotated
     /// file beside it with the same device and inode.
     fn reopen(&mut self) -> std::io::Result<()> {
-        let current = File::open(&self.path);
+        let current = crate::files::open_regular(&self.path);
         if self.pos.ino == 0 {
             if let Ok(f) = current {
                 self.open = Some(f);
@@ -258,7 +258,7 @@ impl Tailer {
                 if (m.dev(), m.ino()) == (self.pos.dev, self.pos.ino) && m.is_file() {
                     tracing::info!(path = %self.path.display(), rotated = %e.path().display(),
                         "Finishing the rotated xferfaxlog before the new one.");
-                    self.open = Some(File::open(e.path())?);
+                    self.open = Some(crate::files::open_regular(&e.path())?);
                     return Ok(());
                 }
             }
