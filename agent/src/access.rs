@@ -7,7 +7,20 @@
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
-use crate::routing::cluster::AccessConfig;
+/// `[access]`: who may call state-changing (and, optionally, read-only) endpoints.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// File holding the bearer token (one line).
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// File of allowed callers: one host name, address or CIDR per line, `#` comments.
+    #[serde(default)]
+    pub allowlist_file: Option<std::path::PathBuf>,
+    /// Apply the allowlist to read-only endpoints too.
+    #[serde(default)]
+    pub protect_reads: bool,
+}
 
 /// One allowlist entry: a network (an address is a /32 or /128).
 #[derive(Debug, Clone, PartialEq, Eq)]

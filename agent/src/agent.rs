@@ -246,7 +246,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     drained.spawn(
         "faxstate",
-        crate::routing::faxstate::run(bus.subscribe(), config_rx.clone()),
+        crate::faxstate::run(
+            bus.subscribe(),
+            section(&config_rx, |c| c.modem.clone(), &mut tasks, &outputs),
+        ),
     );
     tasks.spawn(
         "routing",
@@ -259,28 +262,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             outputs.clone(),
         ),
     );
+    let kamailio = section(
+        &config_rx,
+        |c| crate::routing::kamailio::Section {
+            kamailio: c.kamailio.clone(),
+            members: c.member.clone(),
+        },
+        &mut tasks,
+        &outputs,
+    );
     tasks.spawn(
         "kamailio",
-        crate::routing::kamailio::run(
-            snapshot.clone(),
-            config_rx.clone(),
-            kamailio_stats,
-            outputs.clone(),
-        ),
+        crate::routing::kamailio::run(snapshot.clone(), kamailio, kamailio_stats, outputs.clone()),
     );
+    let hook = section(&config_rx, |c| c.hook.clone(), &mut tasks, &outputs);
     tasks.spawn(
         "hook",
-        crate::routing::hook::run(
-            snapshot.clone(),
-            config_rx.clone(),
-            hook_stats,
-            outputs.clone(),
-        ),
+        crate::routing::hook::run(snapshot.clone(), hook, hook_stats, outputs.clone()),
     );
     if let Some(l) = haproxy {
+        let members = section(&config_rx, |c| c.member.clone(), &mut tasks, &outputs);
         tasks.spawn(
             "haproxy",
-            crate::routing::haproxy::serve(l, snapshot.clone(), config_rx.clone(), outputs.clone()),
+            crate::routing::haproxy::serve(l, snapshot.clone(), members, outputs.clone()),
         );
     }
     if let Some(address) = agentx {
@@ -401,6 +405,38 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     drop(traffic);
     info!("Stopped.");
     Ok(())
+}
+
+/// One section of the config as a watch of its own, following reloads: an output is
+/// handed only what it reads, and wakes only when that changes.
+fn section<T>(
+    config: &watch::Receiver<Config>,
+    pick: fn(&Config) -> T,
+    tasks: &mut Tasks,
+    cancel: &CancellationToken,
+) -> watch::Receiver<T>
+where
+    T: PartialEq + Send + Sync + 'static,
+{
+    let (tx, rx) = watch::channel(pick(&config.borrow()));
+    let (mut config, cancel) = (config.clone(), cancel.clone());
+    tasks.spawn("config section", async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = config.changed() => if r.is_err() { return },
+            }
+            let v = pick(&config.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != v;
+                if changed {
+                    *old = v;
+                }
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// The config with the command line's overrides applied.

@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::routing::cluster::{
-    AccessConfig, ClusterConfig, Group, HaproxyConfig, HookConfig, KamailioConfig, Member,
-    ServerRules,
-};
+use crate::access::AccessConfig;
+use crate::routing::cluster::{ClusterConfig, Group, Member, ServerRules};
+use crate::routing::{haproxy::HaproxyConfig, hook::HookConfig, kamailio::KamailioConfig};
 
 use crate::checks::{
     command::CommandConfig, gateway::GatewayConfig, http::HttpConfig, modem::ModemConfig,
-    queue::QueueConfig, sip::SipConfig, tcp::TcpConfig,
+    queue::QueueConfig, sip::SipConfig, tcp::TcpConfig, CheckSpec,
 };
+use crate::vocab::name_rule;
+pub use crate::vocab::{valid_name, Common, Defaults, Schedule};
 
 /// The configuration used when no `--config` is given and the system file does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -170,59 +171,6 @@ impl AgentConfig {
     }
 }
 
-/// `[defaults]`: schedule and hysteresis for every check.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Defaults {
-    /// Time between two probes of a healthy target.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Longest a probe may take; it is abandoned (and counted as `timeout`) after that.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Time between probes while the last probe was not ok (capped at `interval`).
-    #[serde(default = "default_failing_interval", with = "humantime_serde")]
-    pub failing_interval: Duration,
-    /// Consecutive better observations needed to move to a better state.
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    /// Consecutive worse observations needed to move to a worse state.
-    #[serde(default = "default_fall")]
-    pub fall: u32,
-    /// Shortest time a target stays in a state before it may change again.
-    #[serde(default, with = "humantime_serde")]
-    pub hold: Duration,
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-fn default_failing_interval() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Defaults {
-            interval: default_interval(),
-            timeout: default_timeout(),
-            failing_interval: default_failing_interval(),
-            rise: default_rise(),
-            fall: default_fall(),
-            hold: Duration::ZERO,
-        }
-    }
-}
-
 /// `[ports]`: the passive serial-port inventory.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,10 +202,6 @@ fn default_min_probe_interval() -> Duration {
     Duration::from_secs(60)
 }
 
-/// A serial line's interval and timeout when the check sets none.
-pub const SERIAL_INTERVAL: Duration = Duration::from_secs(300);
-pub const SERIAL_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Default for PortsConfig {
     fn default() -> Self {
         PortsConfig {
@@ -265,173 +209,6 @@ impl Default for PortsConfig {
             interval: default_ports_interval(),
             lock_dir: default_lock_dir(),
             min_probe_interval: default_min_probe_interval(),
-        }
-    }
-}
-
-/// Declares a check kind's config struct with the keys every kind shares (name, schedule,
-/// hysteresis) ahead of its own, keeping `deny_unknown_fields` on the struct itself.
-macro_rules! check_config {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
-            /// Unique name of the check (the `check` label).
-            pub name: String,
-            /// Time between two probes; default `[defaults] interval`.
-            #[serde(default, with = "humantime_serde")]
-            pub interval: Option<std::time::Duration>,
-            /// Longest a probe may take; default `[defaults] timeout`.
-            #[serde(default, with = "humantime_serde")]
-            pub timeout: Option<std::time::Duration>,
-            /// Time between probes while failing; default `[defaults] failing_interval`.
-            #[serde(default, with = "humantime_serde")]
-            pub failing_interval: Option<std::time::Duration>,
-            /// Consecutive better observations to recover; default `[defaults] rise`.
-            #[serde(default)]
-            pub rise: Option<u32>,
-            /// Consecutive worse observations to fail; default `[defaults] fall`.
-            #[serde(default)]
-            pub fall: Option<u32>,
-            /// Shortest time in a state; default `[defaults] hold`.
-            #[serde(default, with = "humantime_serde")]
-            pub hold: Option<std::time::Duration>,
-            $($(#[$fmeta])* pub $field: $ty,)*
-        }
-
-        impl $name {
-            /// The keys shared by every check kind.
-            pub fn common(&self) -> $crate::config::Common<'_> {
-                $crate::config::Common {
-                    name: &self.name,
-                    interval: self.interval,
-                    timeout: self.timeout,
-                    failing_interval: self.failing_interval,
-                    rise: self.rise,
-                    fall: self.fall,
-                    hold: self.hold,
-                }
-            }
-        }
-    };
-}
-pub(crate) use check_config;
-
-/// The keys every check kind shares, as written (before defaults apply).
-#[derive(Debug, Clone, Copy)]
-pub struct Common<'a> {
-    pub name: &'a str,
-    pub interval: Option<Duration>,
-    pub timeout: Option<Duration>,
-    pub failing_interval: Option<Duration>,
-    pub rise: Option<u32>,
-    pub fall: Option<u32>,
-    pub hold: Option<Duration>,
-}
-
-/// A check's schedule and hysteresis once defaults are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub failing_interval: Duration,
-    pub rise: u32,
-    pub fall: u32,
-    pub hold: Duration,
-}
-
-impl Common<'_> {
-    /// Applies `[defaults]` to what the check left unset.
-    pub fn schedule(&self, d: &Defaults) -> Schedule {
-        let interval = self.interval.unwrap_or(d.interval);
-        Schedule {
-            interval,
-            timeout: self.timeout.unwrap_or(d.timeout),
-            failing_interval: self
-                .failing_interval
-                .unwrap_or(d.failing_interval)
-                .min(interval),
-            rise: self.rise.unwrap_or(d.rise),
-            fall: self.fall.unwrap_or(d.fall),
-            hold: self.hold.unwrap_or(d.hold),
-        }
-    }
-}
-
-/// One configured check, whatever its kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckSpec {
-    Tcp(TcpConfig),
-    Http(HttpConfig),
-    Command(CommandConfig),
-    Modem(ModemConfig),
-    Sip(SipConfig),
-    Gateway(GatewayConfig),
-    Queue(QueueConfig),
-}
-
-impl CheckSpec {
-    /// The check kind as written in the file (`tcp`, `http`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CheckSpec::Tcp(_) => "tcp",
-            CheckSpec::Http(_) => "http",
-            CheckSpec::Command(_) => "command",
-            CheckSpec::Modem(_) => "modem",
-            CheckSpec::Sip(_) => "sip",
-            CheckSpec::Gateway(_) => "gateway",
-            CheckSpec::Queue(_) => "queue",
-        }
-    }
-
-    /// The keys shared by every kind.
-    pub fn common(&self) -> Common<'_> {
-        match self {
-            CheckSpec::Tcp(c) => c.common(),
-            CheckSpec::Http(c) => c.common(),
-            CheckSpec::Command(c) => c.common(),
-            CheckSpec::Modem(c) => c.common(),
-            CheckSpec::Sip(c) => c.common(),
-            CheckSpec::Gateway(c) => c.common(),
-            CheckSpec::Queue(c) => c.common(),
-        }
-    }
-
-    /// The check's schedule once defaults apply. A serial line has its own defaults
-    /// (5m interval, 30s timeout) and is never probed faster while failing; a passive
-    /// line only reads files and follows `[defaults]`.
-    pub fn schedule(&self, d: &Defaults) -> Schedule {
-        let c = self.common();
-        match self {
-            CheckSpec::Modem(m) if !m.passive => {
-                let interval = c.interval.unwrap_or(SERIAL_INTERVAL);
-                Schedule {
-                    interval,
-                    timeout: c.timeout.unwrap_or(SERIAL_TIMEOUT),
-                    failing_interval: interval,
-                    ..c.schedule(d)
-                }
-            }
-            _ => c.schedule(d),
-        }
-    }
-
-    /// The check's name.
-    pub fn name(&self) -> &str {
-        self.common().name
-    }
-
-    /// Kind-specific validation: `Err((key, message))` with the key relative to the entry.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        match self {
-            CheckSpec::Tcp(c) => c.validate(),
-            CheckSpec::Http(c) => c.validate(),
-            CheckSpec::Command(c) => c.validate(),
-            CheckSpec::Modem(c) => c.validate(),
-            CheckSpec::Sip(c) => c.validate(),
-            CheckSpec::Gateway(c) => c.validate(),
-            CheckSpec::Queue(c) => c.validate(),
         }
     }
 }
@@ -671,18 +448,6 @@ fn check_schedule(
         }
     }
     Ok(())
-}
-
-/// Names become label values and file names: keep them plain.
-pub(crate) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-}
-
-fn name_rule(what: &str) -> String {
-    format!("a {what} is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'")
 }
 
 /// 1-based line of a byte offset.

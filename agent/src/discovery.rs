@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{CheckSpec, Config};
+use crate::checks::CheckSpec;
+use crate::config::Config;
 use crate::serial::lock;
 
 /// `[discovery]`: find what the host runs and monitor it.

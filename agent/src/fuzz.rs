@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("events", events),
     ("allowlist", allowlist),
     ("proc_net", proc_net),
+    ("dns_answer", dns_answer),
 ];
 
 /// A modem's output, split into lines and result codes (verbose and numeric).
@@ -109,11 +110,11 @@ pub fn notify_ack(data: &[u8]) {
     }
 }
 
-fn fuzz_keys() -> &'static crate::notify::usm::Keys {
-    static KEYS: std::sync::OnceLock<crate::notify::usm::Keys> = std::sync::OnceLock::new();
+fn fuzz_keys() -> &'static crate::snmp::usm::Keys {
+    static KEYS: std::sync::OnceLock<crate::snmp::usm::Keys> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
-        crate::notify::usm::Keys::new(
-            crate::notify::usm::Auth::Sha,
+        crate::snmp::usm::Keys::new(
+            crate::snmp::usm::Auth::Sha,
             "authpass123",
             "privpass123",
             b"fuzz-engine",
@@ -160,4 +161,20 @@ pub fn allowlist(data: &[u8]) {
 /// The kernel's socket tables (`/proc/net/udp`, `tcp6`, ...), read by discovery.
 pub fn proc_net(data: &[u8]) {
     let _ = crate::discovery::parse_proc_net(&String::from_utf8_lossy(data));
+}
+
+/// A DNS answer to an SRV query, then RFC 2782's order of what it holds.
+pub fn dns_answer(data: &[u8]) {
+    // The id the answer carries, so that the rest of it is read.
+    let id = match data {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    };
+    if let Ok(Ok(records)) = crate::dns::parse(data, id, "_sip._udp.gw.test") {
+        let mut n = 0u32;
+        let _ = crate::dns::order(records, || {
+            n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            n
+        });
+    }
 }

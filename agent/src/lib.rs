@@ -40,6 +40,7 @@ pub mod config;
 pub mod discovery;
 pub mod dns;
 pub mod engine;
+pub mod faxstate;
 pub mod files;
 pub mod fuzz;
 pub mod http_client;
@@ -54,3 +55,4 @@ pub mod systemd;
 #[cfg(test)]
 mod testing;
 pub mod traffic;
+pub mod vocab;

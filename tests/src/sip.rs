@@ -354,6 +354,16 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     /// `records`: (service name such as `_sip._udp.gw.test`, target, port).
     pub fn start(records: &[(&str, &str, u16)]) -> Dnsmasq {
+        let all: Vec<_> = records
+            .iter()
+            .map(|(n, t, p)| (*n, t.to_string(), *p, 0, 0))
+            .collect();
+        Dnsmasq::start_weighted(&all)
+    }
+
+    /// `records`: (service name, target, port, priority, weight). dnsmasq answers over UDP
+    /// and TCP on the same port, and sets TC when an answer does not fit in 512 bytes.
+    pub fn start_weighted(records: &[(&str, String, u16, u16, u16)]) -> Dnsmasq {
         let port = free_udp_port();
         let mut cmd = Command::new("dnsmasq");
         cmd.args([
@@ -369,8 +379,10 @@ impl Dnsmasq {
             "--log-facility=-",
         ])
         .arg(format!("--port={port}"));
-        for (name, target, p) in records {
-            cmd.arg(format!("--srv-host={name},{target},{p},0,0"));
+        for (name, target, p, priority, weight) in records {
+            cmd.arg(format!(
+                "--srv-host={name},{target},{p},{priority},{weight}"
+            ));
         }
         let mut child = cmd
             .stdin(Stdio::null())

@@ -227,3 +227,34 @@ fn srv_lookup_finds_the_gateway() {
         r.out
     );
 }
+
+/// An SRV answer too big for 512 bytes of UDP: dnsmasq sets TC, and the agent asks again
+/// over TCP and finds the best target (priority 0) among 21.
+#[test]
+fn srv_answers_too_big_for_udp_are_asked_again_over_tcp() {
+    let gw = Sipp::start("u1", "200 OK");
+    let mut records = vec![(
+        "_sip._udp.big.test",
+        "127.0.0.1".to_string(),
+        gw.port,
+        0,
+        10,
+    )];
+    for i in 0..20 {
+        records.push((
+            "_sip._udp.big.test",
+            format!("backup{i:02}-{}.big.test", "x".repeat(50)),
+            5060,
+            10,
+            10,
+        ));
+    }
+    let dns = Dnsmasq::start_weighted(&records);
+    let r = check(
+        "sip:big.test",
+        "udp",
+        &format!("dns_server = \"127.0.0.1:{}\"\nsrv = true\n", dns.port),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(r.out.contains("answered 200"), "{}", r.out);
+}

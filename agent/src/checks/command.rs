@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{excerpt, Check, Observation};
-use crate::config::check_config;
+use crate::vocab::check_config;
 
 /// Most bytes of each output stream kept (the rest is read and discarded).
 const MAX_OUTPUT: usize = 4096;

@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 use super::sip::{SipCheck, SipConfig, SipTransport};
 use super::{Check, Observation};
-use crate::config::check_config;
 use crate::snmp::client::{parse_oid, Client, Credentials, Row};
+use crate::vocab::check_config;
 
 const BEARER_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 20, 1, 2, 1, 1, 2];
 const IF_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 8];

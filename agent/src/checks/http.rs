@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::{excerpt, Check, Observation};
-use crate::config::check_config;
 use crate::http_client;
+use crate::vocab::check_config;
 
 check_config! {
     /// `[[http]]`: an HTTP endpoint.

@@ -15,7 +15,14 @@ pub mod tcp;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::CheckSpec;
+use crate::vocab::{Common, Defaults, Schedule, SERIAL_INTERVAL, SERIAL_TIMEOUT};
+use command::CommandConfig;
+use gateway::GatewayConfig;
+use http::HttpConfig;
+use modem::ModemConfig;
+use queue::QueueConfig;
+use sip::SipConfig;
+use tcp::TcpConfig;
 
 /// What one probe saw, judged on its own; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -141,8 +148,85 @@ pub trait Check: Send + Sync {
     async fn probe(&self) -> Observation;
 }
 
+/// One configured check, whatever its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSpec {
+    Tcp(TcpConfig),
+    Http(HttpConfig),
+    Command(CommandConfig),
+    Modem(ModemConfig),
+    Sip(SipConfig),
+    Gateway(GatewayConfig),
+    Queue(QueueConfig),
+}
+
+impl CheckSpec {
+    /// The check kind as written in the file (`tcp`, `http`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckSpec::Tcp(_) => "tcp",
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Command(_) => "command",
+            CheckSpec::Modem(_) => "modem",
+            CheckSpec::Sip(_) => "sip",
+            CheckSpec::Gateway(_) => "gateway",
+            CheckSpec::Queue(_) => "queue",
+        }
+    }
+
+    /// The keys shared by every kind.
+    pub fn common(&self) -> Common<'_> {
+        match self {
+            CheckSpec::Tcp(c) => c.common(),
+            CheckSpec::Http(c) => c.common(),
+            CheckSpec::Command(c) => c.common(),
+            CheckSpec::Modem(c) => c.common(),
+            CheckSpec::Sip(c) => c.common(),
+            CheckSpec::Gateway(c) => c.common(),
+            CheckSpec::Queue(c) => c.common(),
+        }
+    }
+
+    /// The check's schedule once defaults apply. A serial line has its own defaults
+    /// (5m interval, 30s timeout) and is never probed faster while failing; a passive
+    /// line only reads files and follows `[defaults]`.
+    pub fn schedule(&self, d: &Defaults) -> Schedule {
+        let c = self.common();
+        match self {
+            CheckSpec::Modem(m) if !m.passive => {
+                let interval = c.interval.unwrap_or(SERIAL_INTERVAL);
+                Schedule {
+                    interval,
+                    timeout: c.timeout.unwrap_or(SERIAL_TIMEOUT),
+                    failing_interval: interval,
+                    ..c.schedule(d)
+                }
+            }
+            _ => c.schedule(d),
+        }
+    }
+
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        self.common().name
+    }
+
+    /// Kind-specific validation: `Err((key, message))` with the key relative to the entry.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            CheckSpec::Tcp(c) => c.validate(),
+            CheckSpec::Http(c) => c.validate(),
+            CheckSpec::Command(c) => c.validate(),
+            CheckSpec::Modem(c) => c.validate(),
+            CheckSpec::Sip(c) => c.validate(),
+            CheckSpec::Gateway(c) => c.validate(),
+            CheckSpec::Queue(c) => c.validate(),
+        }
+    }
+}
+
 /// The one place a check kind becomes a check.
-pub fn build(spec: &CheckSpec, schedule: &crate::config::Schedule) -> Box<dyn Check> {
+pub fn build(spec: &CheckSpec, schedule: &Schedule) -> Box<dyn Check> {
     match spec {
         CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone())),
         CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),

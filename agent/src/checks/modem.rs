@@ -41,9 +41,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{excerpt, Check, Observation, Status};
-use crate::config::check_config;
 use crate::serial::at::{AtError, Final, Session};
 use crate::serial::{hylafax, lock};
+use crate::vocab::check_config;
 
 check_config! {
     /// `[[modem]]`: a fax modem on a serial port.

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Check, Observation};
-use crate::config::check_config;
+use crate::vocab::check_config;
 
 /// Most labelled rows of a SQL result exported as `telagent_queue_jobs`.
 const MAX_LABELS: usize = 32;

@@ -31,7 +31,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::{excerpt, Check, Observation};
-use crate::config::check_config;
+use crate::vocab::check_config;
 
 /// Largest SIP message accepted (UDP datagrams cannot be larger anyway).
 pub const MAX_MESSAGE: usize = 64 * 1024;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{excerpt, Check, Observation};
-use crate::config::check_config;
+use crate::vocab::check_config;
 
 /// Most bytes read while waiting for `expect`.
 const MAX_READ: usize = 64 * 1024;

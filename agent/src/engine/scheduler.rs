@@ -17,8 +17,9 @@ use tracing::{debug, info, warn, Instrument};
 use super::bus::{Bus, Transition};
 use super::model::{Model, Probe, Target};
 use super::tracker::{Change, State, Tracker};
+use crate::checks::CheckSpec;
 use crate::checks::{self, Check, Observation, Status};
-use crate::config::{CheckSpec, Config, Schedule};
+use crate::config::{Config, Schedule};
 
 /// The first probe of each check lands within this window after it starts, at a phase
 /// derived from its name, so that many checks do not all fire at once.

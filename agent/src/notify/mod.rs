@@ -15,7 +15,6 @@
 
 pub mod outbox;
 pub mod traps;
-pub mod usm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,7 +93,7 @@ pub struct ReceiverConfig {
     pub user: Option<String>,
     /// v3 authentication: `sha` or `sha256`.
     #[serde(default)]
-    pub auth: Option<usm::Auth>,
+    pub auth: Option<crate::snmp::usm::Auth>,
     /// v3 authentication password (at least 8 characters).
     #[serde(default)]
     pub auth_password: Option<String>,

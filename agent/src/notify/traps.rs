@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::usm::Keys;
 use super::{Notification, ReceiverConfig, Version};
 use crate::snmp::ber::{self, BerError, Reader, Val, VarBind};
 use crate::snmp::mib;
+use crate::snmp::usm::Keys;
 
 /// This agent's SNMP engine.
 #[derive(Debug, Clone)]
@@ -444,7 +444,7 @@ impl Sender {
         let c = &self.config;
         self.local_keys.get_or_insert_with(|| {
             Keys::new(
-                c.auth.unwrap_or(super::usm::Auth::Sha256),
+                c.auth.unwrap_or(crate::snmp::usm::Auth::Sha256),
                 c.auth_password.as_deref().unwrap_or(""),
                 c.priv_password.as_deref().unwrap_or(""),
                 engine_id,
@@ -478,7 +478,7 @@ impl Sender {
             .await?;
         let c = &self.config;
         let keys = Keys::new(
-            c.auth.unwrap_or(super::usm::Auth::Sha256),
+            c.auth.unwrap_or(crate::snmp::usm::Auth::Sha256),
             c.auth_password.as_deref().unwrap_or(""),
             c.priv_password.as_deref().unwrap_or(""),
             &inc.engine_id,
@@ -583,7 +583,7 @@ fn salt() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::usm::Auth;
+    use crate::snmp::usm::Auth;
 
     #[test]
     fn v3_message_authenticates_and_decrypts_in_place() {

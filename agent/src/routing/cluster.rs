@@ -1,10 +1,8 @@
 //! Cluster configuration: the members (every agent of a cluster has the same list, in the
-//! same precedence order), routing groups, how this server's own state follows its checks,
-//! and the outputs to the routing layer.
+//! same precedence order), routing groups and how this server's own state follows its
+//! checks. Each routing output's section is beside its code.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -118,65 +116,6 @@ pub struct ServerRules {
 
 fn default_min_lines() -> u32 {
     1
-}
-
-/// `[haproxy]`: the agent-check responder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HaproxyConfig {
-    /// TCP address HAProxy's `agent-check` connects to.
-    pub listen: SocketAddr,
-}
-
-/// `[kamailio]`: Kamailio's dispatcher, over JSON-RPC (xhttp + jsonrpcs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KamailioConfig {
-    /// `http://127.0.0.1:5071/RPC`.
-    pub rpc_url: String,
-    /// Dispatcher set id.
-    #[serde(default = "default_set")]
-    pub set: u32,
-    /// How often the wanted states are compared with `dispatcher.list` and re-asserted.
-    #[serde(default = "default_reassert", with = "humantime_serde")]
-    pub reassert_interval: Duration,
-}
-
-fn default_set() -> u32 {
-    1
-}
-fn default_reassert() -> Duration {
-    Duration::from_secs(2)
-}
-
-/// `[hook]`: a program run on every routing change this agent speaks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookConfig {
-    /// Program and arguments; TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS,
-    /// TELAGENT_REASON and TELAGENT_SPEAKER are set.
-    pub command: Vec<String>,
-    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-fn default_hook_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// `[access]`: who may call state-changing (and, optionally, read-only) endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessConfig {
-    /// File holding the bearer token (one line).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// File of allowed callers: one host name, address or CIDR per line, `#` comments.
-    #[serde(default)]
-    pub allowlist_file: Option<PathBuf>,
-    /// Apply the allowlist to read-only endpoints too.
-    #[serde(default)]
-    pub protect_reads: bool,
 }
 
 impl Default for ClusterConfig {

@@ -12,15 +12,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Member;
 use super::decision::ServerState;
 use super::Snapshot;
-use crate::config::Config;
+
+/// `[haproxy]`: the agent-check responder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyConfig {
+    /// TCP address HAProxy's `agent-check` connects to.
+    pub listen: std::net::SocketAddr,
+}
 
 /// The agent-check line for this server, if its state is known.
-pub fn agent_line(snapshot: &Snapshot, config: &Config) -> Option<String> {
+pub fn agent_line(snapshot: &Snapshot, members: &[Member]) -> Option<String> {
     let own = snapshot.own()?;
-    let weight = config
-        .member
+    let weight = members
         .iter()
         .find(|m| m.name == snapshot.me)
         .map_or(100, |m| m.weight);
@@ -44,7 +51,7 @@ pub fn agent_line(snapshot: &Snapshot, config: &Config) -> Option<String> {
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    config: watch::Receiver<Config>,
+    members: watch::Receiver<Vec<Member>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -58,7 +65,7 @@ pub async fn serve(
                 }
             },
         };
-        let line = agent_line(&snapshots.borrow(), &config.borrow());
+        let line = agent_line(&snapshots.borrow(), &members.borrow());
         tokio::spawn(async move {
             if let Some(line) = line {
                 let _ = tokio::time::timeout(

@@ -13,11 +13,25 @@ use tracing::{error, info};
 use super::decision::ServerState;
 use super::OutputStats;
 use super::Snapshot;
-use crate::config::Config;
+
+/// `[hook]`: a program run on every routing change this agent speaks for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Program and arguments; TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS,
+    /// TELAGENT_REASON and TELAGENT_SPEAKER are set.
+    pub command: Vec<String>,
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+}
+
+fn default_hook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
 
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    config: watch::Receiver<Config>,
+    config: watch::Receiver<Option<HookConfig>>,
     stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
@@ -28,7 +42,7 @@ pub async fn run(
             r = snapshots.changed() => if r.is_err() { return },
         }
         let snap = snapshots.borrow_and_update().clone();
-        let Some(hook) = config.borrow().hook.clone() else {
+        let Some(hook) = config.borrow().clone() else {
             continue;
         };
         if !snap.learned {

@@ -15,10 +15,31 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use super::cluster::Member;
 use super::decision::ServerState;
 use super::OutputStats;
 use super::Snapshot;
-use crate::config::Config;
+
+/// `[kamailio]`: Kamailio's dispatcher, over JSON-RPC (xhttp + jsonrpcs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KamailioConfig {
+    /// `http://127.0.0.1:5071/RPC`.
+    pub rpc_url: String,
+    /// Dispatcher set id.
+    #[serde(default = "default_set")]
+    pub set: u32,
+    /// How often the wanted states are compared with `dispatcher.list` and re-asserted.
+    #[serde(default = "default_reassert", with = "humantime_serde")]
+    pub reassert_interval: Duration,
+}
+
+fn default_set() -> u32 {
+    1
+}
+fn default_reassert() -> Duration {
+    Duration::from_secs(2)
+}
 
 /// Calls one JSON-RPC method; returns its `result`.
 pub async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
@@ -55,9 +76,16 @@ pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
     out
 }
 
+/// What the Kamailio output reads of the config: its section and the members' SIP URIs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub kamailio: Option<KamailioConfig>,
+    pub members: Vec<Member>,
+}
+
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    config: watch::Receiver<Config>,
+    config: watch::Receiver<Section>,
     stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
@@ -87,14 +115,14 @@ pub async fn run(
 
 async fn assert_states(
     snap: &Snapshot,
-    c: &Config,
-    k: &super::cluster::KamailioConfig,
+    c: &Section,
+    k: &KamailioConfig,
     stats: &OutputStats,
 ) -> Result<(), String> {
     let current = flags(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
     for v in snap.servers.iter().filter(|v| v.speaker) {
         let Some(uri) = c
-            .member
+            .members
             .iter()
             .find(|m| m.name == v.name)
             .and_then(|m| m.sip.clone())

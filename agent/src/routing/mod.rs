@@ -13,7 +13,6 @@
 
 pub mod cluster;
 pub mod decision;
-pub mod faxstate;
 pub mod haproxy;
 pub mod hook;
 pub mod kamailio;

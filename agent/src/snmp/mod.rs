@@ -5,6 +5,7 @@ pub mod agentx;
 pub mod ber;
 pub mod client;
 pub mod mib;
+pub mod usm;
 pub mod view;
 
 /// `[snmp]`: TELAGENT-MIB served through an AgentX master (net-snmp's snmpd).

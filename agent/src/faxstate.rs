@@ -8,16 +8,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedReceiver, watch};
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::checks::modem::ModemConfig;
 use crate::engine::bus::Transition;
 use crate::engine::tracker::State;
 
 /// The faxstate arguments for a transition, if this modem has faxstate configured.
-pub fn command_for(config: &Config, t: &Transition) -> Option<(String, Vec<String>)> {
+pub fn command_for(modems: &[ModemConfig], t: &Transition) -> Option<(String, Vec<String>)> {
     if t.kind != "modem" {
         return None;
     }
-    let m = config.modem.iter().find(|m| m.name == t.target)?;
+    let m = modems.iter().find(|m| m.name == t.target)?;
     let program = m.faxstate.clone()?;
     let state = match t.to {
         State::Down => "down",
@@ -34,9 +34,12 @@ pub fn command_for(config: &Config, t: &Transition) -> Option<(String, Vec<Strin
 }
 
 /// Runs faxstate for every modem transition that asks for it.
-pub async fn run(mut events: UnboundedReceiver<Transition>, config: watch::Receiver<Config>) {
+pub async fn run(
+    mut events: UnboundedReceiver<Transition>,
+    modems: watch::Receiver<Vec<ModemConfig>>,
+) {
     while let Some(t) = events.recv().await {
-        let Some((program, args)) = command_for(&config.borrow(), &t) else {
+        let Some((program, args)) = command_for(&modems.borrow(), &t) else {
             continue;
         };
         let mut cmd = tokio::process::Command::new(&program);

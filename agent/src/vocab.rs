@@ -1,0 +1,167 @@
+//! The shared vocabulary of the configuration: the keys every check kind has (name,
+//! schedule, hysteresis), `[defaults]`, what a name may be, and the serial lines' own
+//! schedule. A leaf: it imports nothing of ours, so the check kinds and the config can
+//! both use it without importing each other.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[defaults]`: schedule and hysteresis for every check.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Time between two probes of a healthy target.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest a probe may take; it is abandoned (and counted as `timeout`) after that.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between probes while the last probe was not ok (capped at `interval`).
+    #[serde(default = "default_failing_interval", with = "humantime_serde")]
+    pub failing_interval: Duration,
+    /// Consecutive better observations needed to move to a better state.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive worse observations needed to move to a worse state.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Shortest time a target stays in a state before it may change again.
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_failing_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            failing_interval: default_failing_interval(),
+            rise: default_rise(),
+            fall: default_fall(),
+            hold: Duration::ZERO,
+        }
+    }
+}
+
+/// A serial line's interval and timeout when the check sets none.
+pub const SERIAL_INTERVAL: Duration = Duration::from_secs(300);
+pub const SERIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Declares a check kind's config struct with the keys every kind shares (name, schedule,
+/// hysteresis) ahead of its own, keeping `deny_unknown_fields` on the struct itself.
+macro_rules! check_config {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Unique name of the check (the `check` label).
+            pub name: String,
+            /// Time between two probes; default `[defaults] interval`.
+            #[serde(default, with = "humantime_serde")]
+            pub interval: Option<std::time::Duration>,
+            /// Longest a probe may take; default `[defaults] timeout`.
+            #[serde(default, with = "humantime_serde")]
+            pub timeout: Option<std::time::Duration>,
+            /// Time between probes while failing; default `[defaults] failing_interval`.
+            #[serde(default, with = "humantime_serde")]
+            pub failing_interval: Option<std::time::Duration>,
+            /// Consecutive better observations to recover; default `[defaults] rise`.
+            #[serde(default)]
+            pub rise: Option<u32>,
+            /// Consecutive worse observations to fail; default `[defaults] fall`.
+            #[serde(default)]
+            pub fall: Option<u32>,
+            /// Shortest time in a state; default `[defaults] hold`.
+            #[serde(default, with = "humantime_serde")]
+            pub hold: Option<std::time::Duration>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The keys shared by every check kind.
+            pub fn common(&self) -> $crate::vocab::Common<'_> {
+                $crate::vocab::Common {
+                    name: &self.name,
+                    interval: self.interval,
+                    timeout: self.timeout,
+                    failing_interval: self.failing_interval,
+                    rise: self.rise,
+                    fall: self.fall,
+                    hold: self.hold,
+                }
+            }
+        }
+    };
+}
+pub(crate) use check_config;
+
+/// The keys every check kind shares, as written (before defaults apply).
+#[derive(Debug, Clone, Copy)]
+pub struct Common<'a> {
+    pub name: &'a str,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub failing_interval: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub hold: Option<Duration>,
+}
+
+/// A check's schedule and hysteresis once defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failing_interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub hold: Duration,
+}
+
+impl Common<'_> {
+    /// Applies `[defaults]` to what the check left unset.
+    pub fn schedule(&self, d: &Defaults) -> Schedule {
+        let interval = self.interval.unwrap_or(d.interval);
+        Schedule {
+            interval,
+            timeout: self.timeout.unwrap_or(d.timeout),
+            failing_interval: self
+                .failing_interval
+                .unwrap_or(d.failing_interval)
+                .min(interval),
+            rise: self.rise.unwrap_or(d.rise),
+            fall: self.fall.unwrap_or(d.fall),
+            hold: self.hold.unwrap_or(d.hold),
+        }
+    }
+}
+
+/// Names become label values and file names: keep them plain.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+pub(crate) fn name_rule(what: &str) -> String {
+    format!("a {what} is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'")
+}
