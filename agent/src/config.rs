@@ -1,9 +1,14 @@
 //! Typed configuration: what the agent checks.
 //!
-//! The file is TOML: `[agent]`, `[defaults]`, `[ports]` and one array of tables per check
-//! kind (`[[tcp]]`, `[[http]]`, `[[command]]`). Every struct rejects unknown keys. Every
-//! error names the file, the line and the key path (`tcp[1].timeout`) and says what is
-//! expected; `telagent check-config` prints exactly these messages.
+//! The file is TOML: `[agent]`, `[defaults]`, `[ports]`, `[discovery]`, one array of
+//! tables per check kind (`[[tcp]]`, `[[http]]`, `[[command]]`, `[[modem]]`, `[[sip]]`,
+//! `[[gateway]]`, `[[queue]]`), the cluster (`[cluster]`, `[[member]]`, `[[group]]`,
+//! `[server]`), the routing outputs (`[haproxy]`, `[kamailio]`, `[hook]`), `[access]`,
+//! `[traffic]`, `[notify]` and `[snmp]`. Each section's type is beside the code that
+//! reads it; the keys every check shares are in [`crate::vocab`]. Every struct rejects
+//! unknown keys. Every error names the file, the line and the key path
+//! (`tcp[1].timeout`) and says what is expected; `telagent check-config` prints exactly
+//! these messages.
 //!
 //! CLI flags say how to run (`--listen` overrides `agent.listen`); the file says what to check.
 

@@ -1,34 +1,7 @@
 //! telagent: the monitoring agent of fax and messaging servers.
 //!
-//! # Layout
-//!
-//! - [`config`]: the typed TOML configuration, its defaults and its validation; every
-//!   error names file, line and key.
-//! - [`checks`]: one module per check kind (`tcp`, `http`, `command`, `modem`), each
-//!   implementing [`checks::Check`]: one attempt, one [`checks::Observation`].
-//! - [`engine`]: the scheduler (intervals, phase, timeouts, concurrency), the tracker
-//!   (rise / fall / hold: the only place that decides state), the live model every output
-//!   reads, and the bus of transition events.
-//! - [`metrics`]: Prometheus exposition rendered from the model.
-//! - [`api`]: the HTTP endpoints (`/`, `/metrics`, `/healthz`, `/v1/*`).
-//! - [`page`]: the status page served at `/`.
-//! - [`discovery`]: what the host runs (HylaFAX, SIP listeners, snmpd's AgentX socket),
-//!   found passively and merged into the config as checks.
-//! - [`audit`]: the JSON-lines audit trail of transitions.
-//! - [`serial`]: the serial-port inventory, UUCP locks, the AT conversation, HylaFAX
-//!   status files.
-//! - [`routing`]: server states (own and peers), routes per group, and the outputs to the
-//!   routing layer (HAProxy agent-check, Kamailio dispatcher, hook, HylaFAX `faxstate`).
-//! - [`traffic`]: traffic accounting: the SQLite store, the xferfaxlog tail, posted
-//!   events, totals.
-//! - [`notify`]: SNMP notifications (v2c / v3 traps and informs) through a durable outbox.
-//! - [`snmp`]: SNMP polling client, BER codec, TELAGENT-MIB's OIDs.
-//! - [`access`]: bearer token and caller allowlist.
-//! - [`systemd`]: READY, RELOADING, STOPPING and WATCHDOG for `Type=notify`.
-//! - [`fuzz`]: one entry point per parser of outside input (fuzz targets, corpus replay).
-//! - [`agent`]: the running agent: startup, signals, reload, shutdown.
-//! - [`cli`]: one module per subcommand.
-//! - [`net`], [`http_client`], [`dns`]: outbound connections with typed errors, SRV lookups.
+//! The layout of the code (which module does what, and in which direction data flows) and
+//! how to add a check kind or an output are in README.md, section "Development".
 
 pub mod access;
 pub mod agent;

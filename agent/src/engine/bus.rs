@@ -1,6 +1,7 @@
-//! Transition events, pushed to every output that reacts to changes (audit log; later
-//! notifications and routing). Each subscriber has its own unbounded queue: transitions
-//! are few (rise, fall and hold bound them) and none may be lost to a slow subscriber.
+//! Transition events, pushed to every output that reacts to changes (the audit log, SNMP
+//! notifications, faxstate) and published by the scheduler (checks) and the routing task
+//! (servers). Each subscriber has its own unbounded queue: transitions are few (rise, fall
+//! and hold bound them) and none may be lost to a slow subscriber.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};

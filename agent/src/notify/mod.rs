@@ -546,10 +546,22 @@ impl Notifier {
         }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, outbox::Outbox> {
-        self.outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Runs `f` on the outbox. SQLite blocks: on the multi-threaded runtime the worker
+    /// thread first hands its other tasks on (`block_in_place`), so a slow disk never
+    /// stalls a probe or the HTTP server.
+    fn outbox<R>(&self, f: impl FnOnce(&mut outbox::Outbox) -> R) -> R {
+        let run = || {
+            f(&mut self
+                .outbox
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
     }
 
     /// Writes a notification to the outbox of every receiver that wants it.
@@ -567,7 +579,7 @@ impl Notifier {
         if targets.is_empty() {
             return;
         }
-        let pushed = self.lock().push(&targets, n);
+        let pushed = self.outbox(|o| o.push(&targets, n));
         match pushed {
             Ok(dropped) => {
                 let mut m = self.stats.receivers();
@@ -602,7 +614,7 @@ impl Notifier {
         {
             let mut m = me.stats.receivers();
             for q in queues(&me.config) {
-                let depth = me.lock().depth(&q).unwrap_or(0);
+                let depth = me.outbox(|o| o.depth(&q)).unwrap_or(0);
                 m.entry(q).or_default().outbox_depth = depth;
             }
         }
@@ -669,7 +681,7 @@ impl Notifier {
             while tokio::time::Instant::now() < deadline {
                 let left: u64 = queues(&consumer.config)
                     .iter()
-                    .map(|q| consumer.lock().depth(q).unwrap_or(0))
+                    .map(|q| consumer.outbox(|o| o.depth(q)).unwrap_or(0))
                     .sum();
                 if left == 0 {
                     break;
@@ -797,12 +809,12 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let notified = n.wake.notified();
-        let next = n.lock().peek(&queue);
+        let next = n.outbox(|o| o.peek(&queue));
         let (seq, notification) = match next {
             Ok(Some((seq, Some(x)))) => (seq, x),
             Ok(Some((seq, None))) => {
                 tracing::warn!(queue = %queue, seq, "Unreadable notification in the outbox; removed.");
-                let _ = n.lock().remove(seq);
+                let _ = n.outbox(|o| o.remove(seq));
                 continue;
             }
             Ok(None) => {
@@ -857,8 +869,8 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
             }
         }
         if delivered {
-            let _ = n.lock().remove(seq);
-            let depth = n.lock().depth(&queue).unwrap_or(0);
+            let _ = n.outbox(|o| o.remove(seq));
+            let depth = n.outbox(|o| o.depth(&queue)).unwrap_or(0);
             n.stats
                 .receivers()
                 .entry(queue.clone())

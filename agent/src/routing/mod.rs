@@ -372,6 +372,81 @@ pub async fn run(
     }
 }
 
+/// What this agent sees of one server before damping.
+struct Seen {
+    state: ServerState,
+    reason: String,
+    reachable: bool,
+    last_active: Option<SystemTime>,
+    hash: Option<String>,
+}
+
+/// A peer as its polls show it: what its agent reports while it answers (or answered
+/// within `inactive_after`); else up if its service answers, down if not.
+fn peer_seen(r: &PeerReport, now: Instant, inactive_after: std::time::Duration) -> Seen {
+    let fresh = r
+        .last_ok
+        .is_some_and(|(at, _)| now.duration_since(at) < inactive_after);
+    let last_active = r.last_ok.map(|(_, t)| t);
+    let hash = r.doc.as_ref().map(|d| d.config_hash.clone());
+    let seen = |state, reason: String, reachable| Seen {
+        state,
+        reason,
+        reachable,
+        last_active,
+        hash: hash.clone(),
+    };
+    if !r.polled {
+        return Seen {
+            state: ServerState::Unknown,
+            reason: "not polled yet".into(),
+            reachable: false,
+            last_active: None,
+            hash: None,
+        };
+    }
+    match (&r.doc, r.reachable || fresh) {
+        (Some(doc), true) => seen(doc.state, doc.reason.clone(), r.reachable),
+        _ => {
+            let since = last_active.map_or("start".to_string(), |t| {
+                humantime::format_rfc3339_seconds(t).to_string()
+            });
+            let error = r.error.clone().unwrap_or_default();
+            match r.service_ok {
+                Some(true) => seen(ServerState::Up, format!("agent unreachable since {since} ({error}); its service answers"), false),
+                Some(false) => seen(ServerState::Down, format!("inactive: agent unreachable since {since} ({error}) and its service does not answer"), false),
+                None => seen(ServerState::Down, format!("inactive: agent unreachable since {since} ({error})"), false),
+            }
+        }
+    }
+}
+
+/// Logs a server's change once and publishes it on the bus.
+fn announce(bus: &Bus, me: &str, server: &str, before: ServerState, d: &Decided) {
+    let after = d.state;
+    match after {
+        ServerState::Up => {
+            info!(server = %server, from = before.as_str(), reason = %d.reason, "Server is up.")
+        }
+        _ => {
+            warn!(server = %server, from = before.as_str(), to = after.as_str(), reason = %d.reason, "Server is no longer up.")
+        }
+    }
+    bus.publish(Transition {
+        time: SystemTime::now(),
+        server: me.to_string(),
+        target: server.to_string(),
+        kind: "server",
+        from: to_state(before),
+        to: to_state(after),
+        reason: d.reason.clone(),
+        status: after.to_status(),
+        error_type: None,
+        detail: d.reason.clone(),
+        duration: std::time::Duration::ZERO,
+    });
+}
+
 fn evaluate(
     c: &Config,
     hash: &str,
@@ -392,72 +467,27 @@ fn evaluate(
         let d = decided
             .entry(member.name.clone())
             .or_insert_with(|| Decided::new(&c.cluster));
-        let (raw, reason, reachable, last_active, peer_hash) = if &member.name == me {
-            (
-                own_raw,
-                own_reason.clone(),
-                true,
-                Some(SystemTime::now()),
-                Some(hash.clone()),
-            )
+        let seen = if &member.name == me {
+            Seen {
+                state: own_raw,
+                reason: own_reason.clone(),
+                reachable: true,
+                last_active: Some(SystemTime::now()),
+                hash: Some(hash.clone()),
+            }
         } else {
             let r = reports.get(&member.name).cloned().unwrap_or_default();
-            let fresh = r
-                .last_ok
-                .is_some_and(|(at, _)| now.duration_since(at) < c.cluster.inactive_after);
-            let last_active = r.last_ok.map(|(_, t)| t);
-            let peer_hash = r.doc.as_ref().map(|d| d.config_hash.clone());
-            match (&r.doc, r.reachable || fresh) {
-                _ if !r.polled => (
-                    ServerState::Unknown,
-                    "not polled yet".into(),
-                    false,
-                    None,
-                    None,
-                ),
-                (Some(doc), true) => (
-                    doc.state,
-                    doc.reason.clone(),
-                    r.reachable,
-                    last_active,
-                    peer_hash,
-                ),
-                _ => {
-                    let since = last_active.map_or("start".to_string(), |t| {
-                        humantime::format_rfc3339_seconds(t).to_string()
-                    });
-                    let error = r.error.clone().unwrap_or_default();
-                    match r.service_ok {
-                        Some(true) => (ServerState::Up, format!("agent unreachable since {since} ({error}); its service answers"), false, last_active, peer_hash),
-                        Some(false) => (ServerState::Down, format!("inactive: agent unreachable since {since} ({error}) and its service does not answer"), false, last_active, peer_hash),
-                        None => (ServerState::Down, format!("inactive: agent unreachable since {since} ({error})"), false, last_active, peer_hash),
-                    }
-                }
-            }
+            peer_seen(&r, now, c.cluster.inactive_after)
         };
+        let Seen {
+            state: raw,
+            reason,
+            reachable,
+            last_active,
+            hash: peer_hash,
+        } = seen;
         if let Some(before) = d.feed(raw, reason, now) {
-            let after = d.state;
-            match after {
-                ServerState::Up => {
-                    info!(server = %member.name, from = before.as_str(), reason = %d.reason, "Server is up.")
-                }
-                _ => {
-                    warn!(server = %member.name, from = before.as_str(), to = after.as_str(), reason = %d.reason, "Server is no longer up.")
-                }
-            }
-            bus.publish(Transition {
-                time: SystemTime::now(),
-                server: me.clone(),
-                target: member.name.clone(),
-                kind: "server",
-                from: to_state(before),
-                to: to_state(after),
-                reason: d.reason.clone(),
-                status: after.to_status(),
-                error_type: None,
-                detail: d.reason.clone(),
-                duration: std::time::Duration::ZERO,
-            });
+            announce(bus, me, &member.name, before, d);
         }
         let drift = peer_hash.as_ref().is_some_and(|h| h != &hash);
         if drift != d.drift {
