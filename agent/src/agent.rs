@@ -251,12 +251,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             section(&config_rx, |c| c.modem.clone(), &mut tasks, &outputs),
         ),
     );
+    let routing = section(
+        &config_rx,
+        |c| crate::routing::Section {
+            me: c.agent.server.clone(),
+            cluster: c.cluster.clone(),
+            members: c.member.clone(),
+            groups: c.group.clone(),
+            server: c.server.clone(),
+        },
+        &mut tasks,
+        &outputs,
+    );
     tasks.spawn(
         "routing",
         crate::routing::run(
             model.clone(),
             bus.clone(),
-            config_rx.clone(),
+            routing,
             maintenance,
             snapshot_tx,
             outputs.clone(),
@@ -463,7 +475,7 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
             warn!("Discovery did not finish within 10s; monitoring what was found before.");
             return last
                 .as_ref()
-                .map_or_else(|| base.clone(), |f| discovery::merge(base, f));
+                .map_or_else(|| base.clone(), |f| base.with_discovered(f));
         }
     };
     if last.as_ref() != Some(&found) {
@@ -471,7 +483,7 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
             info!(discovery = %line, "Discovered.");
         }
     }
-    let merged = discovery::merge(base, &found);
+    let merged = base.with_discovered(&found);
     *last = Some(found);
     merged
 }

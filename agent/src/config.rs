@@ -219,6 +219,52 @@ impl Default for PortsConfig {
 }
 
 impl Config {
+    /// This config with what discovery found added: checks whose names are free, marked discovered;
+    /// the xferfaxlog if not already tailed; the AgentX socket if none is set. Each item is
+    /// parsed on its own: one that the config parser refuses is logged and left out, and the
+    /// others are monitored.
+    pub fn with_discovered(&self, found: &crate::discovery::Found) -> Config {
+        let mut c = self.clone();
+        let mut taken: BTreeSet<String> = self
+            .checks()
+            .iter()
+            .map(|(_, s)| s.name().to_string())
+            .collect();
+        for section in found.sections() {
+            let d = match parse(&section, "<discovered>") {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, item = %crate::discovery::printable(&section), "A discovered item is not a valid configuration; it is left out.");
+                    continue;
+                }
+            };
+            for (_, spec) in d.checks() {
+                if !taken.insert(spec.name().to_string()) {
+                    continue;
+                }
+                c.discovered.insert(spec.name().to_string());
+                match spec {
+                    CheckSpec::Modem(m) => c.modem.push(m),
+                    CheckSpec::Queue(q) => c.queue.push(q),
+                    CheckSpec::Sip(s) => c.sip.push(s),
+                    // Discovery finds no other kind.
+                    _ => {}
+                }
+            }
+            for x in d.traffic.xferfaxlog {
+                if !c.traffic.xferfaxlog.iter().any(|o| o.path == x.path) {
+                    c.traffic.xferfaxlog.push(x);
+                }
+            }
+            if c.snmp.agentx.is_none() {
+                c.snmp.agentx = d.snmp.agentx;
+            }
+        }
+        c
+    }
+}
+
+impl Config {
     /// Every configured check with the path of its table (`tcp[0]`).
     pub fn checks(&self) -> Vec<(String, CheckSpec)> {
         let mut out = Vec::new();
@@ -389,7 +435,7 @@ impl Config {
             .iter()
             .map(|(_, s)| s.name().to_string())
             .collect();
-        crate::routing::cluster::validate(self, &check_names)?;
+        validate_routing(self, &check_names)?;
         for (path, spec) in self.checks() {
             let c = spec.common();
             if !valid_name(c.name) {
@@ -422,6 +468,127 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Cross-key rules of the routing sections. `Err((key path, message))`.
+fn validate_routing(c: &Config, check_names: &[String]) -> Result<(), (String, String)> {
+    let names: Vec<&str> = c.member.iter().map(|m| m.name.as_str()).collect();
+    for (i, m) in c.member.iter().enumerate() {
+        if names.iter().filter(|n| **n == m.name).count() > 1 {
+            return Err((
+                format!("member[{i}].name"),
+                format!("duplicate member `{}`", m.name),
+            ));
+        }
+        if let Err(reason) =
+            crate::http_client::split_url(&format!("{}/v1/server", m.agent.trim_end_matches('/')))
+        {
+            return Err((
+                format!("member[{i}].agent"),
+                format!("`{}` is not usable: {reason}", m.agent),
+            ));
+        }
+        if let Some(s) = m
+            .service
+            .as_deref()
+            .filter(|s| !crate::net::is_host_port(s))
+        {
+            return Err((
+                format!("member[{i}].service"),
+                format!("`{s}` is not host:port"),
+            ));
+        }
+        if m.weight == 0 || m.weight > 100 {
+            return Err((
+                format!("member[{i}].weight"),
+                "must be 1 to 100 (percent)".into(),
+            ));
+        }
+    }
+    if !c.member.is_empty() && !names.contains(&c.agent.server.as_str()) {
+        return Err((
+            "member".into(),
+            format!("this server `{}` (agent.server) is not a member; list every server of the cluster, this one included", c.agent.server),
+        ));
+    }
+    for (i, g) in c.group.iter().enumerate() {
+        if let Some(n) = g
+            .order
+            .iter()
+            .chain(g.weights.keys())
+            .find(|n| !names.contains(&n.as_str()))
+        {
+            return Err((
+                format!("group[{i}].order"),
+                format!("`{n}` is not a [[member]]"),
+            ));
+        }
+        if g.order.is_empty() {
+            return Err((
+                format!("group[{i}].order"),
+                "must list at least one member".into(),
+            ));
+        }
+    }
+    let rules = &c.server;
+    for (key, list) in [
+        ("critical", &rules.critical),
+        ("drain", &rules.drain),
+        ("lines", &rules.lines),
+    ] {
+        if let Some(n) = list.iter().find(|n| !check_names.contains(n)) {
+            return Err((
+                format!("server.{key}"),
+                format!("`{n}` is not a configured check"),
+            ));
+        }
+    }
+    let cl = &c.cluster;
+    if cl.poll_timeout >= cl.poll_interval {
+        return Err((
+            "cluster.poll_timeout".into(),
+            "must be shorter than poll_interval".into(),
+        ));
+    }
+    if cl.inactive_after < cl.poll_interval {
+        return Err((
+            "cluster.inactive_after".into(),
+            "must be at least poll_interval".into(),
+        ));
+    }
+    if cl.panic_threshold > 100 {
+        return Err((
+            "cluster.panic_threshold".into(),
+            "is a percentage, 0 to 100".into(),
+        ));
+    }
+    if cl.rise == 0 || cl.fall == 0 {
+        return Err((
+            "cluster.rise".into(),
+            "rise and fall must be at least 1".into(),
+        ));
+    }
+    if let Some(k) = &c.kamailio {
+        crate::http_client::split_url(&k.rpc_url).map_err(|r| {
+            (
+                "kamailio.rpc_url".to_string(),
+                format!("`{}` is not usable: {r}", k.rpc_url),
+            )
+        })?;
+        if let Some((i, _)) = c.member.iter().enumerate().find(|(_, m)| m.sip.is_none()) {
+            return Err((
+                format!("member[{i}].sip"),
+                "every member needs its dispatcher URI when [kamailio] is set".into(),
+            ));
+        }
+    }
+    if c.hook
+        .as_ref()
+        .is_some_and(|h| h.command.first().is_none_or(String::is_empty))
+    {
+        return Err(("hook.command".into(), "must name a program".into()));
+    }
+    Ok(())
 }
 
 fn check_schedule(

@@ -15,7 +15,8 @@
 //!
 //! Discovery runs at start, at every SIGHUP and every `interval`. What it finds is
 //! rendered as TOML ([`Found::to_toml`], printed by `telagent discover`) and parsed by the
-//! ordinary config parser, so the checks it adds are exactly what the printed config says.
+//! ordinary config parser ([`crate::config::Config::with_discovered`]), so the checks it
+//! adds are exactly what the printed config says.
 //! A configured check of the same name wins. An item that disappears is removed at the
 //! next pass. Traffic sources and the AgentX socket are taken at start only (as from a
 //! config file, they take effect at the next restart).
@@ -28,8 +29,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::checks::CheckSpec;
-use crate::config::Config;
 use crate::serial::lock;
 
 /// `[discovery]`: find what the host runs and monitor it.
@@ -422,7 +421,7 @@ fn unique_names(mut modems: Vec<HylafaxModem>) -> Vec<HylafaxModem> {
 
 /// Text for a log line or a TOML comment: control characters (which TOML comments may not
 /// hold) as `?`, at most 400 characters.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
         .take(400)
@@ -521,7 +520,7 @@ impl Found {
     }
 
     /// One TOML text per item found, each a valid config by itself.
-    fn sections(&self) -> Vec<String> {
+    pub(crate) fn sections(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(h) = &self.hylafax {
             let spool = quote(&h.spool.display().to_string());
@@ -575,50 +574,6 @@ impl Found {
 
 fn sip_name(s: &SipListener) -> String {
     format!("sip-local-{}-{}", s.transport, s.target.port())
-}
-
-/// `base` with what was found added: checks whose names are free, marked discovered;
-/// the xferfaxlog if not already tailed; the AgentX socket if none is set. Each item is
-/// parsed on its own: one that the config parser refuses is logged and left out, and the
-/// others are monitored.
-pub fn merge(base: &Config, found: &Found) -> Config {
-    let mut c = base.clone();
-    let mut taken: BTreeSet<String> = base
-        .checks()
-        .iter()
-        .map(|(_, s)| s.name().to_string())
-        .collect();
-    for section in found.sections() {
-        let d = match crate::config::parse(&section, "<discovered>") {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, item = %printable(&section), "A discovered item is not a valid configuration; it is left out.");
-                continue;
-            }
-        };
-        for (_, spec) in d.checks() {
-            if !taken.insert(spec.name().to_string()) {
-                continue;
-            }
-            c.discovered.insert(spec.name().to_string());
-            match spec {
-                CheckSpec::Modem(m) => c.modem.push(m),
-                CheckSpec::Queue(q) => c.queue.push(q),
-                CheckSpec::Sip(s) => c.sip.push(s),
-                // Discovery finds no other kind.
-                _ => {}
-            }
-        }
-        for x in d.traffic.xferfaxlog {
-            if !c.traffic.xferfaxlog.iter().any(|o| o.path == x.path) {
-                c.traffic.xferfaxlog.push(x);
-            }
-        }
-        if c.snmp.agentx.is_none() {
-            c.snmp.agentx = d.snmp.agentx;
-        }
-    }
-    c
 }
 
 #[cfg(test)]
@@ -775,7 +730,9 @@ mod tests {
         let parsed =
             crate::config::parse(&text, "discovered").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(parsed.modem.len(), 6);
-        let merged = merge(&crate::config::parse("", "empty").unwrap(), &found);
+        let merged = crate::config::parse("", "empty")
+            .unwrap()
+            .with_discovered(&found);
         assert_eq!(merged.discovered.len(), 7, "six modems and the queue");
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -848,7 +805,7 @@ mod tests {
         )
         .unwrap();
         base.snmp.agentx = Some("tcp:127.0.0.1:705".into());
-        let merged = merge(&base, &found);
+        let merged = base.with_discovered(&found);
         assert_eq!(merged.queue.len(), 0, "a configured name wins");
         assert_eq!(merged.tcp.len(), 1);
         assert_eq!(
@@ -860,7 +817,7 @@ mod tests {
         assert_eq!(merged.traffic.xferfaxlog.len(), 1);
         assert_eq!(merged.snmp.agentx.as_deref(), Some("tcp:127.0.0.1:705"));
         assert_eq!(
-            merge(&merged, &found).modem.len(),
+            merged.with_discovered(&found).modem.len(),
             1,
             "merging twice adds nothing"
         );

@@ -152,7 +152,7 @@ impl NotifyConfig {
         }
         for (i, r) in self.receiver.iter().enumerate() {
             let key = |k: &str| format!("notify.receiver[{i}].{k}");
-            if !crate::config::valid_name(&r.name)
+            if !crate::vocab::valid_name(&r.name)
                 || self.receiver[..i].iter().any(|o| o.name == r.name)
             {
                 return Err((

@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::engine::bus::{Bus, Transition};
 use crate::engine::model::Model;
 use crate::engine::tracker::{State, Tracker};
@@ -139,6 +138,34 @@ impl Collector for Published {
     }
 }
 
+/// What routing reads of the config: this server's name and the cluster sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub me: String,
+    pub cluster: cluster::ClusterConfig,
+    pub members: Vec<cluster::Member>,
+    pub groups: Vec<cluster::Group>,
+    pub server: cluster::ServerRules,
+}
+
+impl Section {
+    /// A stable hash of the sections every agent of a cluster must share (FNV-1a 64 of their
+    /// canonical JSON): peers that publish another hash route differently.
+    pub fn config_hash(&self) -> String {
+        let shared = serde_json::json!({
+            "cluster": self.cluster,
+            "member": self.members,
+            "group": self.groups,
+        });
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in shared.to_string().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
 /// An operator's maintenance drain: `Some(reason)` while it lasts. Sent by the API to the
 /// routing task.
 pub type Maintenance = watch::Receiver<Option<String>>;
@@ -220,13 +247,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Polls one peer until cancelled or no longer a member.
 async fn poll_peer(
     name: String,
-    mut config: watch::Receiver<Config>,
+    mut config: watch::Receiver<Section>,
     reports: Reports,
     cancel: CancellationToken,
 ) {
     loop {
         let c = config.borrow_and_update().clone();
-        let Some(member) = c.member.iter().find(|m| m.name == name).cloned() else {
+        let Some(member) = c.members.iter().find(|m| m.name == name).cloned() else {
             lock(&reports).remove(&name);
             return;
         };
@@ -322,7 +349,7 @@ impl Decided {
 pub async fn run(
     model: Arc<Model>,
     bus: Arc<Bus>,
-    mut config: watch::Receiver<Config>,
+    mut config: watch::Receiver<Section>,
     mut maintenance: Maintenance,
     out: watch::Sender<Arc<Snapshot>>,
     cancel: CancellationToken,
@@ -333,9 +360,9 @@ pub async fn run(
     let mut c = config.borrow_and_update().clone();
     loop {
         // Only on start and after a reload: the members, their pollers, the config hash.
-        let me = c.agent.server.clone();
-        pollers.retain(|name, h| !h.is_finished() && c.member.iter().any(|m| &m.name == name));
-        for m in c.member.iter().filter(|m| m.name != me) {
+        let me = c.me.clone();
+        pollers.retain(|name, h| !h.is_finished() && c.members.iter().any(|m| &m.name == name));
+        for m in c.members.iter().filter(|m| m.name != me) {
             pollers.entry(m.name.clone()).or_insert_with(|| {
                 tokio::spawn(poll_peer(
                     m.name.clone(),
@@ -345,8 +372,8 @@ pub async fn run(
                 ))
             });
         }
-        decided.retain(|name, _| c.member.iter().any(|m| &m.name == name));
-        let hash = cluster::config_hash(&c);
+        decided.retain(|name, _| c.members.iter().any(|m| &m.name == name));
+        let hash = c.config_hash();
         loop {
             let drain = maintenance.borrow_and_update().clone();
             let snapshot = evaluate(
@@ -448,7 +475,7 @@ fn announce(bus: &Bus, me: &str, server: &str, before: ServerState, d: &Decided)
 }
 
 fn evaluate(
-    c: &Config,
+    c: &Section,
     hash: &str,
     model: &Model,
     maintenance: Option<&str>,
@@ -456,14 +483,14 @@ fn evaluate(
     reports: &Reports,
     decided: &mut BTreeMap<String, Decided>,
 ) -> Snapshot {
-    let me = &c.agent.server;
+    let me = &c.me;
     let now = Instant::now();
     let hash = hash.to_string();
     let reports = lock(reports).clone();
     let (own_raw, own_reason) =
         { decision::own_state(&c.server, &model.read().targets, maintenance) };
     let mut views = BTreeMap::new();
-    for member in &c.member {
+    for member in &c.members {
         let d = decided
             .entry(member.name.clone())
             .or_insert_with(|| Decided::new(&c.cluster));
@@ -514,9 +541,9 @@ fn evaluate(
         );
     }
     let speakers: Vec<String> = c
-        .member
+        .members
         .iter()
-        .filter(|m| decision::speaks_for(&c.member, &views, me, &m.name))
+        .filter(|m| decision::speaks_for(&c.members, &views, me, &m.name))
         .map(|m| m.name.clone())
         .collect();
     for s in speakers {
@@ -525,19 +552,19 @@ fn evaluate(
         }
     }
     let learned = c
-        .member
+        .members
         .iter()
         .all(|m| &m.name == me || reports.get(&m.name).is_some_and(|r| r.polled))
         && views
             .get(me)
             .is_some_and(|v| v.state != ServerState::Unknown);
-    let routes = decision::routes(&c.group, &c.member, &views, c.cluster.panic_threshold);
+    let routes = decision::routes(&c.groups, &c.members, &views, c.cluster.panic_threshold);
     Snapshot {
         me: me.clone(),
         learned,
         config_hash: hash,
         servers: c
-            .member
+            .members
             .iter()
             .filter_map(|m| views.remove(&m.name))
             .collect(),

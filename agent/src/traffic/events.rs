@@ -116,7 +116,7 @@ pub fn decode(
             )));
         }
         let server = e.server.unwrap_or_else(|| default_server.to_string());
-        if !crate::config::valid_name(&server) {
+        if !crate::vocab::valid_name(&server) {
             return Err(bad(format!(
                 "server `{server}` is not 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"
             )));
