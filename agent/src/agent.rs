@@ -150,7 +150,6 @@ impl Tasks {
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    // The configuration, and what discovery adds to it.
     let source = if opts.embedded {
         Source::Embedded
     } else {
@@ -158,201 +157,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut base = with_overrides(config::load(&source)?, &opts);
     let mut found = None;
-    let config = discover(&base, &mut found).await;
-    let server = config.agent.server.clone();
-    let listen = opts.listen.unwrap_or(config.agent.listen);
-    let state_dir = config.agent.state_dir.clone();
-    std::fs::create_dir_all(&state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}; create it for the agent's user or set agent.state_dir",
-            state_dir.display()
-        )
-    })?;
-
-    // The parts: nothing runs yet.
-    let info = Arc::new(Info::new(&server, &source));
-    let model = Arc::new(Model::new());
-    let bus = Arc::new(Bus::default());
-    let metrics = Arc::new(Metrics::new(true));
-    let inventory = Arc::new(Inventory::default());
-    let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::empty(&server)));
-    let (maintenance_tx, maintenance) = watch::channel(None);
-    let (config_tx, config_rx) = watch::channel(config.clone());
-    let audit_stats = Arc::new(crate::audit::Stats::default());
-    let recent = Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path()));
-    let kamailio_stats = OutputStats::new("kamailio");
-    let hook_stats = OutputStats::new("hook");
-    let traffic = Arc::new(
-        crate::traffic::Traffic::open(&state_dir, &server, &config.traffic)
-            .context("cannot open the traffic store; check agent.state_dir")?,
-    );
-    let notify_stats = Arc::new(crate::notify::Stats::default());
-    let notifier =
-        crate::notify::Notifier::open(&config.notify, &state_dir, &server, notify_stats.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let agentx_stats = Arc::new(crate::snmp::agentx::Stats::default());
-    let agentx = config
-        .snmp
-        .agentx
-        .as_deref()
-        .map(crate::snmp::agentx::Address::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{source}: snmp.agentx: {e}"))?;
-    let access = Access::load(&config.access).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
-    })?;
-    let haproxy = match &config.haproxy {
-        Some(h) => Some(
-            tokio::net::TcpListener::bind(h.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {} for HAProxy's agent-check; set haproxy.listen",
-                        h.listen
-                    )
-                })?,
-        ),
-        None => None,
-    };
-
-    // /metrics, in this order.
-    metrics.register(info.clone());
-    metrics.register(audit_stats.clone());
-    metrics.register(model.clone());
-    metrics.register(Arc::new(Published(snapshot.clone())));
-    metrics.register(kamailio_stats.clone());
-    metrics.register(hook_stats.clone());
-    metrics.register(traffic.stats.clone());
-    metrics.register(notify_stats.clone());
-    metrics.register(agentx_stats.clone());
-    metrics.register(Arc::new(crate::notify::Suppressed(notify_stats)));
-    metrics.register(inventory.clone());
-
-    // The tasks: every subscriber of the bus before the first probe.
-    let outputs = CancellationToken::new();
-    let mut tasks = Tasks::default();
-    debug!(task = "audit", "Starting.");
-    let audit = crate::audit::start(
-        config.agent.audit_log_path(),
-        bus.subscribe(),
-        audit_stats,
-        recent.clone(),
-    )
-    .context("cannot start the audit writer thread")?;
-    let mut drained = Tasks::default();
-    if let Some(n) = notifier {
-        drained.add("notify", n.start(bus.subscribe(), snapshot.clone()));
-    }
-    drained.spawn(
-        "faxstate",
-        crate::faxstate::run(
-            bus.subscribe(),
-            section(&config_rx, |c| c.modem.clone(), &mut tasks, &outputs),
-        ),
-    );
-    let routing = section(
-        &config_rx,
-        |c| crate::routing::Section {
-            me: c.agent.server.clone(),
-            cluster: c.cluster.clone(),
-            members: c.member.clone(),
-            groups: c.group.clone(),
-            server: c.server.clone(),
-        },
-        &mut tasks,
-        &outputs,
-    );
-    tasks.spawn(
-        "routing",
-        crate::routing::run(
-            model.clone(),
-            bus.clone(),
-            routing,
-            maintenance,
-            snapshot_tx,
-            outputs.clone(),
-        ),
-    );
-    let kamailio = section(
-        &config_rx,
-        |c| crate::routing::kamailio::Section {
-            kamailio: c.kamailio.clone(),
-            members: c.member.clone(),
-        },
-        &mut tasks,
-        &outputs,
-    );
-    tasks.spawn(
-        "kamailio",
-        crate::routing::kamailio::run(snapshot.clone(), kamailio, kamailio_stats, outputs.clone()),
-    );
-    let hook = section(&config_rx, |c| c.hook.clone(), &mut tasks, &outputs);
-    tasks.spawn(
-        "hook",
-        crate::routing::hook::run(snapshot.clone(), hook, hook_stats, outputs.clone()),
-    );
-    if let Some(l) = haproxy {
-        let members = section(&config_rx, |c| c.member.clone(), &mut tasks, &outputs);
-        tasks.spawn(
-            "haproxy",
-            crate::routing::haproxy::serve(l, snapshot.clone(), members, outputs.clone()),
-        );
-    }
-    if let Some(address) = agentx {
-        let served = crate::snmp::agentx::Served {
-            server: server.clone(),
-            model: model.clone(),
-            cluster: snapshot.clone(),
-            traffic: traffic.stats.clone(),
-        };
-        tasks.spawn(
-            "agentx",
-            crate::snmp::agentx::run(address, served, agentx_stats, outputs.clone()),
-        );
-    }
-    tasks.add("traffic", traffic.start(&config.traffic, outputs.clone()));
-    tasks.spawn(
-        "inventory",
-        inventory_task(inventory.clone(), config_rx.clone(), outputs.clone()),
-    );
-    let api_state = Arc::new(crate::api::ApiState {
-        info: info.clone(),
-        model: model.clone(),
-        inventory,
-        cluster: snapshot,
-        metrics,
-        access: RwLock::new(access),
-        traffic: traffic.clone(),
-        recent,
-        maintenance: maintenance_tx,
-    });
-    let http = axum::serve(
-        listener,
-        crate::api::router(api_state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(outputs.clone().cancelled_owned())
-    .into_future();
-    let http = tokio::spawn(http);
-    if let Some(w) = crate::systemd::watchdog(outputs.clone()) {
-        tasks.add("watchdog", vec![w]);
-    }
-    // The checks, last.
-    let mut scheduler = Scheduler::new(
-        model,
-        bus.clone(),
-        &server,
-        config.agent.max_concurrent_probes,
-    );
-    scheduler.apply(&config);
-    info!(
-        listen = %listen, config = %source, server = %server,
-        checks = config.checks().len(),
-        "telagent started."
-    );
+    let mut current = discover(&base, &mut found).await;
+    let parts = Parts::build(&source, &current, &opts).await?;
+    parts.register_metrics();
+    let mut agent = parts.start(&current)?;
     crate::systemd::ready();
 
-    let mut current = config;
     let mut rediscover = tokio::time::interval_at(
         tokio::time::Instant::now() + base.discovery.interval,
         base.discovery.interval,
@@ -364,28 +174,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 crate::systemd::reloading();
-                let reloaded = {
-                    let (source, old, info, opts) = (source.clone(), base.clone(), info.clone(), opts.clone());
-                    tokio::task::spawn_blocking(move || reload(&source, &old, &info, &opts))
-                        .await
-                        .ok()
-                        .flatten()
-                };
-                if let Some((new, access)) = reloaded {
-                    *api_state.access.write().unwrap_or_else(std::sync::PoisonError::into_inner) = access;
+                if let Some(new) = agent.reload(&source, &base, &opts).await {
                     base = new;
                     current = discover(&base, &mut found).await;
                     info!(config = %source, checks = current.checks().len(), "Configuration reloaded.");
-                    scheduler.apply(&current);
-                    config_tx.send_replace(current.clone());
+                    agent.apply(&current);
                 }
                 crate::systemd::ready();
             }
             _ = rediscover.tick(), if base.discovery.enabled => {
                 let new = discover(&base, &mut found).await;
                 if new != current {
-                    scheduler.apply(&new);
-                    config_tx.send_replace(new.clone());
+                    agent.apply(&new);
                     current = new;
                 }
             }
@@ -393,30 +193,358 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = int.recv() => break,
         }
     }
-
-    info!("Shutting down.");
-    crate::systemd::stopping();
-    debug!("Stopping the probes.");
-    scheduler.shutdown().await;
-    debug!("Stopping the outputs and inputs.");
-    outputs.cancel();
-    tasks.join().await;
-    debug!("Waiting for the HTTP server to finish its requests.");
-    match tokio::time::timeout(Duration::from_secs(5), http).await {
-        Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error."),
-        Err(_) => warn!("HTTP server did not finish its requests within 5s."),
-        _ => {}
-    }
-    debug!("Draining the bus.");
-    bus.close();
-    drained.join().await;
-    debug!("Flushing the audit log.");
-    let _ = tokio::task::spawn_blocking(move || audit.join()).await;
-    debug!("Closing the stores.");
-    drop(api_state);
-    drop(traffic);
-    info!("Stopped.");
+    agent.stop().await;
     Ok(())
+}
+
+/// Everything the agent is made of, built before anything runs: a file, port or store
+/// that cannot be had stops the start with a message saying which and what to do.
+struct Parts {
+    listen: SocketAddr,
+    info: Arc<Info>,
+    model: Arc<Model>,
+    bus: Arc<Bus>,
+    metrics: Arc<Metrics>,
+    inventory: Arc<Inventory>,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    maintenance_tx: watch::Sender<Option<String>>,
+    maintenance: watch::Receiver<Option<String>>,
+    audit_stats: Arc<crate::audit::Stats>,
+    recent: Arc<crate::audit::Recent>,
+    kamailio_stats: Arc<OutputStats>,
+    hook_stats: Arc<OutputStats>,
+    traffic: Arc<crate::traffic::Traffic>,
+    notify_stats: Arc<crate::notify::Stats>,
+    notifier: Option<crate::notify::Notifier>,
+    agentx_stats: Arc<crate::snmp::agentx::Stats>,
+    agentx: Option<crate::snmp::agentx::Address>,
+    access: Access,
+    listener: tokio::net::TcpListener,
+    haproxy: Option<tokio::net::TcpListener>,
+}
+
+impl Parts {
+    async fn build(source: &Source, config: &Config, opts: &RunOptions) -> anyhow::Result<Parts> {
+        let server = config.agent.server.clone();
+        let listen = opts.listen.unwrap_or(config.agent.listen);
+        let state_dir = config.agent.state_dir.clone();
+        std::fs::create_dir_all(&state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}; create it for the agent's user or set agent.state_dir",
+                state_dir.display()
+            )
+        })?;
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::empty(&server)));
+        let (maintenance_tx, maintenance) = watch::channel(None);
+        let notify_stats = Arc::new(crate::notify::Stats::default());
+        let haproxy =
+            match &config.haproxy {
+                Some(h) => Some(tokio::net::TcpListener::bind(h.listen).await.with_context(
+                    || {
+                        format!(
+                            "cannot listen on {} for HAProxy's agent-check; set haproxy.listen",
+                            h.listen
+                        )
+                    },
+                )?),
+                None => None,
+            };
+        Ok(Parts {
+            info: Arc::new(Info::new(&server, source)),
+            model: Arc::new(Model::new()),
+            bus: Arc::new(Bus::default()),
+            metrics: Arc::new(Metrics::new(true)),
+            inventory: Arc::new(Inventory::default()),
+            snapshot_tx,
+            snapshot,
+            maintenance_tx,
+            maintenance,
+            audit_stats: Arc::new(crate::audit::Stats::default()),
+            recent: Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path())),
+            kamailio_stats: OutputStats::new("kamailio"),
+            hook_stats: OutputStats::new("hook"),
+            traffic: Arc::new(
+                crate::traffic::Traffic::open(&state_dir, &server, &config.traffic)
+                    .context("cannot open the traffic store; check agent.state_dir")?,
+            ),
+            notifier: crate::notify::Notifier::open(
+                &config.notify,
+                &state_dir,
+                &server,
+                notify_stats.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            notify_stats,
+            agentx_stats: Arc::new(crate::snmp::agentx::Stats::default()),
+            agentx: config
+                .snmp
+                .agentx
+                .as_deref()
+                .map(crate::snmp::agentx::Address::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{source}: snmp.agentx: {e}"))?,
+            access: Access::load(&config.access).map_err(|e| anyhow::anyhow!("{source}: {e}"))?,
+            listener: tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
+            })?,
+            haproxy,
+            listen,
+        })
+    }
+
+    /// The collectors, in the order /metrics shows their families.
+    fn register_metrics(&self) {
+        let m = &self.metrics;
+        m.register(self.info.clone());
+        m.register(self.audit_stats.clone());
+        m.register(self.model.clone());
+        m.register(Arc::new(Published(self.snapshot.clone())));
+        m.register(self.kamailio_stats.clone());
+        m.register(self.hook_stats.clone());
+        m.register(self.traffic.stats.clone());
+        m.register(self.notify_stats.clone());
+        m.register(self.agentx_stats.clone());
+        m.register(Arc::new(crate::notify::Suppressed(
+            self.notify_stats.clone(),
+        )));
+        m.register(self.inventory.clone());
+    }
+
+    /// Starts the tasks: every subscriber of the bus before the first probe, the checks
+    /// last.
+    fn start(self, config: &Config) -> anyhow::Result<Running> {
+        let Parts {
+            listen,
+            info,
+            model,
+            bus,
+            metrics,
+            inventory,
+            snapshot_tx,
+            snapshot,
+            maintenance_tx,
+            maintenance,
+            audit_stats,
+            recent,
+            kamailio_stats,
+            hook_stats,
+            traffic,
+            notify_stats: _,
+            notifier,
+            agentx_stats,
+            agentx,
+            access,
+            listener,
+            haproxy,
+        } = self;
+        let server = info.server.clone();
+        let (config_tx, config_rx) = watch::channel(config.clone());
+        let outputs = CancellationToken::new();
+        let mut tasks = Tasks::default();
+        let mut drained = Tasks::default();
+        debug!(task = "audit", "Starting.");
+        let audit = crate::audit::start(
+            config.agent.audit_log_path(),
+            bus.subscribe(),
+            audit_stats,
+            recent.clone(),
+        )
+        .context("cannot start the audit writer thread")?;
+        if let Some(n) = notifier {
+            drained.add("notify", n.start(bus.subscribe(), snapshot.clone()));
+        }
+        let modems = section(&config_rx, |c| c.modem.clone(), &mut tasks, &outputs);
+        drained.spawn("faxstate", crate::faxstate::run(bus.subscribe(), modems));
+        let routing = section(&config_rx, routing_section, &mut tasks, &outputs);
+        tasks.spawn(
+            "routing",
+            crate::routing::run(
+                model.clone(),
+                bus.clone(),
+                routing,
+                maintenance,
+                snapshot_tx,
+                outputs.clone(),
+            ),
+        );
+        let kamailio = section(&config_rx, kamailio_section, &mut tasks, &outputs);
+        tasks.spawn(
+            "kamailio",
+            crate::routing::kamailio::run(
+                snapshot.clone(),
+                kamailio,
+                kamailio_stats,
+                outputs.clone(),
+            ),
+        );
+        let hook = section(&config_rx, |c| c.hook.clone(), &mut tasks, &outputs);
+        tasks.spawn(
+            "hook",
+            crate::routing::hook::run(snapshot.clone(), hook, hook_stats, outputs.clone()),
+        );
+        if let Some(l) = haproxy {
+            let members = section(&config_rx, |c| c.member.clone(), &mut tasks, &outputs);
+            tasks.spawn(
+                "haproxy",
+                crate::routing::haproxy::serve(l, snapshot.clone(), members, outputs.clone()),
+            );
+        }
+        if let Some(address) = agentx {
+            let served = crate::snmp::agentx::Served {
+                server: server.clone(),
+                model: model.clone(),
+                cluster: snapshot.clone(),
+                traffic: traffic.stats.clone(),
+            };
+            tasks.spawn(
+                "agentx",
+                crate::snmp::agentx::run(address, served, agentx_stats, outputs.clone()),
+            );
+        }
+        tasks.add("traffic", traffic.start(&config.traffic, outputs.clone()));
+        tasks.spawn(
+            "inventory",
+            inventory_task(inventory.clone(), config_rx.clone(), outputs.clone()),
+        );
+        let api = Arc::new(crate::api::ApiState {
+            info,
+            model: model.clone(),
+            inventory,
+            cluster: snapshot,
+            metrics,
+            access: RwLock::new(access),
+            traffic: traffic.clone(),
+            recent,
+            maintenance: maintenance_tx,
+        });
+        debug!(task = "http", "Starting.");
+        let http = tokio::spawn(
+            axum::serve(
+                listener,
+                crate::api::router(api.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(outputs.clone().cancelled_owned())
+            .into_future(),
+        );
+        if let Some(w) = crate::systemd::watchdog(outputs.clone()) {
+            tasks.add("watchdog", vec![w]);
+        }
+        let mut scheduler = Scheduler::new(
+            model,
+            bus.clone(),
+            &server,
+            config.agent.max_concurrent_probes,
+        );
+        scheduler.apply(config);
+        info!(
+            listen = %listen, config = %api.info.reload().source, server = %server,
+            checks = config.checks().len(),
+            "telagent started."
+        );
+        Ok(Running {
+            scheduler,
+            config_tx,
+            api,
+            outputs,
+            tasks,
+            drained,
+            http,
+            audit,
+            bus,
+            traffic,
+        })
+    }
+}
+
+/// What routing reads of the config.
+fn routing_section(c: &Config) -> crate::routing::Section {
+    crate::routing::Section {
+        me: c.agent.server.clone(),
+        cluster: c.cluster.clone(),
+        members: c.member.clone(),
+        groups: c.group.clone(),
+        server: c.server.clone(),
+    }
+}
+
+/// What the Kamailio output reads of the config.
+fn kamailio_section(c: &Config) -> crate::routing::kamailio::Section {
+    crate::routing::kamailio::Section {
+        kamailio: c.kamailio.clone(),
+        members: c.member.clone(),
+    }
+}
+
+/// The running agent.
+struct Running {
+    scheduler: Scheduler,
+    config_tx: watch::Sender<Config>,
+    api: Arc<crate::api::ApiState>,
+    outputs: CancellationToken,
+    tasks: Tasks,
+    drained: Tasks,
+    http: JoinHandle<std::io::Result<()>>,
+    audit: std::thread::JoinHandle<()>,
+    bus: Arc<Bus>,
+    traffic: Arc<crate::traffic::Traffic>,
+}
+
+impl Running {
+    /// Reads the config file (and its access files) again on a blocking thread; the new
+    /// base config, or None when it was rejected (the running one stays).
+    async fn reload(&self, source: &Source, base: &Config, opts: &RunOptions) -> Option<Config> {
+        let (source, old, info, opts) = (
+            source.clone(),
+            base.clone(),
+            self.api.info.clone(),
+            opts.clone(),
+        );
+        let (new, access) =
+            tokio::task::spawn_blocking(move || reload(&source, &old, &info, &opts))
+                .await
+                .ok()
+                .flatten()?;
+        *self
+            .api
+            .access
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = access;
+        Some(new)
+    }
+
+    /// Makes the checks and every output follow `config`.
+    fn apply(&mut self, config: &Config) {
+        self.scheduler.apply(config);
+        self.config_tx.send_replace(config.clone());
+    }
+
+    /// The shutdown sequence, each step logged at debug.
+    async fn stop(self) {
+        info!("Shutting down.");
+        crate::systemd::stopping();
+        debug!("Stopping the probes.");
+        self.scheduler.shutdown().await;
+        debug!("Stopping the outputs and inputs.");
+        self.outputs.cancel();
+        self.tasks.join().await;
+        debug!("Waiting for the HTTP server to finish its requests.");
+        match tokio::time::timeout(Duration::from_secs(5), self.http).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error."),
+            Err(_) => warn!("HTTP server did not finish its requests within 5s."),
+            _ => {}
+        }
+        debug!("Draining the bus.");
+        self.bus.close();
+        self.drained.join().await;
+        debug!("Flushing the audit log.");
+        let audit = self.audit;
+        let _ = tokio::task::spawn_blocking(move || audit.join()).await;
+        debug!("Closing the stores.");
+        drop(self.api);
+        drop(self.traffic);
+        info!("Stopped.");
+    }
 }
 
 /// One section of the config as a watch of its own, following reloads: an output is
