@@ -5,8 +5,9 @@
 //! routing snapshot channel, stores, listeners, each output with its own stats), the
 //! metrics collectors in the order /metrics shows them, then the tasks: every subscriber
 //! of the bus before the first probe, the checks last. SIGHUP reloads the config (the
-//! file and name resolution run on a blocking thread): a rejected file is logged, the
-//! previous config keeps running and `telagent_config_last_reload_successful` goes to 0.
+//! file, name resolution, discovery and its parsing run on blocking threads): a rejected
+//! file is logged, the previous config keeps running and
+//! `telagent_config_last_reload_successful` goes to 0.
 //!
 //! Shutdown (SIGTERM, SIGINT), each step logged at debug: stop the probes (a command
 //! check's process group is killed on the way), stop the outputs and inputs (routing,
@@ -157,7 +158,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut base = with_overrides(config::load(&source)?, &opts);
     let mut found = None;
-    let mut current = discover(&base, &mut found).await;
+    let mut current = discover(&base, &mut found)
+        .await
+        .unwrap_or_else(|| base.clone());
     let parts = Parts::build(&source, &current, &opts).await?;
     parts.register_metrics();
     let mut agent = parts.start(&current)?;
@@ -176,17 +179,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 crate::systemd::reloading();
                 if let Some(new) = agent.reload(&source, &base, &opts).await {
                     base = new;
-                    current = discover(&base, &mut found).await;
+                    current = discover(&base, &mut found)
+                        .await
+                        .unwrap_or_else(|| base.clone());
                     info!(config = %source, checks = current.checks().len(), "Configuration reloaded.");
                     agent.apply(&current);
                 }
                 crate::systemd::ready();
             }
             _ = rediscover.tick(), if base.discovery.enabled => {
-                let new = discover(&base, &mut found).await;
-                if new != current {
-                    agent.apply(&new);
-                    current = new;
+                if let Some(new) = discover(&base, &mut found).await {
+                    if new != current {
+                        agent.apply(&new);
+                        current = new;
+                    }
                 }
             }
             _ = term.recv() => break,
@@ -284,7 +290,14 @@ impl Parts {
                 .map(crate::snmp::agentx::Address::parse)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{source}: snmp.agentx: {e}"))?,
-            access: Access::load(&config.access).map_err(|e| anyhow::anyhow!("{source}: {e}"))?,
+            // The allowlist may name hosts: resolving them blocks.
+            access: {
+                let c = config.access.clone();
+                tokio::task::spawn_blocking(move || Access::load(&c))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{source}: loading [access] ended abnormally: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("{source}: {e}"))?
+            },
             listener: tokio::net::TcpListener::bind(listen).await.with_context(|| {
                 format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
             })?,
@@ -500,11 +513,19 @@ impl Running {
             self.api.info.clone(),
             opts.clone(),
         );
-        let (new, access) =
-            tokio::task::spawn_blocking(move || reload(&source, &old, &info, &opts))
-                .await
-                .ok()
-                .flatten()?;
+        let info2 = info.clone();
+        let (new, access) = match tokio::task::spawn_blocking(move || {
+            reload(&source, &old, &info, &opts)
+        })
+        .await
+        {
+            Ok(r) => r?,
+            Err(e) => {
+                error!(error = %e, "The reload ended abnormally; the previous configuration keeps running.");
+                info2.reloaded(Some(format!("the reload ended abnormally: {e}")));
+                return None;
+            }
+        };
         *self
             .api
             .access
@@ -529,17 +550,27 @@ impl Running {
         self.outputs.cancel();
         self.tasks.join().await;
         debug!("Waiting for the HTTP server to finish its requests.");
-        match tokio::time::timeout(Duration::from_secs(5), self.http).await {
+        let mut http = self.http;
+        match tokio::time::timeout(Duration::from_secs(5), &mut http).await {
+            Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error."),
-            Err(_) => warn!("HTTP server did not finish its requests within 5s."),
-            _ => {}
+            Ok(Err(e)) => error!(error = %e, "HTTP server task ended abnormally."),
+            Err(_) => {
+                warn!("HTTP server did not finish its requests within 5s; closing them.");
+                http.abort();
+            }
         }
         debug!("Draining the bus.");
         self.bus.close();
         self.drained.join().await;
         debug!("Flushing the audit log.");
         let audit = self.audit;
-        let _ = tokio::task::spawn_blocking(move || audit.join()).await;
+        if !matches!(
+            tokio::task::spawn_blocking(move || audit.join()).await,
+            Ok(Ok(()))
+        ) {
+            error!("The audit writer ended abnormally; transitions queued for it may be missing from the audit log.");
+        }
         debug!("Closing the stores.");
         drop(self.api);
         drop(self.traffic);
@@ -587,23 +618,32 @@ fn with_overrides(mut c: Config, opts: &RunOptions) -> Config {
     c
 }
 
-/// `base` with what discovery finds on this host, when `[discovery]` is on. Logs one line
-/// per item whenever the findings differ from the last pass (`last`).
-async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> Config {
+/// `base` with what discovery finds on this host, when `[discovery]` is on; None when the
+/// pass failed (the caller keeps what it monitors). Logs one line per item whenever the
+/// findings differ from the last pass (`last`).
+async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> Option<Config> {
     use crate::discovery::{self, Places};
     if !base.discovery.enabled {
-        return base.clone();
+        return Some(base.clone());
     }
     let places = Places::of_host(&base.ports.lock_dir);
-    // Bounded: a spool that cannot be read in time leaves the configured checks running.
-    let pass = tokio::task::spawn_blocking(move || discovery::discover(&places));
-    let found = match tokio::time::timeout(Duration::from_secs(10), pass).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(_)) | Err(_) => {
-            warn!("Discovery did not finish within 10s; monitoring what was found before.");
-            return last
-                .as_ref()
-                .map_or_else(|| base.clone(), |f| base.with_discovered(f));
+    // Reading the host and parsing what was found both block: a thread of their own,
+    // bounded, so a spool that cannot be read in time leaves the configured checks.
+    let config = base.clone();
+    let pass = tokio::task::spawn_blocking(move || {
+        let found = discovery::discover(&places);
+        let merged = config.with_discovered(&found);
+        (found, merged)
+    });
+    let (found, merged) = match tokio::time::timeout(Duration::from_secs(10), pass).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            error!(error = %e, "Discovery ended abnormally; what it found before stays monitored.");
+            return None;
+        }
+        Err(_) => {
+            warn!("Discovery did not finish within 10s; what it found before stays monitored.");
+            return None;
         }
     };
     if last.as_ref() != Some(&found) {
@@ -611,9 +651,8 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
             info!(discovery = %line, "Discovered.");
         }
     }
-    let merged = base.with_discovered(&found);
     *last = Some(found);
-    merged
+    Some(merged)
 }
 
 /// Loads the config (and the access files) again; on success returns them, on failure
@@ -644,6 +683,15 @@ fn reload(
                     "agent.audit_log",
                     new.agent.audit_log != current.agent.audit_log,
                 ),
+                (
+                    "agent.max_concurrent_probes",
+                    new.agent.max_concurrent_probes != current.agent.max_concurrent_probes,
+                ),
+                ("haproxy", new.haproxy != current.haproxy),
+                (
+                    "discovery.interval",
+                    new.discovery.interval != current.discovery.interval,
+                ),
                 ("traffic", new.traffic != current.traffic),
                 ("notify", new.notify != current.notify),
                 ("snmp", new.snmp != current.snmp),
@@ -672,31 +720,36 @@ async fn inventory_task(
     cancel: CancellationToken,
 ) {
     loop {
-        let (c, named) = {
+        let (c, modems) = {
             let config = config.borrow_and_update();
-            let named: Vec<_> = config
-                .modem
-                .iter()
-                .map(|m| crate::serial::inventory::Named {
-                    name: m.device_name(),
-                    path: PathBuf::from(&m.port),
-                    lock_dir: m.lock_dir.clone(),
-                })
-                .collect();
-            (config.ports.clone(), named)
+            (config.ports.clone(), config.modem.clone())
         };
         let ports = if c.scan {
             let lock_dir = c.lock_dir.clone();
-            tokio::task::spawn_blocking(move || {
+            // Resolving the modems' device names and reading sysfs and locks block.
+            let scan = tokio::task::spawn_blocking(move || {
+                let named: Vec<_> = modems
+                    .iter()
+                    .map(|m| crate::serial::inventory::Named {
+                        name: m.device_name(),
+                        path: PathBuf::from(&m.port),
+                        lock_dir: m.lock_dir.clone(),
+                    })
+                    .collect();
                 crate::serial::inventory::scan(
                     std::path::Path::new("/sys/class/tty"),
                     std::path::Path::new("/dev"),
                     &lock_dir,
                     &named,
                 )
-            })
-            .await
-            .unwrap_or_default()
+            });
+            match scan.await {
+                Ok(ports) => ports,
+                Err(e) => {
+                    error!(error = %e, "The serial-port scan ended abnormally; the inventory is empty until the next scan.");
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };

@@ -1,6 +1,7 @@
 //! HTTP endpoints: `/` (the status page, [`crate::page`]), `/metrics`, `/healthz`, `/v1/status`,
 //! `/v1/server` (this server's routing state, polled by peer agents), `/v1/server/health`
-//! (200 while routable, 503 when down: HAProxy's plain health check), `/v1/routes`, and
+//! (200 while up or draining, 503 when down, unknown or without a `[[member]]`: HAProxy's
+//! plain health check), `/v1/routes`, and
 //! `POST /v1/server/maintenance` (drain for maintenance; bearer token and allowlist),
 //! `POST /v1/events` (message events counted in the traffic store; bearer token and
 //! allowlist) and `GET /v1/totals` (traffic totals over a window).

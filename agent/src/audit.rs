@@ -116,14 +116,23 @@ pub struct Entry {
 pub struct Recent(Mutex<VecDeque<Entry>>);
 
 impl Recent {
-    /// The last [`RECENT`] lines of an audit log (lines that do not parse are skipped).
+    /// The last [`RECENT`] lines of an audit log (lines that do not parse are skipped; a
+    /// log that cannot be read is logged, and the page starts with no past changes).
     pub fn load(path: &Path) -> Recent {
         use std::io::{Read, Seek, SeekFrom};
         let mut tail = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(path) {
-            let len = f.metadata().map_or(0, |m| m.len());
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-            let _ = f.take(64 * 1024).read_to_end(&mut tail);
+        let read = crate::files::open_regular(path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+            f.take(64 * 1024).read_to_end(&mut tail)
+        });
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Recent::default(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "Cannot read the audit log's last changes; the status page starts without them.");
+                return Recent::default();
+            }
         }
         let text = String::from_utf8_lossy(&tail);
         let entries = text

@@ -13,7 +13,8 @@
 //! - **AgentX**: the local snmpd's master socket (`$TELAGENT_AGENTX_SOCKET`, default
 //!   `/var/agentx/master`) serves TELAGENT-MIB.
 //!
-//! Discovery runs at start, at every SIGHUP and every `interval`. What it finds is
+//! Discovery runs at start, at every SIGHUP and every `interval` (a changed interval
+//! takes effect at the next restart). What it finds is
 //! rendered as TOML ([`Found::to_toml`], printed by `telagent discover`) and parsed by the
 //! ordinary config parser ([`crate::config::Config::with_discovered`]), so the checks it
 //! adds are exactly what the printed config says.

@@ -19,8 +19,9 @@
 //!   below `min_idle` (`channels_exhausted`), a trunk in alarm (`trunk_alarm`), or a
 //!   degraded OPTIONS answer.
 //! - **fail**: no usable channel (`no_usable_channel`), no channel listed (`no_channels`),
-//!   the agent does not answer (`no_response`), rejects our credentials (`auth_error`),
-//!   `bad_response`, or the OPTIONS ping failed.
+//!   the agent does not answer (`no_response`), refuses the connection
+//!   (`connect_refused`), rejects our credentials (`auth_error`), `bad_response`,
+//!   `io_error`, or the OPTIONS ping failed.
 //!
 //! Metrics: `telagent_gateway_channels{check,state}` (state idle / busy / out_of_service),
 //! `telagent_gateway_trunk_alarm{check,trunk}` (1 in alarm), and

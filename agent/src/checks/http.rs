@@ -3,7 +3,7 @@
 //! - **ok**: the status is expected (`expect_status`, default any 2xx or 3xx) and the body
 //!   contains `expect_body` if set.
 //! - **degraded**: the status is listed in `degraded_status` (say 503: alive, no capacity).
-//! - **fail**: `dns`, `connect_refused`, `unreachable`, `connect_error`, `bad_response` (not
+//! - **fail**: `bad_url`, `dns`, `connect_refused`, `unreachable`, `connect_error`, `bad_response` (not
 //!   HTTP), `closed_early` (closed mid-response), `body_too_large`, `unexpected_status`,
 //!   `body_mismatch`, `io_error`, or `timeout` (from the scheduler).
 //!

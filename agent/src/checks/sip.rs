@@ -12,7 +12,8 @@
 //! - **degraded**: 503, 486 or 480 (`degraded_codes`): alive, no capacity (`no_capacity`).
 //! - **fail**: `timeout` (no matching final answer), `connect_refused` (ICMP port
 //!   unreachable on UDP, RST on TCP), `bad_response` (only malformed or oversized answers
-//!   came back), `unexpected_status` (any other final code), `dns`, `io_error`.
+//!   came back), `closed_early` (TCP closed before a final answer), `unexpected_status`
+//!   (any other final code), `dns`, `io_error`.
 //!
 //! Metrics: `telagent_sip_rtt_seconds{check}` (request to matching final answer, first
 //! transmission), `telagent_sip_status_code{check}`, `telagent_sip_stray_responses_total`.

@@ -1,5 +1,6 @@
 //! The live model: the state of every check, as the scheduler records it. Outputs only
-//! read it (/metrics through its collector, /v1/status, AgentX, routing); reading never
+//! read it (/metrics through its collector, /v1/status, the status page, AgentX,
+//! routing); reading never
 //! triggers a probe. It holds check state only: each output keeps its own stats.
 
 use std::collections::BTreeMap;

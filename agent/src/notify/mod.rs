@@ -653,8 +653,8 @@ impl Notifier {
                         }
                         None => break,
                     },
-                    changed = snapshots.changed() => {
-                        if changed.is_err() { continue; }
+                    // Once routing has stopped (shutdown), this branch is off: no spin.
+                    Ok(()) = snapshots.changed() => {
                         let snap = snapshots.borrow_and_update().clone();
                         for t in pending_servers.drain(..) {
                             let speaker = snap.servers.iter().any(|s| s.name == t.target && s.speaker);

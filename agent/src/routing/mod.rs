@@ -1,5 +1,5 @@
 //! The routing layer: which servers may take work, decided here and told to HAProxy,
-//! Kamailio, hooks, HylaFAX and clients.
+//! Kamailio, hooks and clients (HylaFAX hears of its modems from [`crate::faxstate`]).
 //!
 //! One task evaluates, every `cluster.evaluate_interval`, this server's state from its
 //! checks (`[server]` rules) and each peer's state: what the peer's own agent reports while

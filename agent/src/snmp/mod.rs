@@ -1,5 +1,7 @@
 //! SNMP: the polling client used by the `gateway` check, the BER codec of the messages
-//! this agent sends, TELAGENT-MIB as the code uses it, and the AgentX subagent serving it.
+//! this agent sends, the User-based Security Model of its v3 notifications (`usm`),
+//! TELAGENT-MIB as the code uses it, and the AgentX subagent serving it (`agentx`, with
+//! the MIB's objects built by `view`).
 
 pub mod agentx;
 pub mod ber;
