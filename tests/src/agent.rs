@@ -194,6 +194,17 @@ impl Agent {
         );
     }
 
+    /// /v1/status once the agent has targets and every one of them has left `unknown`;
+    /// panics after `limit`.
+    pub async fn decided(&self, limit: Duration) -> Value {
+        crate::poll(limit, "every check decided", || async {
+            let s = self.status().await;
+            let targets = s["targets"].as_array()?;
+            (!targets.is_empty() && targets.iter().all(|t| t["state"] != "unknown")).then_some(s)
+        })
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

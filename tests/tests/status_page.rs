@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use telagent_tests::agent::Agent;
-use telagent_tests::poll;
 use telagent_tests::service::{Behaviour, Service};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -50,15 +49,7 @@ async fn the_page_shows_a_failing_check_under_down_in_a_real_browser() {
         svc.addr
     ))
     .await;
-    poll(LIMIT, "both checks decided", || async {
-        let s = agent.status().await;
-        s["targets"]
-            .as_array()?
-            .iter()
-            .all(|t| t["state"] != "unknown")
-            .then_some(())
-    })
-    .await;
+    agent.decided(LIMIT).await;
 
     let profile = tempfile::tempdir().unwrap();
     // Longer than the page's 5 s refresh, so the script's refresh has run when the DOM is
