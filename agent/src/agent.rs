@@ -626,12 +626,11 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
     if !base.discovery.enabled {
         return Some(base.clone());
     }
-    let places = Places::of_host(&base.ports.lock_dir);
     // Reading the host and parsing what was found both block: a thread of their own,
     // bounded, so a spool that cannot be read in time leaves the configured checks.
     let config = base.clone();
     let pass = tokio::task::spawn_blocking(move || {
-        let found = discovery::discover(&places);
+        let found = discovery::discover(&Places::of_host(&config.ports.lock_dir));
         let merged = config.with_discovered(&found);
         (found, merged)
     });

@@ -144,12 +144,18 @@ impl Recent {
         Recent(Mutex::new(entries))
     }
 
-    fn push(&self, line: &str) {
-        if let Ok(e) = serde_json::from_str::<Entry>(line) {
-            let mut q = self.lock();
-            q.push_front(e);
-            q.truncate(RECENT);
-        }
+    fn push(&self, t: &Transition) {
+        let e = Entry {
+            time: humantime::format_rfc3339_millis(t.time).to_string(),
+            target: t.target.clone(),
+            kind: t.kind.to_string(),
+            from: t.state_name(t.from).to_string(),
+            to: t.state_name(t.to).to_string(),
+            reason: t.reason.clone(),
+        };
+        let mut q = self.lock();
+        q.push_front(e);
+        q.truncate(RECENT);
     }
 
     /// Newest first.
@@ -177,7 +183,7 @@ pub fn start(
         .spawn(move || {
             while let Some(t) = rx.blocking_recv() {
                 let line = line(&t);
-                recent.push(&line);
+                recent.push(&t);
                 if let Err(e) = append(&path, &line) {
                     stats.write_error();
                     tracing::error!(

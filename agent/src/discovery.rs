@@ -663,12 +663,6 @@ mod tests {
         }
     }
 
-    fn mkfifo(p: &Path) {
-        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    }
-
     /// A spool as a hostile or broken host leaves it: FIFOs where files should be, a
     /// status file that is /dev/zero, control characters, ids whose names collide, a
     /// device in a directory with `_` in its name. Discovery returns, names every modem
@@ -694,11 +688,11 @@ mod tests {
             )
             .unwrap();
         }
-        mkfifo(&spool.join("etc/config.fifo1"));
-        mkfifo(&spool.join("status/fifo0"));
+        crate::testing::mkfifo(&spool.join("etc/config.fifo1"));
+        crate::testing::mkfifo(&spool.join("status/fifo0"));
         std::os::unix::fs::symlink("/dev/zero", spool.join("status/ttyS1")).unwrap();
         std::fs::write(spool.join("status/_ttyS1"), "Running and idle\x1b[2J\n").unwrap();
-        mkfifo(&spool.join("sendq/q1"));
+        crate::testing::mkfifo(&spool.join("sendq/q1"));
         let places = Places {
             hylafax_spools: vec![spool.clone()],
             sip_ports: vec![5060],

@@ -58,9 +58,7 @@ mod tests {
         std::fs::write(&file, "0123456789").unwrap();
         assert_eq!(read_text(&file, 4).unwrap(), "0123");
         let fifo = dir.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::testing::mkfifo(&fifo);
         let link = dir.join("zero");
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
         for refused in [&fifo, &link, &dir] {

@@ -214,20 +214,9 @@ fn ago(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
-fn value(t: &Target, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
-    t.values()
-        .iter()
-        .find(|v| {
-            v.name == name
-                && label
-                    .is_none_or(|(k, want)| v.labels.iter().any(|(lk, lv)| *lk == k && lv == want))
-        })
-        .map(|v| v.value)
-}
-
 /// Channels busy / idle / out of service as a bar and in figures.
 fn channel_bar(t: &Target) -> String {
-    let get = |s| value(t, "channels", Some(("state", s))).unwrap_or(0.0);
+    let get = |s| t.value("channels", Some(("state", s))).unwrap_or(0.0);
     let (busy, idle, oos) = (get("busy"), get("idle"), get("out_of_service"));
     let total = busy + idle + oos;
     if total <= 0.0 {
@@ -245,10 +234,7 @@ fn channel_bar(t: &Target) -> String {
 }
 
 fn queue_figures(t: &Target) -> String {
-    match (
-        value(t, "depth", None),
-        value(t, "oldest_age_seconds", None),
-    ) {
+    match (t.value("depth", None), t.value("oldest_age_seconds", None)) {
         (Some(d), Some(a)) => format!(
             "<b>{d}</b> waiting · oldest {}<br>",
             humantime::format_duration(std::time::Duration::from_secs(a as u64))

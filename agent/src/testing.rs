@@ -17,3 +17,14 @@ impl Lcg {
         (0..len).map(|_| (self.next_u64() >> 56) as u8).collect()
     }
 }
+
+/// Makes a FIFO at `p`: what a hostile or broken host leaves where a file should be.
+pub fn mkfifo(p: &std::path::Path) {
+    let c = std::ffi::CString::new(p.to_str().expect("a UTF-8 path")).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {p:?}"
+    );
+}

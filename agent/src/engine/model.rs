@@ -72,6 +72,21 @@ impl Target {
             .as_ref()
             .map_or(&[], |p| p.observation.values.as_slice())
     }
+
+    /// The sum of the last probe's values named `name` (and carrying `label`, if given);
+    /// None when the probe had none.
+    pub fn value(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+        self.values()
+            .iter()
+            .filter(|v| {
+                v.name == name
+                    && label.is_none_or(|(k, want)| {
+                        v.labels.iter().any(|(lk, lv)| *lk == k && lv == want)
+                    })
+            })
+            .map(|v| v.value)
+            .reduce(|a, b| a + b)
+    }
 }
 
 #[derive(Debug, Default)]

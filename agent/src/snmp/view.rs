@@ -52,20 +52,9 @@ fn row(view: &mut View, t: &Table, index: u32, values: Vec<Val>) {
     }
 }
 
-fn value(t: &Target, name: &str) -> f64 {
-    t.values()
-        .iter()
-        .filter(|v| v.name == name)
-        .map(|v| v.value)
-        .sum()
-}
-
-fn labelled(t: &Target, name: &str, label: &str, want: &str) -> f64 {
-    t.values()
-        .iter()
-        .filter(|v| v.name == name && v.labels.iter().any(|(k, x)| *k == label && x == want))
-        .map(|v| v.value)
-        .sum()
+/// A value of the target's last probe, 0 when it had none.
+fn value(t: &Target, name: &str, label: Option<(&str, &str)>) -> f64 {
+    t.value(name, label).unwrap_or(0.0)
 }
 
 fn gauge(v: f64) -> Val {
@@ -169,7 +158,7 @@ fn line(view: &mut View, index: u32, t: &Target) {
 
 /// telagentGatewayTable: channels by state and the trunk alarm.
 fn gateway(view: &mut View, index: u32, t: &Target) {
-    let ch = |s: &str| labelled(t, "channels", "state", s);
+    let ch = |s: &str| value(t, "channels", Some(("state", s)));
     let (idle, busy, oos) = (ch("idle"), ch("busy"), ch("out_of_service"));
     row(
         view,
@@ -182,7 +171,11 @@ fn gateway(view: &mut View, index: u32, t: &Target) {
             gauge(idle),
             gauge(busy),
             gauge(oos),
-            Val::Int(if value(t, "trunk_alarm") > 0.0 { 1 } else { 2 }),
+            Val::Int(if value(t, "trunk_alarm", None) > 0.0 {
+                1
+            } else {
+                2
+            }),
         ],
     );
 }
@@ -196,8 +189,8 @@ fn queue(view: &mut View, index: u32, t: &Target) {
         vec![
             text(&t.name, 64),
             state(t.state),
-            gauge(value(t, "depth")),
-            gauge(value(t, "oldest_age_seconds")),
+            gauge(value(t, "depth", None)),
+            gauge(value(t, "oldest_age_seconds", None)),
         ],
     );
 }
