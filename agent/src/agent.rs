@@ -513,7 +513,6 @@ impl Running {
             self.api.info.clone(),
             opts.clone(),
         );
-        let info2 = info.clone();
         let (new, access) = match tokio::task::spawn_blocking(move || {
             reload(&source, &old, &info, &opts)
         })
@@ -522,7 +521,9 @@ impl Running {
             Ok(r) => r?,
             Err(e) => {
                 error!(error = %e, "The reload ended abnormally; the previous configuration keeps running.");
-                info2.reloaded(Some(format!("the reload ended abnormally: {e}")));
+                self.api
+                    .info
+                    .reloaded(Some(format!("the reload ended abnormally: {e}")));
                 return None;
             }
         };
