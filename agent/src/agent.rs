@@ -722,7 +722,15 @@ async fn inventory_task(
     loop {
         let (c, modems) = {
             let config = config.borrow_and_update();
-            (config.ports.clone(), config.modem.clone())
+            let modems: Vec<_> = config
+                .checks()
+                .into_iter()
+                .filter_map(|(_, s)| match s {
+                    crate::checks::CheckSpec::Modem(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            (config.ports.clone(), modems)
         };
         let ports = if c.scan {
             let lock_dir = c.lock_dir.clone();
@@ -733,7 +741,7 @@ async fn inventory_task(
                     .map(|m| crate::serial::inventory::Named {
                         name: m.device_name(),
                         path: PathBuf::from(&m.port),
-                        lock_dir: m.lock_dir.clone(),
+                        lock_dir: m.lock_dir.clone().unwrap_or_else(|| lock_dir.clone()),
                     })
                     .collect();
                 crate::serial::inventory::scan(

@@ -265,7 +265,8 @@ impl Config {
 }
 
 impl Config {
-    /// Every configured check with the path of its table (`tcp[0]`).
+    /// Every configured check with the path of its table (`tcp[0]`); a modem without its
+    /// own `lock_dir` gets the host's, `[ports] lock_dir`.
     pub fn checks(&self) -> Vec<(String, CheckSpec)> {
         let mut out = Vec::new();
         for (i, c) in self.tcp.iter().enumerate() {
@@ -278,7 +279,10 @@ impl Config {
             out.push((format!("command[{i}]"), CheckSpec::Command(c.clone())));
         }
         for (i, c) in self.modem.iter().enumerate() {
-            out.push((format!("modem[{i}]"), CheckSpec::Modem(c.clone())));
+            let mut c = c.clone();
+            c.lock_dir
+                .get_or_insert_with(|| self.ports.lock_dir.clone());
+            out.push((format!("modem[{i}]"), CheckSpec::Modem(c)));
         }
         for (i, c) in self.sip.iter().enumerate() {
             out.push((format!("sip[{i}]"), CheckSpec::Sip(c.clone())));
@@ -462,6 +466,17 @@ impl Config {
                         humantime::format_duration(s.interval)
                     ),
                 ));
+            }
+            if let CheckSpec::Modem(m) = &spec {
+                if m.budget() > s.timeout {
+                    return Err((
+                        format!("{path}.timeout"),
+                        format!(
+                            "the script and line tests can take {} (each command waits up to command_timeout, the dial-tone test its own timeout); raise timeout to at least that, or shorten command_timeout",
+                            humantime::format_duration(m.budget())
+                        ),
+                    ));
+                }
             }
             spec.validate()
                 .map_err(|(key, message)| (format!("{path}.{key}"), message))?;

@@ -133,8 +133,9 @@ pub struct HylafaxModem {
     pub name: String,
     /// The device path the id stands for.
     pub port: PathBuf,
-    /// Where its UUCP lock lives (`UUCPLockDir`, else `[ports] lock_dir`).
-    pub lock_dir: PathBuf,
+    /// Where its UUCP lock lives when HylaFAX's config says (`UUCPLockDir`); else the
+    /// host's, `[ports] lock_dir`.
+    pub lock_dir: Option<PathBuf>,
     /// The program holding its lock, if a live one does.
     pub held_by: Option<String>,
     /// HylaFAX's status line, if readable.
@@ -204,17 +205,22 @@ fn hylafax(spool: &Path, default_lock_dir: &Path) -> Hylafax {
             let lock_dir = crate::files::read_text(&config, 256 * 1024)
                 .ok()
                 .and_then(|t| config_value(&t, "UUCPLockDir"))
-                .map_or_else(|| default_lock_dir.to_path_buf(), PathBuf::from);
-            let held_by = lock::read(&lock_dir, &device_of(&port))
-                .filter(|l| !l.stale)
-                .map(|l| {
-                    format!(
-                        "{} (pid {})",
-                        l.program.as_deref().unwrap_or("a program"),
-                        l.pid.unwrap_or(0)
-                    )
-                });
-            let status = crate::serial::hylafax::read_status(spool, &id).ok();
+                .map(PathBuf::from);
+            let held_by = lock::read(
+                lock_dir.as_deref().unwrap_or(default_lock_dir),
+                &device_of(&port),
+            )
+            .filter(|l| !l.stale)
+            .map(|l| {
+                format!(
+                    "{} (pid {})",
+                    l.program.as_deref().unwrap_or("a program"),
+                    l.pid.unwrap_or(0)
+                )
+            });
+            let status = crate::serial::hylafax::read_status(spool, &id)
+                .ok()
+                .map(|(l, _)| l);
             HylafaxModem {
                 name: check_name("modem-", &id),
                 id,
@@ -530,14 +536,16 @@ impl Found {
                     "# HylaFAX modem {id}: judged by {shown}/status/{id}; the port is never opened.\n\
                      # Remove `passive` to probe it with AT commands whenever no program holds its lock.\n\
                      [[modem]]\nname = {name}\nport = {port}\ndevice = {device}\nhylafax_device = {idq}\n\
-                     hylafax_spool = {spool}\nlock_dir = {lock}\npassive = true\n",
+                     hylafax_spool = {spool}\n{lock}passive = true\n",
                     id = m.id,
                     shown = printable(&h.spool.display().to_string()),
                     name = quote(&m.name),
                     port = quote(&m.port.display().to_string()),
                     device = quote(&device_of(&m.port)),
                     idq = quote(&m.id),
-                    lock = quote(&m.lock_dir.display().to_string()),
+                    lock = m.lock_dir.as_ref().map_or_else(String::new, |d| {
+                        format!("lock_dir = {}\n", quote(&d.display().to_string()))
+                    }),
                 ));
             }
             if h.sendq {
@@ -770,7 +778,7 @@ mod tests {
                     id: "ttyS0".into(),
                     name: "modem-ttyS0".into(),
                     port: "/dev/ttyS0".into(),
-                    lock_dir: "/var/lock".into(),
+                    lock_dir: Some("/srv/locks".into()),
                     held_by: Some("faxgetty (pid 12)".into()),
                     status: Some("Running and idle".into()),
                 }],

@@ -133,8 +133,11 @@ fn a_modem_that_stops_answering_mid_script() {
     );
     assert_eq!(r.code, Some(1), "{}", r.out);
     assert!(r.out.contains("error     no_response"), "{}", r.out);
+    // AT+FCLASS=? is optional: skipped; the AT that should get the session back in step
+    // goes unanswered too.
     assert!(
-        r.out.contains("no answer to AT+FCLASS=? within 500ms"),
+        r.out
+            .contains("no answer to AT (sent to get back in step after AT+FCLASS=?) within 500ms"),
         "{}",
         r.out
     );
@@ -380,7 +383,7 @@ async fn faxstate_is_told_on_transitions() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     let agent = Agent::start(&format!(
-        "[ports]\nscan = false\nmin_probe_interval = \"1s\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttyFAKE\"\nlock_dir = \"{}\"\nhylafax_spool = \"/var/spool/hylafax\"\nfaxstate = \"{}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\ncommand_timeout = \"200ms\"\nrise = 1\nfall = 1\n",
+        "[ports]\nscan = false\nmin_probe_interval = \"1s\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttyFAKE\"\nlock_dir = \"{}\"\nhylafax_spool = \"/var/spool/hylafax\"\nfaxstate = \"{}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\ncommand_timeout = \"100ms\"\nrise = 1\nfall = 1\n",
         m.port.display(),
         m.dir.path().display(),
         stub.display()
@@ -414,7 +417,7 @@ async fn faxstate_is_told_on_transitions() {
 async fn an_unplugged_modem_is_down_and_up_again_when_plugged_back() {
     let m = fake(Quirks::default());
     let agent = Agent::start(&format!(
-        "[ports]\nscan = false\nmin_probe_interval = \"1s\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttyFAKE\"\nlock_dir = \"{}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\ncommand_timeout = \"200ms\"\nrise = 1\nfall = 1\n",
+        "[ports]\nscan = false\nmin_probe_interval = \"1s\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttyFAKE\"\nlock_dir = \"{}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\ncommand_timeout = \"100ms\"\nrise = 1\nfall = 1\n",
         m.port.display(),
         m.dir.path().display(),
     ))

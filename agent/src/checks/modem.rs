@@ -1,40 +1,59 @@
 //! `modem`: a fax modem or fax board on a serial port, spoken to with AT commands, safely.
 //!
 //! Safety first: before opening the port the check takes the port's UUCP lock
-//! (`/var/lock/LCK..<device>`). If a live process holds it (faxgetty, mgetty, cu), the
-//! port is not opened and not a byte is written: the line is `in_use`, which is alive, not
-//! a failure; with `hylafax_spool` set, HylaFAX's `status/<device>` file then says how the
-//! fax server sees the modem. A stale lock (dead PID) is noted and left alone unless
-//! `remove_stale_locks` is on. Our own lock is removed on every exit path, timeouts and
-//! shutdown included. Serial lines are probed at their own interval (default 5m, never
-//! below `[ports] min_probe_interval`) and never faster while failing.
+//! (`LCK..<device>` in the host's one lock directory, `[ports] lock_dir`, unless the check
+//! sets its own). If a live process holds it (faxgetty, mgetty, cu), or a lock file was
+//! created less than 5 s ago and its PID is not written yet, the port is not opened and
+//! not a byte is written: the line is `in_use`, which is alive, not a failure; with
+//! `hylafax_spool` set, HylaFAX's `status/<device>` file then says how the fax server sees
+//! the modem. A stale lock (dead PID) is noted and left alone unless `remove_stale_locks`
+//! is on. Our own lock is removed on every exit path: a timeout, a shutdown, Ctrl-C or a
+//! TERM to `telagent check`. Serial lines are probed at their own interval (default 5m,
+//! never below `[ports] min_probe_interval`) and never faster while failing.
 //!
-//! The probe script (default: `ATE0`, `AT`, `ATI3`, `AT+FCLASS=?`, `AT+FMI?`, `AT+FMM?`,
-//! `AT+FMR?`; the identity steps are optional) tolerates echo and numeric result codes.
-//! Optional line checks run on their own long interval, only while the line is idle and
-//! unlocked: a dial-tone test (off-hook without dialing, always followed by `ATH0`, and
-//! `ATZ` if the modem stops answering) and a line-voltage reading (`AT-TRV` or the model's
-//! command).
+//! The fax server must win: a `RING` at any point (an incoming call) stops the probe at
+//! once; nothing is hung up, the port and the lock are released, and the line is reported
+//! in use. Other unsolicited result codes (`NO CARRIER` of a dropped call, `+FCERROR`),
+//! answers that arrive too late and noise bytes are skipped and counted; a command is
+//! judged by its own final result code. Answers must line up with commands: input waiting
+//! on the port is dropped before each command, and after a command timed out the session
+//! waits for the line to go quiet and for a lone `OK` to `AT` before it sends anything
+//! else; an identity is exported only from answers that lined up.
 //!
-//! - **ok**: every required step got its expected answer; or the line is in use and HylaFAX
-//!   (if configured) reports it running.
+//! The probe script (default: `ATE0`, `AT`, `AT+FCLASS=?`, `AT+FMI?`, `AT+FMM?`,
+//! `AT+FMR?`, `ATI3`; the identity steps are optional, and skipped if left unanswered)
+//! tolerates echo and numeric result codes. Optional line checks run on their own long
+//! interval, only while the line is idle and unlocked: a line-voltage reading first
+//! (`AT-TRV` or the model's command; no voltage, no dial-tone test), then a dial-tone test
+//! (off-hook without dialing, always followed by `ATH0`, and `ATZ` if the modem stops
+//! answering; a probe stopped mid-test still sends `ATH0`). The script and line tests must
+//! fit inside the check's `timeout` (checked when the config is loaded).
+//!
+//! - **ok**: every required step got its expected answer; or the line is in use (locked,
+//!   or ringing) and HylaFAX (if configured) reports it running.
 //! - **degraded**: no fax class among the supported classes (`no_fax_class`), a line in use
 //!   by an extension during the dial-tone test (`line_in_use`), a voltage reply that is not
-//!   a number (`bad_voltage_reply`), or HylaFAX waiting / unknown (`hylafax_waiting`,
-//!   `hylafax_unknown_status`).
+//!   a number (`bad_voltage_reply`), HylaFAX waiting / unknown (`hylafax_waiting`,
+//!   `hylafax_unknown_status`), or HylaFAX in one sending or receiving state for longer
+//!   than `max_session` (default 30m: `stuck_session`, a call that dropped while the fax
+//!   server still shows "Receiving facsimile").
 //! - **fail**: `port_missing`, `permission_denied`, `open_error`, `lock_error`,
-//!   `no_response`, `garbage` (noise, wrong baud rate, a flood without line ends),
-//!   `error_reply`, `unexpected_reply`, `no_dialtone`, `no_line` (voltage below
-//!   `min_volts`), `hylafax_not_ready`, `hylafax_down`, or `timeout`.
+//!   `no_response` (the modem left a command unanswered), `garbage` (only noise, a wrong
+//!   baud rate, a flood without line ends), `error_reply`, `unexpected_reply`,
+//!   `no_dialtone` (the modem reported NO DIALTONE, BUSY...), `dialtone_timeout` (the modem
+//!   answered every command but gave no result to the dial: a dead line), `no_line`
+//!   (voltage below `min_volts`), `hylafax_not_ready`, `hylafax_down`, or `timeout`.
 //!
 //! Metrics: `telagent_modem_info{check,manufacturer,model,revision,classes}` (1),
 //! `telagent_modem_response_seconds{check}` (AT to OK), `telagent_modem_in_use{check}`,
-//! `telagent_modem_dialtone{check}` and `telagent_modem_line_volts{check}` when those line
-//! checks are configured.
+//! `telagent_modem_unsolicited_total{check}`, `telagent_modem_session_seconds{check}`
+//! (when HylaFAX's status is read), `telagent_modem_dialtone{check}` and
+//! `telagent_modem_line_volts{check}` when those line checks are configured.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -63,9 +82,10 @@ check_config! {
         /// The probe script; default: identity and fax classes (see the module doc).
         #[serde(default)]
         script: Option<Vec<Step>>,
-        /// Directory of UUCP lock files.
-        #[serde(default = "default_lock_dir")]
-        lock_dir: PathBuf,
+        /// Directory of UUCP lock files; default: `[ports] lock_dir`, the host's one lock
+        /// directory. Set it only for a program that locks elsewhere.
+        #[serde(default)]
+        lock_dir: Option<PathBuf>,
         /// Remove locks left by dead processes (default: note them, leave them).
         #[serde(default)]
         remove_stale_locks: bool,
@@ -85,6 +105,11 @@ check_config! {
         /// (`-s ready`) using this modem, normally `faxstate`; default: not run.
         #[serde(default)]
         faxstate: Option<String>,
+        /// Longest a HylaFAX sending or receiving state may last before the session is
+        /// taken as stuck (`stuck_session`): a call that dropped while the fax server
+        /// still shows "Receiving facsimile".
+        #[serde(default = "default_max_session", with = "humantime_serde")]
+        max_session: Duration,
         /// Dial-tone test.
         #[serde(default)]
         dialtone: Option<DialtoneConfig>,
@@ -100,8 +125,8 @@ fn default_baud() -> u32 {
 fn default_command_timeout() -> Duration {
     Duration::from_secs(2)
 }
-fn default_lock_dir() -> PathBuf {
-    PathBuf::from("/var/lock")
+fn default_max_session() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 fn default_line_interval() -> Duration {
     Duration::from_secs(3600)
@@ -261,6 +286,28 @@ impl ModemConfig {
         Ok(())
     }
 
+    /// The longest a probe can take when every command waits its full time: the script,
+    /// then the line checks with their hang-up. It must fit in the check's `timeout`,
+    /// or the scheduler would cancel probes that are merely slow.
+    pub fn budget(&self) -> Duration {
+        if self.passive {
+            return Duration::ZERO;
+        }
+        let steps = self
+            .script
+            .as_ref()
+            .map_or(default_script().len(), Vec::len) as u32;
+        let mut b = self.command_timeout * steps;
+        if let Some(d) = &self.dialtone {
+            // The dial, then ATH0 (and ATZ if ATH0 goes unanswered).
+            b += d.timeout + self.command_timeout * 2;
+        }
+        if self.voltage.is_some() {
+            b += self.command_timeout;
+        }
+        b
+    }
+
     /// The device name of locks and HylaFAX files: symlinks such as /dev/serial/by-id are
     /// resolved to the device node, except links to a pty (iaxmodem's `ttyIAX0`), whose
     /// link name is the line's name.
@@ -302,19 +349,62 @@ struct LineResult {
 
 pub struct ModemCheck {
     config: ModemConfig,
+    /// `lock_dir`, or the host's when the config was not resolved by `Config::checks`.
+    lock_dir: PathBuf,
     script: Vec<Step>,
     dialtone: Mutex<Option<LineResult>>,
     voltage: Mutex<Option<LineResult>>,
+    /// Unsolicited result codes and noise skipped, over all probes.
+    unsolicited: AtomicU64,
 }
 
 impl ModemCheck {
     pub fn new(config: ModemConfig) -> Self {
         let script = config.script.clone().unwrap_or_else(default_script);
         ModemCheck {
+            lock_dir: config
+                .lock_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lock")),
             config,
             script,
             dialtone: Mutex::new(None),
             voltage: Mutex::new(None),
+            unsolicited: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A `RING` arrived during the probe: it stopped at once and released the port.
+struct Ringing;
+
+/// Hangs the modem up if a probe is dropped (the scheduler's timeout, a signal to
+/// `telagent check`) while it is off-hook: on drop, while armed, writes `ATH0` on its own
+/// handle of the port. Any character aborts a dial in progress (V.250 6.3.1).
+struct OnHook {
+    port: Option<std::fs::File>,
+    armed: bool,
+}
+
+impl OnHook {
+    fn new(port: &impl std::os::fd::AsRawFd) -> Self {
+        // SAFETY: the descriptor belongs to `port`, open for the duration of this call;
+        // it is duplicated at once into a handle of our own.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(port.as_raw_fd()) };
+        OnHook {
+            port: fd.try_clone_to_owned().ok().map(std::fs::File::from),
+            armed: false,
+        }
+    }
+}
+
+impl Drop for OnHook {
+    fn drop(&mut self) {
+        if let (true, Some(port)) = (self.armed, self.port.as_mut()) {
+            use std::io::Write;
+            // Best effort on a non-blocking port: 7 bytes fit any output buffer.
+            let _ = port.write_all(b"\rATH0\r");
+            tracing::info!("A probe was stopped during the dial-tone test; sent ATH0.");
         }
     }
 }
@@ -345,7 +435,9 @@ impl Check for ModemCheck {
             "unexpected_reply",
             "no_fax_class",
             "no_dialtone",
+            "dialtone_timeout",
             "line_in_use",
+            "stuck_session",
             "no_line",
             "bad_voltage_reply",
             "hylafax_not_ready",
@@ -362,9 +454,11 @@ impl Check for ModemCheck {
             return self.passive(&device);
         }
         let mut note = String::new();
-        let guard = match lock::acquire(&c.lock_dir, &device, c.remove_stale_locks) {
+        let guard = match lock::acquire(&self.lock_dir, &device, c.remove_stale_locks) {
             Ok(lock::Acquired::Held(g)) => Some(g),
-            Ok(lock::Acquired::InUse(info)) => return in_use_value(self.in_use(&device, &info), true),
+            Ok(lock::Acquired::InUse(info)) => {
+                return self.counted(in_use_value(self.in_use(&device, &info), true))
+            }
             Ok(lock::Acquired::Stale(info)) => {
                 note = format!(
                     "; stale lock {} of dead pid {} left in place",
@@ -374,32 +468,48 @@ impl Check for ModemCheck {
                 None
             }
             Err(e) => {
-                return Observation::fail(
+                return self.counted(Observation::fail(
                     "lock_error",
                     format!(
                         "cannot lock {device} in {}: {e}; the agent needs write access to the lock directory (group uucp or dialout)",
-                        c.lock_dir.display()
+                        self.lock_dir.display()
                     ),
-                )
+                ))
             }
         };
-        let obs = self.talk(&device).await;
+        let talked = self.talk(&device).await;
+        // The port is closed (talk owned it); now the lock goes.
         drop(guard);
-        let mut obs = in_use_value(obs, false);
+        let obs = match talked {
+            Ok(obs) => in_use_value(obs, false),
+            Err(Ringing) => {
+                let who = format!("{device}: RING during the probe, a call is coming in; the probe stopped and released the port, nothing was hung up");
+                let obs = match &c.hylafax_spool {
+                    Some(spool) => self.hylafax_says(spool, &who),
+                    None => Observation::ok(who),
+                };
+                in_use_value(obs, true)
+            }
+        };
+        let mut obs = self.counted(obs);
         obs.detail.push_str(&note);
         obs
     }
 }
 
 impl ModemCheck {
+    /// Adds the running count of unsolicited codes skipped.
+    fn counted(&self, obs: Observation) -> Observation {
+        obs.with_value(
+            "unsolicited_total",
+            "Unsolicited result codes (RING, NO CARRIER, +FCERROR), stale answers and noise bursts skipped while probing.",
+            self.unsolicited.load(Ordering::Relaxed) as f64,
+        )
+    }
+
     /// The line is held by another program: never touch the port.
     fn in_use(&self, device: &str, holder: &lock::LockInfo) -> Observation {
-        let who = format!(
-            "{} in use by {} (pid {})",
-            device,
-            holder.program.as_deref().unwrap_or("another program"),
-            holder.pid.unwrap_or(0)
-        );
+        let who = format!("{device} in use by {}", holder_text(holder));
         match &self.config.hylafax_spool {
             Some(spool) => self.hylafax_says(spool, &who),
             None => Observation::ok(format!("{who}; not probed")),
@@ -410,13 +520,9 @@ impl ModemCheck {
     /// it and HylaFAX's status file says how the fax server sees the modem.
     fn passive(&self, device: &str) -> Observation {
         let c = &self.config;
-        let holder = lock::read(&c.lock_dir, device).filter(|l| !l.stale);
+        let holder = lock::read(&self.lock_dir, device).filter(|l| !l.stale);
         let who = match &holder {
-            Some(h) => format!(
-                "{device} held by {} (pid {}), not opened",
-                h.program.as_deref().unwrap_or("another program"),
-                h.pid.unwrap_or(0)
-            ),
+            Some(h) => format!("{device} held by {}, not opened", holder_text(h)),
             None => format!("{device} not opened (passive)"),
         };
         let obs = match &c.hylafax_spool {
@@ -431,15 +537,42 @@ impl ModemCheck {
     fn hylafax_says(&self, spool: &Path, who: &str) -> Observation {
         let id = self.hylafax_id();
         match hylafax::read_status(spool, &id) {
-            Ok(line) => {
+            Ok((line, written)) => {
                 let detail = format!("{who}; HylaFAX says: {line}");
-                match hylafax::judge(&line) {
+                let obs = match hylafax::judge(&line) {
                     (Status::Ok, _) => Observation::ok(detail),
                     (Status::Degraded, t) => {
                         Observation::degraded(t.unwrap_or("hylafax_waiting"), detail)
                     }
                     (Status::Fail, t) => Observation::fail(t.unwrap_or("hylafax_down"), detail),
-                }
+                };
+                // faxgetty rewrites the file at every change of state: its time is when
+                // the session entered the state it is in.
+                let session = if hylafax::in_session(&line) {
+                    SystemTime::now()
+                        .duration_since(written)
+                        .unwrap_or_default()
+                } else {
+                    Duration::ZERO
+                };
+                let max = self.config.max_session;
+                let obs = if session > max {
+                    obs.worse(Observation::degraded(
+                        "stuck_session",
+                        format!(
+                            "{who}; HylaFAX has said \"{line}\" for {} (max_session {}): the call probably dropped and the session is stuck; check faxgetty and the line",
+                            humantime::format_duration(Duration::from_secs(session.as_secs())),
+                            humantime::format_duration(max)
+                        ),
+                    ))
+                } else {
+                    obs
+                };
+                obs.with_value(
+                    "session_seconds",
+                    "How long HylaFAX has been in its current sending or receiving state (0 when idle).",
+                    session.as_secs_f64(),
+                )
             }
             Err(e) => Observation::degraded(
                 "hylafax_unknown_status",
@@ -460,19 +593,46 @@ impl ModemCheck {
     }
 
     /// Opens the port and runs the script and the line checks that are due.
-    async fn talk(&self, device: &str) -> Observation {
+    async fn talk(&self, device: &str) -> Result<Observation, Ringing> {
         let c = &self.config;
         let port = match open(&c.port, c.baud) {
             Ok(p) => p,
-            Err(o) => return o,
+            Err(o) => return Ok(o),
         };
+        let mut hook = OnHook::new(&port);
         let mut s = Session::new(port);
+        let result = self.converse(&mut s, &mut hook, device).await;
+        self.unsolicited.fetch_add(s.skipped(), Ordering::Relaxed);
+        result
+    }
+
+    async fn converse<S>(
+        &self,
+        s: &mut Session<S>,
+        hook: &mut OnHook,
+        device: &str,
+    ) -> Result<Observation, Ringing>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let c = &self.config;
         let mut id = Identity::default();
         let mut response = None;
+        let mut unanswered = Vec::new();
         for step in &self.script {
             let reply = match s.command(&step.send, c.command_timeout).await {
                 Ok(r) => r,
-                Err(e) => return at_failure(&e, device),
+                Err(AtError::Ring { .. }) => return Err(Ringing),
+                // An optional step the modem left unanswered: skipped. Its answer may
+                // still come, so the session gets back in step before the next command
+                // (and if that fails, the probe ends with it).
+                Err(AtError::NoResponse { command, .. })
+                    if step.optional && command == step.send =>
+                {
+                    unanswered.push(step.send.as_str());
+                    continue;
+                }
+                Err(e) => return Ok(at_failure(&e, device)),
             };
             let matched = reply.result.as_str().eq_ignore_ascii_case(&step.expect)
                 || reply.lines.iter().any(|l| l.contains(step.expect.as_str()));
@@ -485,7 +645,7 @@ impl ModemCheck {
                 } else {
                     "unexpected_reply"
                 };
-                return Observation::fail(
+                return Ok(Observation::fail(
                     error_type,
                     format!(
                         "{device} answered {} to {} (expected {}){}",
@@ -501,7 +661,7 @@ impl ModemCheck {
                             )
                         }
                     ),
-                );
+                ));
             }
             if step.send.eq_ignore_ascii_case("AT") || response.is_none() {
                 response = Some(reply.elapsed);
@@ -530,83 +690,96 @@ impl ModemCheck {
             )
         } else {
             Observation::ok(format!(
-                "{device}: {} {} {}, classes {}, answered AT in {:.1} ms",
+                "{device}: {} {} {}, classes {}, answered AT in {:.1} ms{}",
                 or_unknown(&id.manufacturer),
                 or_unknown(&id.model),
                 id.revision,
                 or_unknown(&id.classes),
-                response.as_secs_f64() * 1000.0
+                response.as_secs_f64() * 1000.0,
+                if unanswered.is_empty() {
+                    String::new()
+                } else {
+                    format!("; no answer to {}", unanswered.join(", "))
+                }
             ))
         };
-        if let Some(d) = &c.dialtone {
-            obs = self.dialtone_test(&mut s, d, device, obs).await;
-        }
+        // The voltage first: a line without voltage explains a missing dial tone, and
+        // then there is no point going off-hook.
         if let Some(v) = &c.voltage {
-            obs = self.voltage_test(&mut s, v, device, obs).await;
+            obs = self.voltage_test(s, v, device, obs).await?;
         }
-        obs.with_value(
-            "response_seconds",
-            "Time from AT to OK at the last probe.",
-            response.as_secs_f64(),
-        )
-        .with_info(
-            "info",
-            "Identity and fax classes the modem reported (value 1).",
-            vec![
-                ("manufacturer", id.manufacturer),
-                ("model", id.model),
-                ("revision", id.revision),
-                ("classes", id.classes),
-            ],
-        )
+        if let Some(d) = &c.dialtone {
+            obs = if obs.error_type == Some("no_line") {
+                obs
+            } else {
+                self.dialtone_test(s, hook, d, device, obs).await?
+            };
+        }
+        Ok(obs
+            .with_value(
+                "response_seconds",
+                "Time from AT to OK at the last probe.",
+                response.as_secs_f64(),
+            )
+            .with_info(
+                "info",
+                "Identity and fax classes the modem reported (value 1).",
+                vec![
+                    ("manufacturer", id.manufacturer),
+                    ("model", id.model),
+                    ("revision", id.revision),
+                    ("classes", id.classes),
+                ],
+            ))
     }
 
     async fn dialtone_test<S>(
         &self,
         s: &mut Session<S>,
+        hook: &mut OnHook,
         d: &DialtoneConfig,
         device: &str,
         obs: Observation,
-    ) -> Observation
+    ) -> Result<Observation, Ringing>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let timeout = self.config.command_timeout;
         let due = due(&self.dialtone, d.interval);
         let result = if due {
-            let reply = s.command(&d.command, d.timeout).await;
+            hook.armed = true;
+            let reply = s.dial(&d.command, d.timeout).await;
+            if matches!(reply, Err(AtError::Ring { .. })) {
+                // Found before dialing (a line that rings is on-hook): nothing to hang up.
+                hook.armed = false;
+                return Err(Ringing);
+            }
             // Always hang up; a modem that does not answer ATH0 gets ATZ.
-            if s.command("ATH0", timeout).await.is_err() && s.command("ATZ", timeout).await.is_err()
-            {
-                return Observation::fail(
+            if !s.hang_up(timeout).await {
+                return Ok(Observation::fail(
                     "no_response",
                     format!("{device} stopped answering after the dial-tone test (ATH0 and ATZ unanswered)"),
-                );
+                ));
             }
-            let (passed, value) = match &reply {
-                Ok(r) => (
-                    r.result == Final::Ok,
-                    if r.result == Final::Ok { 1.0 } else { 0.0 },
-                ),
-                Err(_) => (false, 0.0),
-            };
+            hook.armed = false;
+            let passed = matches!(&reply, Ok(r) if r.result == Final::Ok);
             let r = LineResult {
                 at: Instant::now(),
                 passed,
-                value,
+                value: if passed { 1.0 } else { 0.0 },
             };
             *lock_ignore_poison(&self.dialtone) = Some(r);
-            Some((reply, r))
+            Some(reply)
         } else {
             None
         };
         let cached = *lock_ignore_poison(&self.dialtone);
         let obs = match &result {
-            Some((Ok(r), _)) if r.result == Final::LineInUse => obs.worse(Observation::degraded(
+            Some(Ok(r)) if r.result == Final::LineInUse => obs.worse(Observation::degraded(
                 "line_in_use",
                 format!("{device}: the line is in use (LINE IN USE at the dial-tone test)"),
             )),
-            Some((Ok(r), _)) if r.result != Final::Ok => obs.worse(Observation::fail(
+            Some(Ok(r)) if r.result != Final::Ok => obs.worse(Observation::fail(
                 "no_dialtone",
                 format!(
                     "{device}: no dial tone ({} to {})",
@@ -614,21 +787,30 @@ impl ModemCheck {
                     d.command
                 ),
             )),
-            Some((Err(e), _)) => obs.worse(at_failure(e, device)),
+            // The modem answered every other command: it is the line that is silent.
+            Some(Err(AtError::NoResponse { waited, .. })) => obs.worse(Observation::fail(
+                "dialtone_timeout",
+                format!(
+                    "{device}: no result to {} within {}: the modem went off-hook and heard no dial tone it could report (a dead or disconnected line); it answered the hang-up",
+                    d.command,
+                    humantime::format_duration(*waited)
+                ),
+            )),
+            Some(Err(e)) => obs.worse(at_failure(e, device)),
             None if cached.is_some_and(|c| !c.passed) => obs.worse(Observation::fail(
                 "no_dialtone",
                 format!("{device}: no dial tone at the last test"),
             )),
             _ => obs,
         };
-        match cached {
+        Ok(match cached {
             Some(c) => obs.with_value(
                 "dialtone",
                 "1 if the last dial-tone test heard a dial tone.",
                 c.value,
             ),
             None => obs,
-        }
+        })
     }
 
     async fn voltage_test<S>(
@@ -637,7 +819,7 @@ impl ModemCheck {
         v: &VoltageConfig,
         device: &str,
         obs: Observation,
-    ) -> Observation
+    ) -> Result<Observation, Ringing>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -645,18 +827,19 @@ impl ModemCheck {
             let volts = match s.command(&v.command, self.config.command_timeout).await {
                 Ok(r) if r.result == Final::Ok => r.lines.iter().find_map(|l| parse_volts(l)),
                 Ok(r) => {
-                    return obs.worse(Observation::degraded(
+                    return Ok(obs.worse(Observation::degraded(
                         "bad_voltage_reply",
                         format!("{device} answered {} to {}", r.result.as_str(), v.command),
-                    ))
+                    )))
                 }
-                Err(e) => return obs.worse(at_failure(&e, device)),
+                Err(AtError::Ring { .. }) => return Err(Ringing),
+                Err(e) => return Ok(obs.worse(at_failure(&e, device))),
             };
             let Some(volts) = volts else {
-                return obs.worse(Observation::degraded(
+                return Ok(obs.worse(Observation::degraded(
                     "bad_voltage_reply",
                     format!("{device} gave no number in answer to {}", v.command),
-                ));
+                )));
             };
             *lock_ignore_poison(&self.voltage) = Some(LineResult {
                 at: Instant::now(),
@@ -665,7 +848,7 @@ impl ModemCheck {
             });
         }
         let Some(last) = *lock_ignore_poison(&self.voltage) else {
-            return obs;
+            return Ok(obs);
         };
         let obs = if last.passed {
             obs
@@ -673,16 +856,31 @@ impl ModemCheck {
             obs.worse(Observation::fail(
                 "no_line",
                 format!(
-                    "{device}: line voltage {:.1} V is below {:.1} V: no line",
-                    last.value, v.min_volts
+                    "{device}: line voltage {:.1} V is below {:.1} V: no line{}",
+                    last.value,
+                    v.min_volts,
+                    if self.config.dialtone.is_some() {
+                        "; the dial-tone test was skipped"
+                    } else {
+                        ""
+                    }
                 ),
             ))
         };
-        obs.with_value(
+        Ok(obs.with_value(
             "line_volts",
             "Line voltage at the last reading, in volts.",
             last.value,
-        )
+        ))
+    }
+}
+
+/// Who holds a lock, for a detail line.
+fn holder_text(h: &lock::LockInfo) -> String {
+    match (h.pid, &h.program) {
+        (Some(pid), Some(p)) => format!("{p} (pid {pid})"),
+        (Some(pid), None) => format!("another program (pid {pid})"),
+        (None, _) => format!("a program writing {} just now", h.file.display()),
     }
 }
 
@@ -728,8 +926,8 @@ fn at_failure(e: &AtError, device: &str) -> Observation {
 
 /// Opens the port, with an error observation that says what to do.
 fn open(path: &str, baud: u32) -> Result<tokio_serial::SerialStream, Observation> {
-    use tokio_serial::SerialPortBuilderExt;
-    tokio_serial::new(path, baud).open_native_async().map_err(|e| {
+    use tokio_serial::{SerialPort, SerialPortBuilderExt};
+    let port = tokio_serial::new(path, baud).open_native_async().map_err(|e| {
         let kind = std::io::Error::from(e.clone()).kind();
         if kind == std::io::ErrorKind::NotFound || !Path::new(path).exists() {
             Observation::fail(
@@ -744,7 +942,10 @@ fn open(path: &str, baud: u32) -> Result<tokio_serial::SerialStream, Observation
         } else {
             Observation::fail("open_error", format!("cannot open {path}: {e}"))
         }
-    })
+    })?;
+    // Whatever the modem sent while the port was closed is no answer to us.
+    let _ = port.clear(tokio_serial::ClearBuffer::Input);
+    Ok(port)
 }
 
 #[cfg(test)]

@@ -16,14 +16,17 @@
 //!
 //! - **ok**: the depth could be read and is within the limits.
 //! - **degraded**: `high_water` (depth over `high_water`) or `too_old` (the oldest item
-//!   waits longer than `max_age`): list the check in `[server] drain` to take no new work.
+//!   waits longer than `max_age`): list the check in `[server] drain` to take no new work;
+//!   `stuck_job` (HylaFAX: a job `active` for longer than `max_session`, default 30m,
+//!   without its job file changing: faxsend rewrites it as pages go out).
 //! - **fail**: the depth cannot be read: `read_error` (spool or directory), `connect_error`
 //!   and `query_error` (database), `bad_output` (not a number), `spawn_error` /
 //!   `exit_code` (command), `timeout`.
 //!
 //! Metrics: `telagent_queue_depth{check}`, `telagent_queue_oldest_age_seconds{check}` (0
 //! when empty), `telagent_queue_jobs{check,state}` (HylaFAX states, or the labels of a SQL
-//! query), `telagent_queue_pages_pending{check}` (HylaFAX).
+//! query), `telagent_queue_pages_pending{check}` and `telagent_queue_session_seconds{check}`
+//! (HylaFAX: the longest an active job has gone without progress).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,9 @@ use serde::Deserialize;
 
 use super::{Check, Observation};
 use crate::vocab::check_config;
+
+/// `max_session` when not set.
+const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(30 * 60);
 
 /// Most labelled rows of a SQL result exported as `telagent_queue_jobs`.
 const MAX_LABELS: usize = 32;
@@ -80,6 +86,11 @@ check_config! {
         /// Age of the oldest item above which the queue is degraded.
         #[serde(default, with = "humantime_serde")]
         max_age: Option<Duration>,
+        /// hylafax: longest a job may stay `active` without progress (its job file,
+        /// rewritten as pages go out, unchanged) before it is taken as stuck
+        /// (`stuck_job`); default 30m.
+        #[serde(default, with = "humantime_serde")]
+        max_session: Option<Duration>,
     }
 }
 
@@ -108,6 +119,7 @@ impl QueueConfig {
             ("query", self.query.is_some(), Source::Sql),
             ("age_query", self.age_query.is_some(), Source::Sql),
             ("command", self.command.is_some(), Source::Command),
+            ("max_session", self.max_session.is_some(), Source::Hylafax),
         ];
         if let Some((key, _, _)) = foreign
             .iter()
@@ -148,6 +160,8 @@ struct Depth {
     /// Per state or label, when the source knows them.
     by_state: Vec<(String, u64)>,
     pages_pending: Option<u64>,
+    /// The active job longest without progress, and for how long (HylaFAX).
+    stalled: Option<(String, Duration)>,
 }
 
 pub struct QueueCheck {
@@ -198,6 +212,7 @@ impl Check for QueueCheck {
         &[
             "high_water",
             "too_old",
+            "stuck_job",
             "read_error",
             "connect_error",
             "query_error",
@@ -235,8 +250,27 @@ fn judge(c: &QueueConfig, d: Depth) -> Observation {
                 humantime::format_duration(m)
             ),
         ),
-        _ => Observation::ok(detail),
+        _ => Observation::ok(detail.clone()),
     };
+    if c.source == Source::Hylafax {
+        let max = c.max_session.unwrap_or(DEFAULT_MAX_SESSION);
+        let stalled = d.stalled.as_ref().map_or(Duration::ZERO, |(_, s)| *s);
+        if let Some((job, still)) = d.stalled.as_ref().filter(|(_, s)| *s > max) {
+            o = o.worse(Observation::degraded(
+                "stuck_job",
+                format!(
+                    "{detail}: job {job} has been active for {} without progress (max_session {}): its call probably dropped; check faxsend and the modem it uses",
+                    humantime::format_duration(Duration::from_secs(still.as_secs())),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        o = o.with_value(
+            "session_seconds",
+            "Longest time an active job has gone without progress (0 when none is active).",
+            stalled.as_secs_f64(),
+        );
+    }
     o = o
         .with_value("depth", "Messages waiting.", d.depth as f64)
         .with_value(
@@ -273,6 +307,9 @@ const HYLAFAX_STATES: [&str; 8] = [
     "done",
     "failed",
 ];
+
+/// Index of `active` in HYLAFAX_STATES.
+const ACTIVE: usize = 5;
 
 /// Reads `key:value` lines of a job file.
 pub(crate) fn job_fields(text: &str) -> BTreeMap<&str, &str> {
@@ -323,6 +360,14 @@ fn hylafax(spool: &Path, now: SystemTime) -> Result<Depth, Observation> {
         let num = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         pages += num("totpages").saturating_sub(num("npages"));
         if let Ok(m) = e.metadata() {
+            if i == ACTIVE {
+                let still = m.modified().map_or(Duration::ZERO, |t| {
+                    now.duration_since(t).unwrap_or_default()
+                });
+                if d.stalled.as_ref().is_none_or(|(_, s)| still > *s) {
+                    d.stalled = Some((name[1..].to_string(), still));
+                }
+            }
             let born = m.created().or_else(|_| m.modified()).unwrap_or(now);
             let age = now.duration_since(born).unwrap_or_default();
             d.oldest_age = Some(d.oldest_age.map_or(age, |a| a.max(age)));

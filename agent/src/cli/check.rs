@@ -7,6 +7,22 @@ use std::sync::Arc;
 use crate::checks::{self, Status};
 use crate::config;
 use crate::engine::model::{Model, Probe, Target};
+use crate::engine::tracker::Tracker;
+
+/// Waits for SIGINT or SIGTERM; names the one that came, with the shell's exit code.
+async fn interrupted() -> (&'static str, u8) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => ("interrupted", 130),
+        _ = term.recv() => ("terminated", 143),
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,8 +80,15 @@ pub async fn run(args: Args) -> ExitCode {
     };
     let schedule = spec.schedule(&c.defaults);
     let check = checks::build(&spec, &schedule);
-    let (obs, duration) =
-        crate::engine::scheduler::probe_once(check.as_ref(), schedule.timeout).await;
+    // Ctrl-C or a TERM mid-probe drops the probe: its lock is removed and a modem that
+    // was off-hook is hung up, before the process exits.
+    let (obs, duration) = tokio::select! {
+        r = crate::engine::scheduler::probe_once(check.as_ref(), schedule.timeout) => r,
+        (signal, code) = interrupted() => {
+            eprintln!("telagent: {signal}: the probe was stopped and its port released");
+            return ExitCode::from(code);
+        }
+    };
 
     println!("check     {} ({})", spec.name(), spec.kind());
     println!("status    {}", obs.status.as_str());
@@ -86,6 +109,10 @@ pub async fn run(args: Args) -> ExitCode {
             schedule.interval,
         );
         target.probes_total = 1;
+        // A first observation decides the state at once (see the tracker).
+        target.state = Tracker::new(schedule.rise, schedule.fall, schedule.hold)
+            .observe(status, tokio::time::Instant::now())
+            .map_or(target.state, |c| c.to);
         if let Some(t) = obs.error_type.filter(|_| status != Status::Ok) {
             *target.failures_total.entry(t).or_default() += 1;
         }

@@ -31,6 +31,23 @@ pub fn run(file: Option<PathBuf>) -> ExitCode {
                     format!(" ({})", summary.join(", "))
                 }
             );
+            // Which lock directory protects each line: a wrong one lets a probe take a
+            // modem from the fax server.
+            for (_, spec) in c.checks() {
+                if let crate::checks::CheckSpec::Modem(m) = spec {
+                    println!(
+                        "  modem {}: {}, UUCP locks in {}{}",
+                        m.name,
+                        m.port,
+                        m.lock_dir.unwrap_or_default().display(),
+                        if m.passive {
+                            " (passive: never opened)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

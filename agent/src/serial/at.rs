@@ -93,7 +93,7 @@ impl Lines {
             if b == b'\r' || b == b'\n' {
                 let line = std::mem::take(&mut self.partial);
                 if !line.is_empty() {
-                    out.push(classify(line));
+                    classify(line, out);
                 }
             } else if self.partial.len() >= MAX_LINE {
                 self.partial.clear();
@@ -105,7 +105,20 @@ impl Lines {
     }
 }
 
-fn classify(line: Vec<u8>) -> Event {
+/// A line, with noise bytes at its start (a line just powered up, XON/XOFF) split off.
+fn classify(mut line: Vec<u8>, out: &mut Vec<Event>) {
+    let noisy = |b: &u8| (*b < 0x20 && *b != b'\t') || *b >= 0x7f;
+    let lead = line.iter().take_while(|b| noisy(b)).count();
+    if lead > 0 {
+        out.push(Event::Garbage(lead));
+        line.drain(..lead);
+    }
+    if !line.is_empty() {
+        out.push(classify_text(line));
+    }
+}
+
+fn classify_text(line: Vec<u8>) -> Event {
     let bad = line
         .iter()
         .filter(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
@@ -131,7 +144,7 @@ pub struct Reply {
 pub enum AtError {
     #[error("no answer to {command} within {}", humantime::format_duration(*.waited))]
     NoResponse { command: String, waited: Duration },
-    #[error("the modem sent non-text bytes in answer to {command} ({bytes} bad bytes); check the baud rate and cabling")]
+    #[error("the modem sent noise ({bytes} non-text bytes) and no result code in answer to {command}; check the baud rate and cabling")]
     Garbage { command: String, bytes: usize },
     #[error(
         "the modem sent {} bytes without a line end in answer to {command}",
@@ -140,25 +153,68 @@ pub enum AtError {
     Flood { command: String },
     #[error("the port went away while waiting for the answer to {command}: {reason}")]
     PortGone { command: String, reason: String },
+    #[error("RING while waiting for the answer to {command}: a call is coming in")]
+    Ring { command: String },
+    #[error("answers no longer line up with commands after {command} timed out: a late answer kept arriving")]
+    OutOfStep { command: String },
 }
 
 impl AtError {
     pub fn error_type(&self) -> &'static str {
         match self {
-            AtError::NoResponse { .. } => "no_response",
+            AtError::NoResponse { .. } | AtError::OutOfStep { .. } => "no_response",
             AtError::Garbage { .. } | AtError::Flood { .. } => "garbage",
             AtError::PortGone { .. } => "port_missing",
+            AtError::Ring { .. } => "line_in_use",
         }
     }
 }
 
+/// A line that a modem sends on its own, not in answer to the command in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsolicited {
+    /// An incoming call (`RING`, `RING 2` of distinctive ringing, numeric `2`).
+    Ring,
+    /// A call-progress code out of turn (`NO CARRIER` after a dropped call, `+FCERROR`).
+    Other,
+}
+
+/// Recognises an unsolicited result code. Call-progress codes are unsolicited only
+/// outside a dial: V.250 commands other than D, A and O end in OK or ERROR.
+fn unsolicited(line: &str, numeric: bool, dialing: bool) -> Option<Unsolicited> {
+    let l = line.trim().to_ascii_uppercase();
+    if (numeric && l == "2") || l == "RING" || l.starts_with("RING ") {
+        return Some(Unsolicited::Ring);
+    }
+    let fax = ["+FCERROR", "+FHNG", "+FHS:"];
+    if fax.iter().any(|f| l.starts_with(f)) {
+        return Some(Unsolicited::Other);
+    }
+    match Final::parse_in(line, numeric) {
+        Some(Final::Ok | Final::Error) | None => None,
+        Some(_) if dialing => None,
+        Some(_) => Some(Unsolicited::Other),
+    }
+}
+
 /// One AT conversation over a byte stream (a serial port, or a pty in tests).
+///
+/// Answers are matched to commands strictly: input left over from before a command is
+/// discarded when the command is sent (and an incoming `RING` in it reported); after a
+/// command timed out, its answer may still come, so the next command is sent only after
+/// [`Session::resync`] proved that the modem and we are in step again.
 pub struct Session<S> {
     io: S,
     /// Learned from the first result code: Some(true) once the modem answered in words.
     verbose: Option<bool>,
     lines: Lines,
     pending: std::collections::VecDeque<Event>,
+    /// Unsolicited result codes and noise bursts skipped so far.
+    skipped: u64,
+    /// A command timed out: its answer may still arrive.
+    out_of_step: bool,
+    /// The command that timed out last.
+    unanswered: String,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -168,13 +224,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             verbose: None,
             lines: Lines::default(),
             pending: Default::default(),
+            skipped: 0,
+            out_of_step: false,
+            unanswered: String::new(),
         }
     }
 
-    /// Sends `command` + CR and reads until a result code, within `timeout`. The echoed
-    /// command (echo on) and lines left over from an earlier answer are skipped.
+    /// Unsolicited result codes and noise bursts skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Sends `command` + CR and reads until its result code (OK or ERROR), within
+    /// `timeout`. The echoed command, unsolicited call-progress codes and isolated noise
+    /// are skipped; a `RING` ends the conversation.
     pub async fn command(&mut self, command: &str, timeout: Duration) -> Result<Reply, AtError> {
-        self.pending.clear();
+        self.exchange(command, timeout, false).await
+    }
+
+    /// As [`Session::command`] for a dial (`ATD...;`, `ATX4DT;`): every result code ends
+    /// it (`NO DIALTONE`, `BUSY`, `NO CARRIER`...).
+    pub async fn dial(&mut self, command: &str, timeout: Duration) -> Result<Reply, AtError> {
+        self.exchange(command, timeout, true).await
+    }
+
+    async fn exchange(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        dialing: bool,
+    ) -> Result<Reply, AtError> {
+        if self.out_of_step {
+            self.resync(timeout).await?;
+        }
+        self.exchange_in_step(command, timeout, dialing).await
+    }
+
+    async fn exchange_in_step(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        dialing: bool,
+    ) -> Result<Reply, AtError> {
+        self.discard(command).await?;
         let start = tokio::time::Instant::now();
         let gone = |e: std::io::Error| AtError::PortGone {
             command: command.to_string(),
@@ -186,28 +278,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_err(gone)?;
         self.io.flush().await.map_err(gone)?;
         let mut lines = Vec::new();
-        let mut buf = [0u8; 1024];
+        let mut noise = 0usize;
         loop {
             while let Some(ev) = self.pending.pop_front() {
+                let numeric = self.verbose != Some(true);
                 match ev {
                     Event::Line(l) if l.eq_ignore_ascii_case(command) => {}
-                    Event::Line(l) => match Final::parse_in(&l, self.verbose != Some(true)) {
-                        Some(result) => {
-                            let words = !l.bytes().all(|b| b.is_ascii_digit());
-                            self.verbose.get_or_insert(words);
-                            return Ok(Reply {
-                                lines,
-                                result,
-                                elapsed: start.elapsed(),
-                            });
+                    Event::Line(l) => match unsolicited(&l, numeric, dialing) {
+                        Some(Unsolicited::Ring) => {
+                            return Err(AtError::Ring {
+                                command: command.to_string(),
+                            })
                         }
-                        None => lines.push(l),
+                        Some(Unsolicited::Other) => self.skipped += 1,
+                        None => match Final::parse_in(&l, numeric) {
+                            Some(result) => {
+                                let words = !l.bytes().all(|b| b.is_ascii_digit());
+                                self.verbose.get_or_insert(words);
+                                return Ok(Reply {
+                                    lines,
+                                    result,
+                                    elapsed: start.elapsed(),
+                                });
+                            }
+                            None => lines.push(l),
+                        },
                     },
                     Event::Garbage(bytes) => {
-                        return Err(AtError::Garbage {
-                            command: command.to_string(),
-                            bytes,
-                        })
+                        noise += bytes;
+                        self.skipped += 1;
                     }
                     Event::Overflow => {
                         return Err(AtError::Flood {
@@ -217,26 +316,122 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             let left = timeout.saturating_sub(start.elapsed());
-            let n = match tokio::time::timeout(left, self.io.read(&mut buf)).await {
-                Err(_) => {
-                    return Err(AtError::NoResponse {
+            match self.read(left, command).await? {
+                true => {}
+                false => {
+                    self.out_of_step = true;
+                    self.unanswered = command.to_string();
+                    // Noise and no result code: the wrong speed, not silence.
+                    return Err(if noise > 0 {
+                        AtError::Garbage {
+                            command: command.to_string(),
+                            bytes: noise,
+                        }
+                    } else {
+                        AtError::NoResponse {
+                            command: command.to_string(),
+                            waited: timeout,
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads what arrives within `wait` into `pending`: false when nothing did.
+    async fn read(&mut self, wait: Duration, command: &str) -> Result<bool, AtError> {
+        let mut buf = [0u8; 1024];
+        let gone = |reason: String| AtError::PortGone {
+            command: command.to_string(),
+            reason,
+        };
+        let n = match tokio::time::timeout(wait, self.io.read(&mut buf)).await {
+            Err(_) => return Ok(false),
+            Ok(Err(e)) => return Err(gone(e.to_string())),
+            Ok(Ok(0)) => return Err(gone("end of file".into())),
+            Ok(Ok(n)) => n,
+        };
+        let mut events = Vec::new();
+        self.lines.feed(&buf[..n], &mut events);
+        self.pending.extend(events);
+        Ok(true)
+    }
+
+    /// Drops input that arrived before `command` is sent (a late answer, noise), and
+    /// reports a `RING` among it: the line is ringing.
+    async fn discard(&mut self, command: &str) -> Result<(), AtError> {
+        // Zero wait: only what is already there.
+        while self.read(Duration::ZERO, command).await? {}
+        self.lines = Lines::default();
+        let numeric = self.verbose != Some(true);
+        for ev in std::mem::take(&mut self.pending) {
+            self.skipped += 1;
+            if let Event::Line(l) = ev {
+                if unsolicited(&l, numeric, false) == Some(Unsolicited::Ring) {
+                    return Err(AtError::Ring {
                         command: command.to_string(),
-                        waited: timeout,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hangs up after a dial, at once (no resync first: the modem may still be
+    /// off-hook): a CR aborts a dial in progress, then `ATH0`, then `ATZ` if that goes
+    /// unanswered. True when one of them was answered with OK.
+    pub async fn hang_up(&mut self, timeout: Duration) -> bool {
+        if self.out_of_step && self.io.write_all(b"\r").await.is_err() {
+            return false;
+        }
+        for command in ["ATH0", "ATZ"] {
+            self.out_of_step = false;
+            if let Ok(r) = self.exchange_in_step(command, timeout, false).await {
+                if r.result == Final::Ok {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Gets back in step after a timed-out command: waits until the line has been quiet
+    /// for `timeout` (the late answer comes and is dropped), then sends `AT` until one
+    /// answer is a lone `OK` followed by silence. Bounded: at most 3 tries.
+    pub async fn resync(&mut self, timeout: Duration) -> Result<(), AtError> {
+        const MARK: &str = "AT";
+        let after = self.unanswered.clone();
+        let settle = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        for _ in 0..3 {
+            let quiet_until = tokio::time::Instant::now() + 2 * timeout;
+            while tokio::time::Instant::now() < quiet_until && self.read(timeout, MARK).await? {}
+            self.discard(MARK).await?;
+            self.out_of_step = false;
+            let lone = match self.exchange_in_step(MARK, timeout, false).await {
+                // Silence: the modem is not answering at all.
+                Err(AtError::NoResponse { waited, .. }) => {
+                    return Err(AtError::NoResponse {
+                        command: format!("{MARK} (sent to get back in step after {after})"),
+                        waited,
                     })
                 }
-                Ok(Err(e)) => return Err(gone(e)),
-                Ok(Ok(0)) => {
-                    return Err(gone(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "end of file",
-                    )))
+                Ok(r) if r.lines.is_empty() && r.result == Final::Ok => true,
+                Ok(r) => {
+                    // Someone else's answer: dropped, and counted.
+                    self.skipped += r.lines.len() as u64 + 1;
+                    false
                 }
-                Ok(Ok(n)) => n,
+                Err(AtError::Garbage { .. }) => false,
+                Err(e) => return Err(e),
             };
-            let mut events = Vec::new();
-            self.lines.feed(&buf[..n], &mut events);
-            self.pending.extend(events);
+            if lone && !self.read(settle, MARK).await? {
+                return Ok(());
+            }
+            self.out_of_step = true;
         }
+        Err(AtError::OutOfStep {
+            command: MARK.to_string(),
+        })
     }
 }
 
@@ -368,5 +563,97 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.error_type(), "port_missing");
+    }
+
+    /// A modem on the other end of a duplex pipe: `answer(n, command)` gives the delay
+    /// and the bytes of its answer to the nth command.
+    fn modem(
+        answer: impl Fn(usize, &str) -> (u64, Vec<u8>) + Send + 'static,
+    ) -> tokio::io::DuplexStream {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut line = Vec::new();
+            let mut n = 0;
+            let mut buf = [0u8; 256];
+            loop {
+                let Ok(k) = b.read(&mut buf).await else {
+                    return;
+                };
+                if k == 0 {
+                    return;
+                }
+                for &c in &buf[..k] {
+                    if c != b'\r' {
+                        line.push(c);
+                        continue;
+                    }
+                    let cmd = String::from_utf8_lossy(&std::mem::take(&mut line)).to_string();
+                    if cmd.is_empty() {
+                        continue;
+                    }
+                    let (delay, bytes) = answer(n, &cmd);
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    if b.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        a
+    }
+
+    #[tokio::test]
+    async fn unsolicited_codes_and_noise_are_skipped_and_counted() {
+        let io = modem(|_, _| {
+            (
+                0,
+                b"\r\nNO CARRIER\r\n\x00\x11\xff\r\n\r\n+FCERROR\r\n\x13OK\r\n".to_vec(),
+            )
+        });
+        let mut s = Session::new(io);
+        let r = s.command("AT", Duration::from_secs(1)).await.unwrap();
+        assert_eq!((r.result, r.lines.len()), (Final::Ok, 0));
+        assert_eq!(s.skipped(), 4, "NO CARRIER, a noise line, +FCERROR, XOFF");
+    }
+
+    #[tokio::test]
+    async fn a_dial_ends_on_any_result_code() {
+        let io = modem(|_, _| (0, b"\r\nNO DIALTONE\r\n".to_vec()));
+        let r = Session::new(io)
+            .dial("ATX4DT;", Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(r.result, Final::NoDialtone);
+    }
+
+    #[tokio::test]
+    async fn ring_stops_the_conversation_in_both_modes() {
+        for ring in [&b"\r\nRING\r\n"[..], b"2\r", b"\r\nRING 1\r\n"] {
+            let io = modem(move |_, _| (0, ring.to_vec()));
+            let e = Session::new(io)
+                .command("AT+FMI?", Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, AtError::Ring { .. }), "{ring:?}: {e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_is_never_taken_for_the_next_command() {
+        // AT+FMI? is answered after 400 ms, the timeout is 150 ms; every later command
+        // at once.
+        let io = modem(|n, cmd| match (n, cmd) {
+            (0, _) => (400, b"\r\nLATE MAKER\r\n\r\nOK\r\n".to_vec()),
+            (_, "AT+FMM?") => (0, b"\r\nRightModel\r\n\r\nOK\r\n".to_vec()),
+            _ => (0, b"\r\nOK\r\n".to_vec()),
+        });
+        let mut s = Session::new(io);
+        let t = Duration::from_millis(150);
+        let e = s.command("AT+FMI?", t).await.unwrap_err();
+        assert_eq!(e.error_type(), "no_response");
+        let r = s.command("AT+FMM?", t).await.unwrap();
+        assert_eq!(r.lines, vec!["RightModel"], "the late answer was dropped");
+        assert!(s.skipped() >= 2, "the late lines were counted");
     }
 }

@@ -6,6 +6,7 @@
 //! ready", "Sending facsimile", ...), or a job in progress ("Sending job 12").
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::checks::Status;
 
@@ -41,15 +42,25 @@ pub fn judge(line: &str) -> (Status, Option<&'static str>) {
     }
 }
 
+/// True for a state of a call in progress: "Sending job 12", "Receiving facsimile",
+/// "Receiving from +1 555 0100".
+pub fn in_session(line: &str) -> bool {
+    let l = line.trim().to_ascii_lowercase();
+    l.starts_with("sending") || l.starts_with("receiving")
+}
+
 /// The first line of `<spool>/status/<device>` (of its first 4 KiB), with control
-/// characters shown as `?`.
-pub fn read_status(spool: &Path, device: &str) -> std::io::Result<String> {
-    let text = crate::files::read_text(&spool.join("status").join(device), 4096)?;
+/// characters shown as `?`, and when the file was last written.
+pub fn read_status(spool: &Path, device: &str) -> std::io::Result<(String, SystemTime)> {
+    let path = spool.join("status").join(device);
+    let text = crate::files::read_text(&path, 4096)?;
+    let written = std::fs::metadata(&path)?.modified()?;
     let line = text.lines().next().unwrap_or("").trim();
-    Ok(line
+    let line = line
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
-        .collect())
+        .collect();
+    Ok((line, written))
 }
 
 #[cfg(test)]
@@ -102,7 +113,7 @@ mod tests {
             "/fixtures/hylafax/status-ttyFAXLAB"
         );
         std::fs::copy(sample, spool.join("status/ttyFAXLAB")).unwrap();
-        let line = read_status(&spool, "ttyFAXLAB").unwrap();
+        let (line, _) = read_status(&spool, "ttyFAXLAB").unwrap();
         assert_eq!(line, "Waiting for modem to come ready");
         assert_eq!(judge(&line).0, Status::Fail);
         std::fs::remove_dir_all(&spool).unwrap();

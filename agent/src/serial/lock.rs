@@ -52,13 +52,23 @@ pub fn pid_alive(pid: i32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// How long a lock file without a PID is taken as being written by its owner (created,
+/// not yet filled) rather than stale.
+pub const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the lock of `device` in `lock_dir`; None when the port is not locked.
 pub fn read(lock_dir: &Path, device: &str) -> Option<LockInfo> {
     let file = lock_path(lock_dir, device);
     // A lock file holds a PID: 11 bytes in ASCII, 4 in binary.
     let bytes = crate::files::read_regular(&file, 64).ok()?;
     let pid = parse_pid(&bytes);
-    let alive = pid.is_some_and(pid_alive);
+    // Another program creates its lock, then writes its PID: until WRITE_GRACE has
+    // passed, a lock without a PID is one being written, so it is live.
+    let being_written = pid.is_none()
+        && std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < WRITE_GRACE);
+    let alive = pid.is_some_and(pid_alive) || being_written;
     let program = pid
         .filter(|_| alive)
         .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
@@ -175,6 +185,25 @@ mod tests {
             (stale.pid, stale.stale, stale.program),
             (Some(dead), true, None)
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_lock_is_live_while_being_written_then_stale() {
+        let dir = std::env::temp_dir().join(format!("telagent-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = lock_path(&dir, "ttyE");
+        let f = std::fs::File::create(&path).unwrap();
+        let fresh = read(&dir, "ttyE").unwrap();
+        assert_eq!((fresh.pid, fresh.stale), (None, false));
+        assert!(matches!(
+            acquire(&dir, "ttyE", true).unwrap(),
+            Acquired::InUse(_)
+        ));
+        assert!(path.exists(), "a lock being written is never removed");
+        f.set_modified(std::time::SystemTime::now() - 2 * WRITE_GRACE)
+            .unwrap();
+        assert!(read(&dir, "ttyE").unwrap().stale, "empty for too long");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
