@@ -17,6 +17,7 @@ pub mod sip;
 pub mod snmpd;
 pub mod snmpsim;
 pub mod snmptrapd;
+pub mod v250;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

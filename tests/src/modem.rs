@@ -206,6 +206,11 @@ fn serve(
                     echo = false;
                     (None, "OK")
                 }
+                // Two commands on one line (V.250 5.2.1).
+                "ATE0V1" => {
+                    (echo, verbose) = (false, true);
+                    (None, "OK")
+                }
                 "ATE1" => {
                     echo = true;
                     (None, "OK")

@@ -77,7 +77,7 @@ fn a_healthy_modem_reports_identity_classes_and_timing() {
         "{}",
         r.out
     );
-    assert!(String::from_utf8_lossy(&m.received()).starts_with("ATE0\rAT\r"));
+    assert!(String::from_utf8_lossy(&m.received()).starts_with("ATE0V1\rAT\r"));
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn a_live_lock_holder_is_never_disturbed() {
     let r = check(m.dir.path(), &m.port, "");
     assert_eq!(r.code, Some(0), "{}", r.out);
     assert!(
-        String::from_utf8_lossy(&m.received()).starts_with("ATE0\r"),
+        String::from_utf8_lossy(&m.received()).starts_with("ATE0V1\r"),
         "nothing was written while locked"
     );
 }

@@ -20,7 +20,7 @@
 //! waits for the line to go quiet and for a lone `OK` to `AT` before it sends anything
 //! else; an identity is exported only from answers that lined up.
 //!
-//! The probe script (default: `ATE0`, `AT`, `AT+FCLASS=?`, `AT+FMI?`, `AT+FMM?`,
+//! The probe script (default: `ATE0V1`, `AT`, `AT+FCLASS=?`, `AT+FMI?`, `AT+FMM?`,
 //! `AT+FMR?`, `ATI3`; the identity steps are optional, and skipped if left unanswered)
 //! tolerates echo and numeric result codes. Optional line checks run on their own long
 //! interval, only while the line is idle and unlocked: a line-voltage reading first
@@ -215,7 +215,9 @@ pub fn default_script() -> Vec<Step> {
         optional,
     };
     vec![
-        step("ATE0", None, false),
+        // Echo off and verbose result codes: in verbose mode every answer is framed by
+        // CR LF (V.250 5.7.1), so line noise before an answer stays on a line of its own.
+        step("ATE0V1", None, false),
         step("AT", None, false),
         step("AT+FCLASS=?", Some(Capture::Classes), true),
         step("AT+FMI?", Some(Capture::Manufacturer), true),
@@ -674,8 +676,13 @@ impl ModemCheck {
                     Capture::Revision => &mut id.revision,
                     Capture::Classes => &mut id.classes,
                 };
-                if slot.is_empty() {
-                    *slot = text.trim_matches('"').to_string();
+                let text = text.trim_matches('"');
+                // A class list is numbers, ranges and lists (T.31 8.2); anything else
+                // did not come from the modem's answer to +FCLASS=?.
+                let fits = cap != Capture::Classes
+                    || text.bytes().all(|b| b"0123456789.,()- ".contains(&b));
+                if slot.is_empty() && fits {
+                    *slot = text.to_string();
                 }
             }
         }
@@ -749,9 +756,11 @@ impl ModemCheck {
         let result = if due {
             hook.armed = true;
             let reply = s.dial(&d.command, d.timeout).await;
-            if matches!(reply, Err(AtError::Ring { .. })) {
-                // Found before dialing (a line that rings is on-hook): nothing to hang up.
-                hook.armed = false;
+            if let Err(AtError::Ring { sent, .. }) = reply {
+                // Waiting before the dial, the line is on-hook: nothing to hang up. After
+                // it (a line cannot ring off-hook, but a modem may say so), the guard
+                // hangs up as the port closes.
+                hook.armed = sent;
                 return Err(Ringing);
             }
             // Always hang up; a modem that does not answer ATH0 gets ATZ.

@@ -105,17 +105,31 @@ impl Lines {
     }
 }
 
-/// A line, with noise bytes at its start (a line just powered up, XON/XOFF) split off.
+/// A line, judged for noise. Bytes of line noise (a line just powered up, XON/XOFF)
+/// before a result code are split off and the code kept (`\x13OK`, `\x00RING`); any other line that
+/// began with noise is noise as a whole, and so is a line without a letter or digit
+/// (`~~`): no answer to a command is made of punctuation alone, and an identity must
+/// never be pieced together from noise.
 fn classify(mut line: Vec<u8>, out: &mut Vec<Event>) {
     let noisy = |b: &u8| (*b < 0x20 && *b != b'\t') || *b >= 0x7f;
     let lead = line.iter().take_while(|b| noisy(b)).count();
+    let whole = line.len();
     if lead > 0 {
-        out.push(Event::Garbage(lead));
         line.drain(..lead);
+        let code = std::str::from_utf8(&line).is_ok_and(|l| {
+            Final::parse(l).is_some() || unsolicited(l, true, false, "") == Some(Unsolicited::Ring)
+        });
+        if !code {
+            out.push(Event::Garbage(whole));
+            return;
+        }
+        out.push(Event::Garbage(lead));
     }
-    if !line.is_empty() {
-        out.push(classify_text(line));
+    if !line.iter().any(u8::is_ascii_alphanumeric) {
+        out.push(Event::Garbage(whole - lead));
+        return;
     }
+    out.push(classify_text(line));
 }
 
 fn classify_text(line: Vec<u8>) -> Event {
@@ -154,7 +168,11 @@ pub enum AtError {
     #[error("the port went away while waiting for the answer to {command}: {reason}")]
     PortGone { command: String, reason: String },
     #[error("RING while waiting for the answer to {command}: a call is coming in")]
-    Ring { command: String },
+    Ring {
+        command: String,
+        /// The command had been sent (false: the RING was waiting before it).
+        sent: bool,
+    },
     #[error("answers no longer line up with commands after {command} timed out: a late answer kept arriving")]
     OutOfStep { command: String },
 }
@@ -180,15 +198,24 @@ enum Unsolicited {
 }
 
 /// Recognises an unsolicited result code. Call-progress codes are unsolicited only
-/// outside a dial: V.250 commands other than D, A and O end in OK or ERROR.
-fn unsolicited(line: &str, numeric: bool, dialing: bool) -> Option<Unsolicited> {
+/// outside a dial: V.250 commands other than D, A and O end in OK or ERROR. An extended
+/// response (`+FRH:3`, `+FHS:02`) is out of turn unless it names the command's own
+/// parameter (`+FCLASS: 0,1` to `AT+FCLASS=?`).
+fn unsolicited(line: &str, numeric: bool, dialing: bool, command: &str) -> Option<Unsolicited> {
     let l = line.trim().to_ascii_uppercase();
     if (numeric && l == "2") || l == "RING" || l.starts_with("RING ") {
         return Some(Unsolicited::Ring);
     }
-    let fax = ["+FCERROR", "+FHNG", "+FHS:"];
-    if fax.iter().any(|f| l.starts_with(f)) {
+    if l.starts_with("+FCERROR") {
         return Some(Unsolicited::Other);
+    }
+    if let Some((name, _)) = l.strip_prefix('+').and_then(|r| r.split_once(':')) {
+        let own = command
+            .to_ascii_uppercase()
+            .contains(&format!("+{}", name.trim()));
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric()) && !own {
+            return Some(Unsolicited::Other);
+        }
     }
     match Final::parse_in(line, numeric) {
         Some(Final::Ok | Final::Error) | None => None,
@@ -284,10 +311,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let numeric = self.verbose != Some(true);
                 match ev {
                     Event::Line(l) if l.eq_ignore_ascii_case(command) => {}
-                    Event::Line(l) => match unsolicited(&l, numeric, dialing) {
+                    Event::Line(l) => match unsolicited(&l, numeric, dialing, command) {
                         Some(Unsolicited::Ring) => {
                             return Err(AtError::Ring {
                                 command: command.to_string(),
+                                sent: true,
                             })
                         }
                         Some(Unsolicited::Other) => self.skipped += 1,
@@ -367,9 +395,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for ev in std::mem::take(&mut self.pending) {
             self.skipped += 1;
             if let Event::Line(l) = ev {
-                if unsolicited(&l, numeric, false) == Some(Unsolicited::Ring) {
+                if unsolicited(&l, numeric, false, command) == Some(Unsolicited::Ring) {
                     return Err(AtError::Ring {
                         command: command.to_string(),
+                        sent: false,
                     });
                 }
             }
@@ -608,13 +637,17 @@ mod tests {
         let io = modem(|_, _| {
             (
                 0,
-                b"\r\nNO CARRIER\r\n\x00\x11\xff\r\n\r\n+FCERROR\r\n\x13OK\r\n".to_vec(),
+                b"\r\nNO CARRIER\r\n\x00\x11\xff\r\n\r\n+FCERROR\r\n+FRH:3\r\n\x13OK\r\n".to_vec(),
             )
         });
         let mut s = Session::new(io);
         let r = s.command("AT", Duration::from_secs(1)).await.unwrap();
         assert_eq!((r.result, r.lines.len()), (Final::Ok, 0));
-        assert_eq!(s.skipped(), 4, "NO CARRIER, a noise line, +FCERROR, XOFF");
+        assert_eq!(
+            s.skipped(),
+            5,
+            "NO CARRIER, a noise line, +FCERROR, +FRH:3, XOFF"
+        );
     }
 
     #[tokio::test]
