@@ -581,3 +581,33 @@ async fn two_hundred_seeded_conversations_keep_every_promise() {
     assert!(in_use >= 40, "{in_use} lines in use (locked or ringing)");
     assert!(late >= 20, "{late} late answers");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_cancelled_by_the_schedulers_timeout_hangs_up_and_unlocks() {
+    // The dial never ends; the scheduler's timeout (probe_once, as the agent runs every
+    // probe) cancels the probe in the middle of the dial-tone test.
+    let line = Line::new(Behaviour {
+        dial_result: String::new(),
+        ..Default::default()
+    });
+    let text = format!(
+        "[ports]\nlock_dir = \"{}\"\n\n[[modem]]\nname = \"line1\"\nport = \"{}\"\ndevice = \"ttySPEC\"\ncommand_timeout = \"300ms\"\ndialtone = {{ timeout = \"10s\" }}\n",
+        line.locks().display(),
+        line.port().display()
+    );
+    let c = telagent::config::parse(&text, "cancel").unwrap();
+    let spec = c.check("line1").unwrap();
+    let check = telagent::checks::build(&spec, &spec.schedule(&c.defaults));
+    let (obs, _) =
+        telagent::engine::scheduler::probe_once(check.as_ref(), Duration::from_millis(1500))
+            .await;
+    assert_eq!(obs.error_type, Some("timeout"), "{obs:?}");
+    assert!(line.sent().contains("ATX4DT;\r"), "{:?}", line.sent());
+    assert!(!line.lock_file().exists(), "the lock went with the probe");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while line.modem.off_hook() {
+        assert!(Instant::now() < deadline, "still off-hook: {:?}", line.sent());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(line.sent().ends_with("ATH0\r"), "{:?}", line.sent());
+}
