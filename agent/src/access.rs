@@ -110,10 +110,23 @@ pub struct Access {
 /// Why a call was refused, with the HTTP status to answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// 403: the caller's address is not allowed, or no token is configured.
-    Forbidden(String),
+    /// 403: the caller's address is not in the allowlist.
+    NotAllowed(String),
+    /// 403: no token is configured, so nothing may change state.
+    WritesDisabled(String),
     /// 401: missing or wrong bearer token.
-    Unauthorized(String),
+    BadToken(String),
+}
+
+impl Refusal {
+    /// The `reason` label of `telagent_api_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotAllowed(_) => "not_allowed",
+            Refusal::WritesDisabled(_) => "writes_disabled",
+            Refusal::BadToken(_) => "bad_token",
+        }
+    }
 }
 
 impl Access {
@@ -124,6 +137,12 @@ impl Access {
             Some(p) => {
                 let t = std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read token file {}: {e}", p.display()))?;
+                if let Ok(m) = std::fs::metadata(p) {
+                    use std::os::unix::fs::PermissionsExt;
+                    if m.permissions().mode() & 0o004 != 0 {
+                        tracing::warn!(file = %p.display(), "The token file is readable by every user of this host; anyone here can change the routing. Run: chmod o-rwx {}", p.display());
+                    }
+                }
                 let t = t.trim().to_string();
                 if t.len() < 16 {
                     return Err(format!(
@@ -146,6 +165,13 @@ impl Access {
         })
     }
 
+    /// Whether `ip` is in the allowlist; None when there is none.
+    pub fn in_allowlist(&self, ip: IpAddr) -> Option<bool> {
+        self.allow
+            .as_ref()
+            .map(|nets| nets.iter().any(|n| n.contains(ip)))
+    }
+
     fn allowed(&self, ip: IpAddr) -> bool {
         self.allow
             .as_ref()
@@ -155,7 +181,7 @@ impl Access {
     /// May `ip` read?
     pub fn check_read(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.protect_reads && !self.allowed(ip) {
-            return Err(Refusal::Forbidden(format!("{ip} is not in the allowlist")));
+            return Err(Refusal::NotAllowed(format!("{ip} is not in the allowlist")));
         }
         Ok(())
     }
@@ -163,16 +189,18 @@ impl Access {
     /// May `ip`, presenting `authorization`, change state?
     pub fn check_write(&self, ip: IpAddr, authorization: Option<&str>) -> Result<(), Refusal> {
         let Some(token) = &self.token else {
-            return Err(Refusal::Forbidden(
+            return Err(Refusal::WritesDisabled(
                 "state changes are disabled: set access.token_file".into(),
             ));
         };
         if !self.allowed(ip) {
-            return Err(Refusal::Forbidden(format!("{ip} is not in the allowlist")));
+            return Err(Refusal::NotAllowed(format!("{ip} is not in the allowlist")));
         }
+        // The scheme name is case-insensitive (RFC 9110 11.1).
         let given = authorization
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|a| a.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim_start());
         // Compare without an early exit on the first differing byte.
         let same = given.len() == token.len()
             && given
@@ -181,7 +209,7 @@ impl Access {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if !same {
-            return Err(Refusal::Unauthorized(format!(
+            return Err(Refusal::BadToken(format!(
                 "{ip} sent a missing or wrong bearer token"
             )));
         }
@@ -244,17 +272,20 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
         assert_eq!(a.check_write(lo, Some("Bearer 0123456789abcdef")), Ok(()));
+        assert_eq!(a.check_write(lo, Some("bearer 0123456789abcdef")), Ok(()));
+        assert_eq!(a.check_write(lo, Some("BEARER 0123456789abcdef")), Ok(()));
+        assert!(matches!(
+            a.check_write(lo, Some("Basic 0123456789abcdef")),
+            Err(Refusal::BadToken(_))
+        ));
         assert!(matches!(
             a.check_write(lo, Some("Bearer wrong")),
-            Err(Refusal::Unauthorized(_))
+            Err(Refusal::BadToken(_))
         ));
-        assert!(matches!(
-            a.check_write(lo, None),
-            Err(Refusal::Unauthorized(_))
-        ));
+        assert!(matches!(a.check_write(lo, None), Err(Refusal::BadToken(_))));
         assert!(matches!(
             a.check_write(other, Some("Bearer 0123456789abcdef")),
-            Err(Refusal::Forbidden(_))
+            Err(Refusal::NotAllowed(_))
         ));
         assert_eq!(
             a.check_read(other),
@@ -264,7 +295,7 @@ mod tests {
         let none = Access::default();
         assert!(matches!(
             none.check_write(lo, Some("Bearer x")),
-            Err(Refusal::Forbidden(_))
+            Err(Refusal::WritesDisabled(_))
         ));
     }
 

@@ -15,7 +15,7 @@
 //! the requests it has), drain the bus (notifications sent or left in the outbox, faxstate
 //! calls), flush the audit log, close the stores.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -224,6 +224,8 @@ struct Parts {
     notify_stats: Arc<crate::notify::Stats>,
     notifier: Option<crate::notify::Notifier>,
     agentx_stats: Arc<crate::snmp::agentx::Stats>,
+    faults: Arc<crate::faults::Faults>,
+    refusals: Arc<crate::http_server::Refusals>,
     agentx: Option<crate::snmp::agentx::Address>,
     access: Access,
     listener: tokio::net::TcpListener,
@@ -283,6 +285,8 @@ impl Parts {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
             notify_stats,
             agentx_stats: Arc::new(crate::snmp::agentx::Stats::default()),
+            faults: Arc::default(),
+            refusals: Arc::default(),
             agentx: config
                 .snmp
                 .agentx
@@ -318,6 +322,8 @@ impl Parts {
         m.register(self.traffic.stats.clone());
         m.register(self.notify_stats.clone());
         m.register(self.agentx_stats.clone());
+        m.register(self.refusals.clone());
+        m.register(self.faults.clone());
         m.register(Arc::new(crate::notify::Suppressed(
             self.notify_stats.clone(),
         )));
@@ -350,6 +356,8 @@ impl Parts {
             access,
             listener,
             haproxy,
+            faults,
+            refusals,
         } = self;
         let server = info.server.clone();
         let (config_tx, config_rx) = watch::channel(config.clone());
@@ -430,22 +438,36 @@ impl Parts {
             traffic: traffic.clone(),
             recent,
             maintenance: maintenance_tx,
+            refusals: refusals.clone(),
+            throttle: Default::default(),
+            body_timeout: config.api.request_timeout,
         });
         debug!(task = "http", "Starting.");
-        let http = tokio::spawn(
-            axum::serve(
-                listener,
-                crate::api::router(api.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(outputs.clone().cancelled_owned())
-            .into_future(),
-        );
+        let trusted: crate::http_server::Trusted = {
+            let api = api.clone();
+            Arc::new(move |ip| {
+                api.access
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .in_allowlist(ip)
+            })
+        };
+        let http = tokio::spawn(crate::http_server::serve(
+            listener,
+            crate::api::router(api.clone()),
+            config.api.clone(),
+            trusted,
+            refusals,
+            faults.clone(),
+            outputs.clone(),
+        ));
         if let Some(w) = crate::systemd::watchdog(outputs.clone()) {
             tasks.add("watchdog", vec![w]);
         }
         let mut scheduler = Scheduler::new(
             model,
             bus.clone(),
+            faults,
             &server,
             config.agent.max_concurrent_probes,
         );

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::access::{Access, Refusal};
 use crate::agent::{Info, ReloadStatus};
 use crate::engine::model::{rfc3339, Model, TargetDoc};
+use crate::http_server::{Refusals, Throttle};
 use crate::routing::decision::ServerState;
 use crate::routing::Snapshot;
 use crate::serial::inventory::{Inventory, PortInfo};
@@ -41,7 +42,16 @@ pub struct ApiState {
     pub recent: Arc<crate::audit::Recent>,
     /// The operator's maintenance drain, told to the routing task.
     pub maintenance: watch::Sender<Option<String>>,
+    /// Refused calls, counted and summed up in the log.
+    pub refusals: Arc<Refusals>,
+    /// Callers that keep failing authorization.
+    pub throttle: Throttle,
+    /// Longest wait for a request body.
+    pub body_timeout: std::time::Duration,
 }
+
+/// Largest maintenance request: `{"drain": true, "reason": "..."}`.
+const MAX_MAINTENANCE_BODY: usize = 4096;
 
 /// /v1/status: every target, its state, since when, its last observation and last error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,12 +82,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/server/health", get(server_health))
         .route("/v1/server/maintenance", post(maintenance))
-        .route(
-            "/v1/events",
-            post(events).layer(axum::extract::DefaultBodyLimit::max(
-                crate::traffic::events::MAX_BODY,
-            )),
-        )
+        .route("/v1/events", post(events))
         .merge(reads)
         .fallback(not_found)
         .with_state(state)
@@ -90,30 +95,102 @@ fn access(s: &ApiState) -> Access {
         .clone()
 }
 
-fn refuse(r: Refusal, uri: &Uri) -> Response {
+fn refuse(s: &ApiState, r: Refusal, caller: SocketAddr, uri: &Uri) -> Response {
+    let reason = r.reason();
     let (code, why) = match r {
-        Refusal::Forbidden(w) => (StatusCode::FORBIDDEN, w),
-        Refusal::Unauthorized(w) => (StatusCode::UNAUTHORIZED, w),
+        Refusal::NotAllowed(w) | Refusal::WritesDisabled(w) => (StatusCode::FORBIDDEN, w),
+        Refusal::BadToken(w) => (StatusCode::UNAUTHORIZED, w),
     };
-    tracing::warn!(path = %uri.path(), reason = %why, "Request refused.");
+    // Guessing tokens is what the throttle slows down; a caller outside the allowlist
+    // is refused from its address alone, cheaply, every time.
+    if reason == "bad_token" {
+        s.throttle.failed(caller.ip());
+    }
+    s.refusals
+        .count(reason, caller.ip(), &format!("{} {why}", uri.path()));
     (code, format!("{why}\n")).into_response()
 }
 
-/// Checks the bearer token and the allowlist of a state-changing request: the refusal to
-/// answer, if refused.
+/// Checks a state-changing request from its headers alone, before a byte of its body is
+/// read: the throttle, the allowlist and the bearer token. The refusal to answer, if
+/// refused.
 fn refuse_write(
     s: &ApiState,
     caller: SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<Response> {
+    if let Some(wait) = s.throttle.blocked(caller.ip()) {
+        s.refusals.count(
+            "throttled",
+            caller.ip(),
+            "too many failed authorizations in a minute",
+        );
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.to_string())],
+                "too many failed authorizations from this address; try again later\n",
+            )
+                .into_response(),
+        );
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     access(s)
         .check_write(caller.ip(), auth)
         .err()
-        .map(|r| refuse(r, uri))
+        .map(|r| refuse(s, r, caller, uri))
+}
+
+/// Reads an authorized request's body: at most `limit` bytes, within the body timeout.
+async fn read_body(
+    s: &ApiState,
+    caller: SocketAddr,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                s.refusals.count(
+                    "body_too_large",
+                    caller.ip(),
+                    &format!("a body over {limit} bytes"),
+                );
+                Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {limit} bytes\n"),
+                )
+                    .into_response())
+            } else {
+                Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}\n"),
+                )
+                    .into_response())
+            }
+        }
+        Err(_) => {
+            s.refusals.count(
+                "body_timeout",
+                caller.ip(),
+                "the body did not arrive in time",
+            );
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}\n",
+                    humantime::format_duration(s.body_timeout)
+                ),
+            )
+                .into_response())
+        }
+    }
 }
 
 /// Refuses a read from a caller outside the allowlist when reads are protected.
@@ -125,7 +202,10 @@ async fn guard_reads(
 ) -> Response {
     match access(&s).check_read(caller.ip()) {
         Ok(()) => next.run(req).await,
-        Err(r) => refuse(r, req.uri()),
+        Err(r) => {
+            let uri = req.uri().clone();
+            refuse(&s, r, caller, &uri)
+        }
     }
 }
 
@@ -189,11 +269,15 @@ async fn maintenance(
     ConnectInfo(caller): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if let Some(refused) = refuse_write(&s, caller, &uri, &headers) {
         return refused;
     }
+    let body = match read_body(&s, caller, body, MAX_MAINTENANCE_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let m: Maintenance = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
@@ -225,11 +309,15 @@ async fn events(
     ConnectInfo(caller): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if let Some(refused) = refuse_write(&s, caller, &uri, &headers) {
         return refused;
     }
+    let body = match read_body(&s, caller, body, crate::traffic::events::MAX_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let traffic = s.traffic.clone();
     let outcome = tokio::task::spawn_blocking(move || traffic.post(&body)).await;
     use crate::traffic::{store::Ingested, PostError};

@@ -94,6 +94,9 @@ pub struct Config {
     /// Bearer token and allowlist.
     #[serde(default)]
     pub access: AccessConfig,
+    /// Limits of the HTTP API: connections, timeouts.
+    #[serde(default)]
+    pub api: crate::http_server::ApiConfig,
     /// Traffic store and its sources.
     #[serde(default)]
     pub traffic: crate::traffic::TrafficConfig,
@@ -421,6 +424,7 @@ impl Config {
                 "must be at least 1s (the inventory reads sysfs and lock files)".into(),
             ));
         }
+        self.api.validate()?;
         self.traffic.validate()?;
         self.notify.validate()?;
         self.snmp.validate()?;

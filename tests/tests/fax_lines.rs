@@ -599,14 +599,17 @@ async fn a_probe_cancelled_by_the_schedulers_timeout_hangs_up_and_unlocks() {
     let spec = c.check("line1").unwrap();
     let check = telagent::checks::build(&spec, &spec.schedule(&c.defaults));
     let (obs, _) =
-        telagent::engine::scheduler::probe_once(check.as_ref(), Duration::from_millis(1500))
-            .await;
+        telagent::engine::scheduler::probe_once(check.as_ref(), Duration::from_millis(1500)).await;
     assert_eq!(obs.error_type, Some("timeout"), "{obs:?}");
     assert!(line.sent().contains("ATX4DT;\r"), "{:?}", line.sent());
     assert!(!line.lock_file().exists(), "the lock went with the probe");
     let deadline = Instant::now() + Duration::from_secs(5);
     while line.modem.off_hook() {
-        assert!(Instant::now() < deadline, "still off-hook: {:?}", line.sent());
+        assert!(
+            Instant::now() < deadline,
+            "still off-hook: {:?}",
+            line.sent()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(line.sent().ends_with("ATH0\r"), "{:?}", line.sent());

@@ -20,6 +20,7 @@ use super::tracker::{Change, State, Tracker};
 use crate::checks::CheckSpec;
 use crate::checks::{self, Check, Observation, Status};
 use crate::config::{Config, Schedule};
+use crate::faults::{self, Faults};
 
 /// The first probe of each check lands within this window after it starts, at a phase
 /// derived from its name, so that many checks do not all fire at once.
@@ -45,6 +46,7 @@ pub async fn probe_once(check: &dyn Check, timeout: Duration) -> (Observation, D
 struct Shared {
     model: Arc<Model>,
     bus: Arc<Bus>,
+    faults: Arc<Faults>,
     permits: Semaphore,
     server: String,
 }
@@ -63,11 +65,18 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(model: Arc<Model>, bus: Arc<Bus>, server: &str, max_concurrent: usize) -> Self {
+    pub fn new(
+        model: Arc<Model>,
+        bus: Arc<Bus>,
+        faults: Arc<Faults>,
+        server: &str,
+        max_concurrent: usize,
+    ) -> Self {
         Scheduler {
             shared: Arc::new(Shared {
                 model,
                 bus,
+                faults,
                 permits: Semaphore::new(max_concurrent),
                 server: server.to_string(),
             }),
@@ -181,6 +190,13 @@ async fn run(
             _ = cancel.cancelled() => return,
             r = probe.instrument(span.clone()) => r,
         };
+        // The agent out of file descriptors: the target is not to blame and keeps its
+        // state; the fault is the agent's.
+        if obs.status != Status::Ok && faults::failed_for_want_of_fds(&obs.detail) {
+            shared.faults.count(faults::FD_EXHAUSTED, &name);
+            next = (started + schedule.failing_interval).max(Instant::now());
+            continue;
+        }
         let period = if obs.status == Status::Ok {
             schedule.interval
         } else {

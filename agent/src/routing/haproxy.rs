@@ -61,6 +61,10 @@ pub async fn serve(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "agent-check accept failed");
+                    // Out of descriptors: wait for some to free instead of spinning.
+                    if crate::faults::is_fd_exhaustion(&e) {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                     continue;
                 }
             },

@@ -1,0 +1,516 @@
+//! The API's HTTP server: the accept loop in front of the router, built so that no caller
+//! can take the agent down.
+//!
+//! - At most `[api] max_connections` connections at a time (default 256), and at most
+//!   `max_connections_per_address` (default 32) from one address. When an allowlist is
+//!   configured, callers outside it share at most three quarters of the connections: the
+//!   rest are kept for the allowlisted ones (Prometheus, HAProxy, the peers). A connection
+//!   over a limit is closed at accept, before a byte is read, and counted.
+//! - A request's headers must arrive within `request_timeout` (default 10 s), and so must
+//!   a request body (read by the handlers that take one, after the caller is authorized);
+//!   a connection with no traffic either way for `idle_timeout` (default 60 s) is closed.
+//! - Out of file descriptors at accept: counted as the agent's own fault, the loop pauses
+//!   briefly instead of spinning.
+//!
+//! Refusals of every kind are counted in `telagent_api_refused_total{reason}`; open
+//! connections are `telagent_api_connections`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::faults::{self, Faults};
+use crate::metrics::{Collector, Families};
+
+/// `[api]`: limits of the HTTP API (read at start).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Most connections open at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one address.
+    #[serde(default = "default_max_per_address")]
+    pub max_connections_per_address: usize,
+    /// Longest wait for a request's headers, and for its body.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A connection with no traffic for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_per_address() -> usize {
+    32
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_per_address(),
+            request_timeout: default_request_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+impl ApiConfig {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_connections < 4 {
+            return Err(("api.max_connections".into(), "must be at least 4".into()));
+        }
+        if self.max_connections_per_address == 0 {
+            return Err((
+                "api.max_connections_per_address".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        for (key, d) in [
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err((format!("api.{key}"), "must be at least 100ms".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a caller was turned away: the `reason` label.
+pub const REASONS: [&str; 7] = [
+    "not_allowed",
+    "bad_token",
+    "writes_disabled",
+    "throttled",
+    "too_many_connections",
+    "body_too_large",
+    "body_timeout",
+];
+
+/// Refusals and connections, for /metrics, and the summary log line.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    counts: [AtomicU64; REASONS.len()],
+    /// Counts at the last summary line.
+    logged: Mutex<[u64; REASONS.len()]>,
+    connections: AtomicU64,
+}
+
+impl Refusals {
+    /// Counts a refusal; the first of an interval is logged at once, the rest in the
+    /// interval's summary.
+    pub fn count(&self, reason: &'static str, caller: IpAddr, why: &str) {
+        let Some(i) = REASONS.iter().position(|r| *r == reason) else {
+            return;
+        };
+        let before = self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let logged = self
+            .logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[i];
+        if before == logged {
+            tracing::warn!(%caller, reason, why, "API call refused; more of the same are summed up once a minute.");
+        }
+    }
+
+    /// Logs what was refused since the last summary, if anything.
+    pub fn summarize(&self) {
+        let mut logged = self
+            .logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut parts = Vec::new();
+        for (i, reason) in REASONS.iter().enumerate() {
+            let now = self.counts[i].load(Ordering::Relaxed);
+            if now > logged[i] + 1 {
+                parts.push(format!("{reason} {}", now - logged[i]));
+            }
+            logged[i] = now;
+        }
+        if !parts.is_empty() {
+            tracing::warn!(refused = %parts.join(", "), "API calls refused in the last minute.");
+        }
+    }
+}
+
+impl Collector for Refusals {
+    fn collect(&self, f: &mut Families) {
+        for (i, reason) in REASONS.iter().enumerate() {
+            f.counter(
+                "telagent_api_refused_total",
+                "API calls and connections refused, by reason.",
+                &[("reason", reason)],
+                self.counts[i].load(Ordering::Relaxed) as f64,
+            );
+        }
+        f.gauge(
+            "telagent_api_connections",
+            "HTTP connections open now.",
+            &[],
+            self.connections.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
+/// Repeated authorization failures per caller address: after `MAX_FAILURES` within a
+/// minute, the address gets 429 without its token being looked at, until the minute
+/// is over.
+#[derive(Debug, Default)]
+pub struct Throttle(Mutex<HashMap<IpAddr, (Instant, u32)>>);
+
+const MAX_FAILURES: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (an attack from many addresses cannot grow the map).
+const MAX_TRACKED: usize = 4096;
+
+impl Throttle {
+    /// Seconds until `ip` may try again, if it is throttled now.
+    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (start, n) = map.get(&ip)?;
+        let left = WINDOW.checked_sub(start.elapsed())?;
+        (*n >= MAX_FAILURES).then(|| left.as_secs().max(1))
+    }
+
+    /// Notes a failed authorization from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            if map.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let e = map.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+}
+
+/// Who may hold connections: the allowlist, if any.
+pub type Trusted = Arc<dyn Fn(IpAddr) -> Option<bool> + Send + Sync>;
+
+/// Connections open per address, and of callers outside the allowlist.
+#[derive(Default)]
+struct Open {
+    per_address: HashMap<IpAddr, usize>,
+    strangers: usize,
+    all: usize,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    ip: IpAddr,
+    stranger: bool,
+    refusals: Arc<Refusals>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut o = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.all -= 1;
+        if self.stranger {
+            o.strangers -= 1;
+        }
+        if let Some(n) = o.per_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                o.per_address.remove(&self.ip);
+            }
+        }
+        self.refusals.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` until `cancel`; then lets open connections finish their
+/// requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ApiConfig,
+    trusted: Trusted,
+    refusals: Arc<Refusals>,
+    faults: Arc<Faults>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let open: Arc<Mutex<Open>> = Arc::default();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut summary = tokio::time::interval(Duration::from_secs(60));
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = summary.tick() => {
+                refusals.summarize();
+                continue;
+            }
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) if faults::is_fd_exhaustion(&e) => {
+                    faults.count(faults::FD_EXHAUSTED, "accepting an API connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Accepting a connection failed.");
+                    continue;
+                }
+            },
+        };
+        let Some(admitted) = admit(&open, &limits, &trusted, &refusals, peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let (router, limits, cancel) = (router.clone(), limits.clone(), cancel.clone());
+        connections.spawn(async move {
+            connection(stream, peer, router, &limits, cancel).await;
+            drop(admitted);
+        });
+    }
+    // Open connections finish their requests; the caller bounds how long that may take.
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Takes a place for a connection from `ip`, or counts the refusal.
+fn admit(
+    open: &Arc<Mutex<Open>>,
+    limits: &ApiConfig,
+    trusted: &Trusted,
+    refusals: &Arc<Refusals>,
+    ip: IpAddr,
+) -> Option<Admitted> {
+    let stranger = trusted(ip) == Some(false);
+    let mut o = open
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mine = o.per_address.get(&ip).copied().unwrap_or(0);
+    let stranger_share = limits.max_connections * 3 / 4;
+    let full = if o.all >= limits.max_connections {
+        Some(format!("{} connections open (max_connections)", o.all))
+    } else if mine >= limits.max_connections_per_address {
+        Some(format!(
+            "{mine} connections open from this address (max_connections_per_address)"
+        ))
+    } else if stranger && o.strangers >= stranger_share {
+        Some(format!(
+            "{} connections open from callers outside the allowlist (their share: {stranger_share})",
+            o.strangers
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = full {
+        drop(o);
+        refusals.count("too_many_connections", ip, &why);
+        return None;
+    }
+    o.all += 1;
+    *o.per_address.entry(ip).or_insert(0) += 1;
+    if stranger {
+        o.strangers += 1;
+    }
+    refusals.connections.fetch_add(1, Ordering::Relaxed);
+    Some(Admitted {
+        open: open.clone(),
+        ip,
+        stranger,
+        refusals: refusals.clone(),
+    })
+}
+
+/// Serves one connection: HTTP/1.1 with a header timeout, closed when idle.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    limits: &ApiConfig,
+    cancel: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+        started,
+    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout;
+    let mut shutting_down = false;
+    loop {
+        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = cancel.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(last + idle) => {
+                let now_last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+                if now_last + idle <= Instant::now() {
+                    // Nothing either way for idle_timeout: a request in progress would
+                    // have read or written.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A stream that notes when bytes last moved (milliseconds since `started`).
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Watched {
+    fn touch(&self) {
+        self.activity
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_blocks_after_repeated_failures_only() {
+        let t = Throttle::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            t.failed(ip);
+        }
+        assert_eq!(t.blocked(ip), None);
+        t.failed(ip);
+        assert!(t.blocked(ip).is_some_and(|s| (1..=60).contains(&s)));
+        assert_eq!(t.blocked("192.0.2.8".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn limits_per_address_and_for_strangers() {
+        let open: Arc<Mutex<Open>> = Arc::default();
+        let limits = ApiConfig {
+            max_connections: 8,
+            max_connections_per_address: 4,
+            ..Default::default()
+        };
+        let trusted: Trusted = Arc::new(|ip: IpAddr| Some(ip.is_loopback()));
+        let r = Arc::new(Refusals::default());
+        let friend: IpAddr = "127.0.0.1".parse().unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(admit(&open, &limits, &trusted, &r, a).unwrap());
+        }
+        assert!(
+            admit(&open, &limits, &trusted, &r, a).is_none(),
+            "per address"
+        );
+        for _ in 0..2 {
+            held.push(admit(&open, &limits, &trusted, &r, b).unwrap());
+        }
+        assert!(
+            admit(&open, &limits, &trusted, &r, b).is_none(),
+            "strangers share 6 of 8"
+        );
+        held.push(admit(&open, &limits, &trusted, &r, friend).unwrap());
+        held.push(admit(&open, &limits, &trusted, &r, friend).unwrap());
+        assert!(
+            admit(&open, &limits, &trusted, &r, friend).is_none(),
+            "all 8"
+        );
+        assert_eq!(r.counts[4].load(Ordering::Relaxed), 3);
+        held.clear();
+        assert_eq!(open.lock().unwrap().all, 0, "every place given back");
+        assert_eq!(r.connections.load(Ordering::Relaxed), 0);
+    }
+}
