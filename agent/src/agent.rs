@@ -272,10 +272,11 @@ impl Parts {
             recent: Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path())),
             kamailio_stats: OutputStats::new("kamailio"),
             hook_stats: OutputStats::new("hook"),
-            traffic: Arc::new(
-                crate::traffic::Traffic::open(&state_dir, &server, &config.traffic)
-                    .context("cannot open the traffic store; check agent.state_dir")?,
-            ),
+            traffic: Arc::new(crate::traffic::Traffic::open(
+                &state_dir,
+                &server,
+                &config.traffic,
+            )),
             notifier: crate::notify::Notifier::open(
                 &config.notify,
                 &state_dir,
@@ -373,7 +374,10 @@ impl Parts {
         )
         .context("cannot start the audit writer thread")?;
         if let Some(n) = notifier {
-            drained.add("notify", n.start(bus.subscribe(), snapshot.clone()));
+            drained.add(
+                "notify",
+                n.start(bus.subscribe(), snapshot.clone(), traffic.problem.clone()),
+            );
         }
         let modems = section(&config_rx, |c| c.modem.clone(), &mut tasks, &outputs);
         drained.spawn("faxstate", crate::faxstate::run(bus.subscribe(), modems));

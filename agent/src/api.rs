@@ -66,6 +66,10 @@ pub struct StatusDoc {
     /// The cluster as this agent sees it (servers, routes), when members are configured.
     #[serde(default)]
     pub cluster: Option<Snapshot>,
+    /// What is wrong with the agent itself (a traffic store that could not be opened or
+    /// was damaged); empty when nothing is.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -466,6 +470,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         targets: s.model.target_docs(),
         ports: s.inventory.ports(),
         cluster: Some((*cluster).clone()),
+        problems: s.traffic.problem.iter().cloned().collect(),
     })
     .into_response()
 }

@@ -458,6 +458,7 @@ mod tests {
             );
         }
         traffic.set_lifetime(&lifetime);
+        traffic.set_available(true);
         traffic.set_source(
             "xferfaxlog:/var/spool/hylafax/log/xferfaxlog",
             SourceStats {

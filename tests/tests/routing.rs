@@ -407,7 +407,10 @@ async fn state_changes_need_the_token_and_an_allowed_address() {
     let (code, body) = post(Some(token)).await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("127.0.0.1 is not in the allowlist"));
-    assert!(a.log().contains("API call refused"), "rejections are logged");
+    assert!(
+        a.log().contains("API call refused"),
+        "rejections are logged"
+    );
 
     std::fs::write(&allow, "127.0.0.1   # this host\n").unwrap();
     a.hup();

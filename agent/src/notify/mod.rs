@@ -604,10 +604,13 @@ impl Notifier {
     /// servers this agent speaks for.
     /// The tasks end once the bus is closed and what is left is sent (or 2 s passed: the
     /// rest waits in the outbox for the next start).
+    /// `problem`: what is wrong with the agent itself at start (its AgentStart is then
+    /// degraded, a warning, with the problem as the reason).
     pub fn start(
         self,
         mut transitions: mpsc::UnboundedReceiver<Transition>,
         mut snapshots: watch::Receiver<Arc<crate::routing::Snapshot>>,
+        problem: Option<String>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let cancel = CancellationToken::new();
         let me = Arc::new(self);
@@ -620,16 +623,25 @@ impl Notifier {
         }
         // Not inside the enqueue call: a read guard held there would block its write.
         let server = me.server.clone();
+        let started = format!(
+            "telagent {} started (engine boots {})",
+            env!("CARGO_PKG_VERSION"),
+            me.engine.boots
+        );
+        let (state, severity, reason) = match problem {
+            None => (NState::Up, Severity::Info, started),
+            Some(p) => (
+                NState::Degraded,
+                Severity::Warning,
+                format!("{started}, degraded: {p}"),
+            ),
+        };
         me.enqueue(&Notification {
             kind: Kind::AgentStart,
             target: server.clone(),
-            state: NState::Up,
-            reason: format!(
-                "telagent {} started (engine boots {})",
-                env!("CARGO_PKG_VERSION"),
-                me.engine.boots
-            ),
-            severity: Severity::Info,
+            state,
+            reason,
+            severity,
             server,
             suppressed: None,
         });

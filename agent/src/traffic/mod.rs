@@ -91,6 +91,19 @@ impl TrafficConfig {
                 "must be at least 1h".into(),
             ));
         }
+        // Beyond this, retention arithmetic in seconds since 1970 overflows.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86400);
+        for (key, d) in [
+            ("minute_retention", self.minute_retention),
+            ("hour_retention", self.hour_retention),
+        ] {
+            if d > CENTURY {
+                return Err((
+                    format!("traffic.{key}"),
+                    "must be at most 100 years (36500d)".into(),
+                ));
+            }
+        }
         if self.hour_retention < self.minute_retention {
             return Err((
                 "traffic.hour_retention".into(),
@@ -199,9 +212,16 @@ pub struct Stats {
     lifetime: std::sync::RwLock<std::collections::BTreeMap<Key, Count>>,
     sources: std::sync::RwLock<std::collections::BTreeMap<String, SourceStats>>,
     event_batches: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The store opened (false: the agent runs without it).
+    available: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
+    pub(crate) fn set_available(&self, yes: bool) {
+        self.available
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The lifetime counters as last committed.
     pub fn lifetime(&self) -> std::collections::BTreeMap<Key, Count> {
         self.lifetime
@@ -333,12 +353,63 @@ impl crate::metrics::Collector for Stats {
                 batches.get(result).copied().unwrap_or(0) as f64,
             );
         }
+        f.gauge(
+            "telagent_traffic_store_available",
+            "1 if the traffic store is open; 0 if the agent runs without it (see /v1/status problems).",
+            &[],
+            crate::metrics::bool01(self.available.load(std::sync::atomic::Ordering::Relaxed)),
+        );
     }
 }
 
+fn lock(s: &std::sync::Mutex<store::Store>) -> std::sync::MutexGuard<'_, store::Store> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Opens the store, reads every page once, and prunes it.
+fn open_checked(
+    path: &std::path::Path,
+    limits: store::Limits,
+) -> Result<store::Store, store::StoreError> {
+    let mut s = store::Store::open(path, limits)?;
+    s.check()?;
+    s.prune(events::unix_now())?;
+    Ok(s)
+}
+
+/// Moves a damaged store (and its WAL and shared-memory files) to `aside`.
+fn move_aside(path: &std::path::Path, aside: &std::path::Path) -> Result<(), String> {
+    std::fs::rename(path, aside)
+        .map_err(|e| format!("cannot move {} aside: {e}", path.display()))?;
+    for ext in ["-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(ext);
+        let mut to = aside.as_os_str().to_owned();
+        to.push(ext);
+        let _ = std::fs::rename(&from, &to);
+    }
+    Ok(())
+}
+
+fn unavailable(path: &std::path::Path, why: &str) -> String {
+    format!(
+        "cannot open the traffic store {}: {why}; traffic is not counted until it opens (POST /v1/events answers 503 and senders keep their events; xferfaxlog is read from where it stopped once it does): make the state directory writable (or free disk space) and restart",
+        path.display()
+    )
+}
+
 /// The running traffic accounting: the store, shared by the API and the tailers.
+///
+/// Monitoring never depends on the store. A store that cannot be opened (a state directory
+/// that cannot be written, a full disk) leaves the agent running without it: posted events
+/// are refused with 503 so that senders keep them, and xferfaxlog is not read (it is read
+/// from where it stopped once the store opens again). A damaged file is moved aside
+/// (`traffic.db.corrupt-<unix time>`) and a new one is started. Either way the agent is
+/// degraded and says why in `problem`.
 pub struct Traffic {
-    pub store: std::sync::Arc<std::sync::Mutex<store::Store>>,
+    store: Option<std::sync::Arc<std::sync::Mutex<store::Store>>>,
+    /// What is wrong with the store, or what was done to it at start.
+    pub problem: Option<String>,
     /// The server events are counted for when they name none.
     pub server: String,
     pub stats: std::sync::Arc<Stats>,
@@ -354,35 +425,63 @@ pub enum PostError {
 }
 
 impl Traffic {
-    /// Opens `<state_dir>/traffic.db` and publishes its counters in its stats.
-    pub fn open(
-        state_dir: &std::path::Path,
-        server: &str,
-        config: &TrafficConfig,
-    ) -> Result<Traffic, store::StoreError> {
+    /// Opens `<state_dir>/traffic.db` (see the type's doc for what happens when it cannot)
+    /// and publishes its counters in its stats.
+    pub fn open(state_dir: &std::path::Path, server: &str, config: &TrafficConfig) -> Traffic {
         let path = state_dir.join("traffic.db");
-        let mut s = store::Store::open(&path, store::Limits::from(config))?;
-        s.prune(events::unix_now())?;
+        let limits = store::Limits::from(config);
         let stats = std::sync::Arc::new(Stats::default());
-        stats.set_lifetime(s.lifetime());
-        Ok(Traffic {
-            store: std::sync::Arc::new(std::sync::Mutex::new(s)),
+        let (store, problem) = match open_checked(&path, limits) {
+            Ok(s) => (Some(s), None),
+            Err(e) if e.is_corrupt() => {
+                let aside = path.with_extension(format!("db.corrupt-{}", events::unix_now()));
+                let moved = move_aside(&path, &aside);
+                match moved.and_then(|()| open_checked(&path, limits).map_err(|e| e.to_string())) {
+                    Ok(s) => {
+                        let why = format!(
+                            "{} was damaged ({e}); it was moved to {} and a new store started: the counts in the old file are not in the totals (recover them with `sqlite3 {} .recover`)",
+                            path.display(),
+                            aside.display(),
+                            aside.display()
+                        );
+                        tracing::error!(problem = %why, "The traffic store was damaged.");
+                        (Some(s), Some(why))
+                    }
+                    Err(e2) => (None, Some(unavailable(&path, &e2))),
+                }
+            }
+            Err(e) => (None, Some(unavailable(&path, &e.to_string()))),
+        };
+        if store.is_none() {
+            tracing::error!(
+                problem = problem.as_deref().unwrap_or(""),
+                "The agent runs without its traffic store."
+            );
+        }
+        if let Some(s) = &store {
+            stats.set_lifetime(s.lifetime());
+        }
+        stats.set_available(store.is_some());
+        Traffic {
+            store: store.map(|s| std::sync::Arc::new(std::sync::Mutex::new(s))),
+            problem,
             server: server.to_string(),
             stats,
-        })
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, store::Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn store(&self) -> Result<std::sync::MutexGuard<'_, store::Store>, String> {
+        match &self.store {
+            Some(s) => Ok(lock(s)),
+            None => Err(self.problem.clone().unwrap_or_default()),
+        }
     }
 
     /// Counts a posted batch (`POST /v1/events`), committed before it returns.
     pub fn post(&self, body: &[u8]) -> Result<store::Ingested, PostError> {
         let now = events::unix_now();
         let (batch, evs) = events::decode(body, &self.server, now).map_err(PostError::Invalid)?;
-        let mut s = self.lock();
+        let mut s = self.store().map_err(PostError::Store)?;
         let outcome = s
             .ingest(&evs, batch.as_deref(), now)
             .map_err(|e| PostError::Store(e.to_string()))?
@@ -393,7 +492,7 @@ impl Traffic {
 
     /// Totals over a window (`GET /v1/totals`).
     pub fn totals(&self, q: &totals::Query) -> Result<Vec<totals::Row>, String> {
-        self.lock()
+        self.store()?
             .totals(q, events::unix_now())
             .map_err(|e| e.to_string())
     }
@@ -405,6 +504,9 @@ impl Traffic {
         config: &TrafficConfig,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(store) = self.store.clone() else {
+            return Vec::new();
+        };
         let mut tasks: Vec<_> = config
             .xferfaxlog
             .iter()
@@ -412,13 +514,12 @@ impl Traffic {
                 tokio::spawn(xferfaxlog::run(
                     x.clone(),
                     x.server.clone().unwrap_or_else(|| self.server.clone()),
-                    self.store.clone(),
+                    store.clone(),
                     self.stats.clone(),
                     cancel.clone(),
                 ))
             })
             .collect();
-        let store = self.store.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {

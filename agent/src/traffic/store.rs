@@ -43,6 +43,16 @@ pub struct StoreError {
     source: rusqlite::Error,
 }
 
+impl StoreError {
+    /// The file is damaged or not a database: it must be moved aside.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }
+}
+
 /// Events refused as a whole (nothing of the batch is counted).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
@@ -158,6 +168,23 @@ impl Store {
         };
         store.load_lifetime().map_err(err)?;
         Ok(store)
+    }
+
+    /// Reads every page once (`PRAGMA quick_check`): a damaged page is found at start, not
+    /// at the first write that touches it.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(self.err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            )))
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -1,0 +1,157 @@
+//! A broken traffic store never stops monitoring: a damaged file (garbage, or one page
+//! overwritten in a real store) is moved aside and a new store started; a store that
+//! cannot be opened at all leaves the agent running without it, refusing posted events
+//! with 503 so that senders keep them. Either way the agent says it is degraded.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+use telagent_tests::agent::{metric, token_access, Agent, TOKEN};
+use telagent_tests::poll;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn body(dir: &std::path::Path, service: std::net::SocketAddr) -> String {
+    format!(
+        "[defaults]\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n\n[[tcp]]\nname = \"smtp\"\naddress = \"{service}\"\n\n{}",
+        token_access(dir)
+    )
+}
+
+fn events(n: usize) -> String {
+    let evs: Vec<Value> = (0..n)
+        .map(
+            |_| serde_json::json!({"direction": "sent", "result": "ok", "pages": 2, "line": "ch1"}),
+        )
+        .collect();
+    serde_json::json!({ "events": evs }).to_string()
+}
+
+async fn up(agent: &Agent) {
+    poll(LIMIT, "the check up", || async {
+        let t = agent.target("smtp").await?;
+        (t["state"] == "up").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_store_is_moved_aside_and_monitoring_goes_on() {
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    // A real store with some pages of data.
+    for _ in 0..20 {
+        let (code, _) = agent.post("/v1/events", &events(200), TOKEN).await.unwrap();
+        assert_eq!(code, 200);
+    }
+    assert!(agent.stop(), "stopped cleanly");
+    let state = agent.dir.path().join("state");
+    let db = state.join("traffic.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    assert!(len >= 4 * 4096, "a store of several pages: {len} bytes");
+    // One page in the middle overwritten, as a bad sector or a torn write leaves it.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start(2 * 4096)).unwrap();
+    f.write_all(&[0xA5; 4096]).unwrap();
+    drop(f);
+
+    agent.restart().await;
+    up(&agent).await;
+    let status = agent.status().await;
+    let problem = status["problems"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(problem.contains("was damaged"), "{status}");
+    assert!(problem.contains("moved to"), "{problem}");
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("traffic.db.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file was kept for recovery");
+    // Counting goes on in the new store.
+    let (code, _) = agent.post("/v1/events", &events(3), TOKEN).await.unwrap();
+    assert_eq!(code, 200);
+    let m = agent.metrics().await;
+    assert_eq!(metric(&m, "telagent_traffic_store_available"), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "telagent_messages_sent_total{server=\"test\",line=\"ch1\"}"
+        ),
+        Some(3.0)
+    );
+    assert!(
+        agent.log().contains("The traffic store was damaged"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbage_store_file_is_moved_aside() {
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    assert!(agent.stop());
+    let state = agent.dir.path().join("state");
+    std::fs::write(state.join("traffic.db"), vec![b'x'; 8192]).unwrap();
+    let _ = std::fs::remove_file(state.join("traffic.db-wal"));
+    let _ = std::fs::remove_file(state.join("traffic.db-shm"));
+    agent.restart().await;
+    up(&agent).await;
+    let status = agent.status().await;
+    assert!(
+        status["problems"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("moved to"),
+        "{status}"
+    );
+    let (code, _) = agent.post("/v1/events", &events(1), TOKEN).await.unwrap();
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    assert!(agent.stop());
+    // In its place, something SQLite cannot open (as an unwritable directory would be).
+    let state = agent.dir.path().join("state");
+    std::fs::remove_file(state.join("traffic.db")).unwrap();
+    let _ = std::fs::remove_file(state.join("traffic.db-wal"));
+    let _ = std::fs::remove_file(state.join("traffic.db-shm"));
+    std::fs::create_dir(state.join("traffic.db")).unwrap();
+
+    agent.restart().await;
+    up(&agent).await;
+    let status = agent.status().await;
+    let problem = status["problems"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        problem.contains("cannot open the traffic store"),
+        "{status}"
+    );
+    assert!(problem.contains("restart"), "says what to do: {problem}");
+    let (code, text) = agent.post("/v1/events", &events(1), TOKEN).await.unwrap();
+    assert_eq!(code, 503, "senders keep their events: {text}");
+    let m = agent.metrics().await;
+    assert_eq!(metric(&m, "telagent_traffic_store_available"), Some(0.0));
+    assert!(
+        m.contains("telagent_check_state{check=\"smtp\""),
+        "monitoring goes on"
+    );
+    let (code, _) = agent.get("/healthz").await.unwrap();
+    assert_eq!(code, 200);
+}
