@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use telagent_tests::agent::{metric, token_access, Agent, TOKEN};
 use telagent_tests::poll;
+use telagent_tests::snmptrapd::Snmptrapd;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -123,7 +124,13 @@ async fn a_garbage_store_file_is_moved_aside() {
 async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
     let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    let trapd = Snmptrapd::start("authCommunity log public\n");
+    let mut agent = Agent::start(&format!(
+        "{}\n[notify]\nhold = \"0s\"\n\n[[notify.receiver]]\nname = \"nms\"\naddress = \"127.0.0.1:{}\"\nversion = \"v2c\"\ncommunity = \"public\"\n",
+        body(dir.path(), service.local_addr().unwrap()),
+        trapd.port
+    ))
+    .await;
     assert!(agent.stop());
     // In its place, something SQLite cannot open (as an unwritable directory would be).
     let state = agent.dir.path().join("state");
@@ -154,4 +161,23 @@ async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
     );
     let (code, _) = agent.get("/healthz").await.unwrap();
     assert_eq!(code, 200);
+    // The NMS hears that the agent started degraded, and why.
+    poll(LIMIT, "a degraded AgentStart", || async {
+        trapd
+            .received()
+            .into_iter()
+            .any(|(_, vbs)| {
+                vbs.iter()
+                    .any(|v| v.ends_with("TELAGENT-MIB::telagentAgentStart"))
+                    && vbs.iter().any(|v| {
+                        v.starts_with("TELAGENT-MIB::telagentNotifyState.0")
+                            && v.contains("degraded")
+                    })
+                    && vbs
+                        .iter()
+                        .any(|v| v.contains("cannot open the traffic store"))
+            })
+            .then_some(())
+    })
+    .await;
 }
