@@ -498,3 +498,100 @@ async fn totals_split_by_hour_and_by_line() {
     assert!(lines.contains(&"test,ttyS0,1,0,0,0,1,0,33.3,ok"), "{out}");
     assert!(lines.contains(&"test,ttyS1,1,0,1,0,1,5,66.7,ok"), "{out}");
 }
+
+async fn sent_on(agent: &Agent, line: &str) -> Option<f64> {
+    counter(agent, "telagent_messages_sent_total", line).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rotations_during_a_kill_9_outage_lose_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("xferfaxlog");
+    for _ in 0..10 {
+        append(&log, &send("ttyA", 1, ""));
+    }
+    let mut agent = Agent::start(&format!(
+        "[[traffic.xferfaxlog]]\npath = \"{}\"\ninterval = \"100ms\"\n",
+        log.display()
+    ))
+    .await;
+    poll(LIMIT, "10 records", || async {
+        (sent_on(&agent, "ttyA").await == Some(10.0)).then_some(())
+    })
+    .await;
+    agent.kill();
+    // While the agent is away: 10 more in the file it read, rotated; 10 in the next
+    // generation, rotated again; 10 in the current file.
+    for _ in 0..10 {
+        append(&log, &send("ttyA", 1, ""));
+    }
+    std::fs::rename(&log, dir.path().join("xferfaxlog.1")).unwrap();
+    for _ in 0..10 {
+        append(&log, &send("ttyA", 1, ""));
+    }
+    std::fs::rename(
+        dir.path().join("xferfaxlog.1"),
+        dir.path().join("xferfaxlog.2"),
+    )
+    .unwrap();
+    std::fs::rename(&log, dir.path().join("xferfaxlog.1")).unwrap();
+    for _ in 0..10 {
+        append(&log, &send("ttyA", 1, ""));
+    }
+    agent.restart().await;
+    poll(LIMIT, "40 records", || async {
+        (sent_on(&agent, "ttyA").await == Some(40.0)).then_some(())
+    })
+    .await;
+    // And not one more: nothing is read twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sent_on(&agent, "ttyA").await, Some(40.0));
+    assert!(
+        agent.log().contains("Reading the next rotated xferfaxlog"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copytruncate_rotation_counts_the_copys_unread_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("xferfaxlog");
+    for _ in 0..5 {
+        append(&log, &send("ttyB", 1, ""));
+    }
+    let mut agent = Agent::start(&format!(
+        "[[traffic.xferfaxlog]]\npath = \"{}\"\ninterval = \"100ms\"\n",
+        log.display()
+    ))
+    .await;
+    poll(LIMIT, "5 records", || async {
+        let n = counter(&agent, "telagent_messages_sent_total", "ttyB").await;
+        (n == Some(5.0)).then_some(())
+    })
+    .await;
+    agent.kill();
+    // logrotate copytruncate while the agent is away: 7 unread records reach the file,
+    // it is copied, truncated, and the new file gets 2.
+    for _ in 0..7 {
+        append(&log, &send("ttyB", 1, ""));
+    }
+    std::fs::copy(&log, dir.path().join("xferfaxlog.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for _ in 0..2 {
+        append(&log, &recv("ttyB", 1));
+    }
+    agent.restart().await;
+    poll(LIMIT, "the copy's 7 and the new file's 2", || async {
+        let sent = counter(&agent, "telagent_messages_sent_total", "ttyB").await;
+        let recv = counter(&agent, "telagent_messages_received_total", "ttyB").await;
+        (sent == Some(12.0) && recv == Some(2.0)).then_some(())
+    })
+    .await;
+    assert!(agent.log().contains("copytruncate"), "{}", agent.log());
+}

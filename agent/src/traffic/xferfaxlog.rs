@@ -277,9 +277,12 @@ impl Tailer {
             self.reopen()
                 .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         }
-        let Some(f) = self.open.as_mut() else {
+        // Taken while it is read; put back below (an error drops it: the next poll finds
+        // it again by its inode).
+        let Some(mut file) = self.open.take() else {
             return Ok(0); // no file yet: HylaFAX creates it on the first call
         };
+        let f = &mut file;
         let (dev, ino, len) = identity(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let head = head_of(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let fresh = (dev, ino) != (self.pos.dev, self.pos.ino);
@@ -294,10 +297,50 @@ impl Tailer {
             };
         } else if len < pos.offset || !head.starts_with(&pos.head[..pos.head.len().min(head.len())])
         {
-            tracing::warn!(path = %self.path.display(), offset = pos.offset, size = len,
-                "The xferfaxlog was truncated or replaced; reading it from the start.");
+            // Truncated in place: what was written after our last read is in the copy, if
+            // the rotation made one. Count it from there, in the same transaction that
+            // moves the position to the start of the truncated file.
+            let mut recovered = Vec::new();
+            let mut copy_name = None;
+            if let Some((copy, mut c)) = self.copy_of_truncated(ino) {
+                let mut rest = Vec::new();
+                if c.seek(SeekFrom::Start(pos.offset))
+                    .and_then(|_| c.take(CHUNK as u64).read_to_end(&mut rest))
+                    .is_ok()
+                {
+                    let complete = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let chunk = parse_lines(&rest[..complete], pos.line + 1, &self.server);
+                    pos.records += chunk.events.len() as u64;
+                    pos.malformed += chunk.malformed.len() as u64;
+                    recovered = chunk.events;
+                    copy_name = Some(copy);
+                }
+            }
+            match &copy_name {
+                Some(copy) => {
+                    tracing::warn!(path = %self.path.display(), copy = %copy.display(), recovered = recovered.len(),
+                    "The xferfaxlog was copied and truncated (copytruncate): the records written after the last read were counted from the copy; any written between the copy and the truncation are lost. Rotate xferfaxlog by renaming (logrotate's create) instead.")
+                }
+                None => {
+                    tracing::warn!(path = %self.path.display(), offset = pos.offset, size = len,
+                    "The xferfaxlog was truncated or replaced and no copy was found; records written after the last read and before the truncation are not counted. Reading it from the start.")
+                }
+            }
             pos.offset = 0;
             pos.line = 0;
+            pos.head = head.clone();
+            if !recovered.is_empty() {
+                let mut s = store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match s.ingest_tail(&self.source(), &recovered, &pos, now) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refused)) => return Err(format!("{}: {refused}", self.path.display())),
+                    Err(e) => return Err(e.to_string()),
+                }
+                drop(s);
+                self.pos = pos.clone();
+            }
         }
         pos.head = head;
         let mut buf = Vec::new();
@@ -333,20 +376,96 @@ impl Tailer {
             }
         }
         self.pos = pos;
+        self.open = Some(file);
         let counted = chunk.events.len();
         if consumed == 0 {
-            // At the end of this file: if the path now names another file, move on to it.
+            // At the end of this file: if the path now names another file, move on to the
+            // next generation, which is not always the path: rotated twice while we were
+            // away, the file between is read first.
             let moved = match std::fs::metadata(&self.path) {
                 Ok(m) => (m.dev(), m.ino()) != (dev, ino),
                 Err(_) => false,
             };
             if moved {
-                self.open = None;
+                let next = self.next_generation(dev, ino);
+                if let Some(p) = &next {
+                    tracing::info!(path = %self.path.display(), next = %p.display(),
+                        "Reading the next rotated xferfaxlog before the current one.");
+                }
+                self.open = next.and_then(|p| crate::files::open_regular(&p).ok());
                 self.pos.ino = 0;
+                if self.open.is_none() {
+                    self.open = crate::files::open_regular(&self.path).ok();
+                }
                 return self.poll(store, now);
             }
         }
         Ok(counted)
+    }
+
+    /// The rotated generation written after the file `(dev, ino)`: the oldest by
+    /// modification time among the files beside the path named after it
+    /// (`xferfaxlog.1`, `xferfaxlog-20261201`), newer than that file; None when the next
+    /// one is the path itself. Compressed generations cannot be read and are named in a
+    /// WARN line.
+    fn next_generation(&self, dev: u64, ino: u64) -> Option<PathBuf> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let base = self.path.file_name()?.to_string_lossy().into_owned();
+        let mut done = None;
+        let mut candidates = Vec::new();
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(m) = e.metadata() else { continue };
+            if !m.is_file() || !name.starts_with(&base) {
+                continue;
+            }
+            let when = (m.mtime(), m.mtime_nsec(), m.ino());
+            if (m.dev(), m.ino()) == (dev, ino) {
+                done = Some(when);
+            } else if e.path() != self.path {
+                candidates.push((when, e.path()));
+            }
+        }
+        let done = done?;
+        let path_time = std::fs::metadata(&self.path)
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.ino()))
+            .ok()?;
+        candidates.retain(|(when, _)| *when > done && *when < path_time);
+        candidates.sort();
+        let (_, next) = candidates.into_iter().next()?;
+        let compressed = ["gz", "bz2", "xz", "zst", "Z"]
+            .iter()
+            .any(|x| next.extension().is_some_and(|e| e == *x));
+        if compressed {
+            tracing::warn!(file = %next.display(),
+                "A rotated xferfaxlog between the last one read and the current one is compressed; its records are not counted. Use delaycompress in logrotate's config.");
+            return None;
+        }
+        Some(next)
+    }
+
+    /// After a copy-and-truncate rotation (logrotate's `copytruncate`): the copy beside
+    /// the path that holds what was not read yet (it starts with the committed head and is
+    /// at least as long as the committed offset).
+    fn copy_of_truncated(&self, ino: u64) -> Option<(PathBuf, File)> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let base = self.path.file_name()?.to_string_lossy().into_owned();
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let named = e.file_name().to_string_lossy().starts_with(&base);
+            if !m.is_file() || m.ino() == ino || !named || m.len() < self.pos.offset {
+                continue;
+            }
+            let Ok(mut f) = crate::files::open_regular(&e.path()) else {
+                continue;
+            };
+            if head_of(&mut f)
+                .is_ok_and(|h| !self.pos.head.is_empty() && h.starts_with(&self.pos.head))
+            {
+                return Some((e.path(), f));
+            }
+        }
+        None
     }
 }
 
