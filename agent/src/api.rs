@@ -380,18 +380,64 @@ async fn totals(
         )
             .into_response();
     };
+    let now = crate::traffic::events::unix_now();
     let query = crate::traffic::totals::Query {
         since: p.since,
         // The window ends after the current second: an event of this second counts.
-        until: p
-            .until
-            .unwrap_or_else(|| crate::traffic::events::unix_now() + 1),
+        until: p.until.unwrap_or(now + 1),
         server: p.server,
         by: p.by,
     };
+    // From 1970 to a century ahead: anything else is a mistake, not a window.
+    let latest = now + 100 * 365 * 86_400;
+    let bad = if !(0..=latest).contains(&query.since) || !(0..=latest).contains(&query.until) {
+        Some(format!(
+            "since and until must be Unix seconds between 0 and {latest}"
+        ))
+    } else if query.since >= query.until {
+        Some(format!(
+            "the window is empty: since ({}) is not before until ({})",
+            query.since, query.until
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = bad {
+        return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+    }
     let traffic = s.traffic.clone();
     let q2 = query.clone();
-    match tokio::task::spawn_blocking(move || traffic.totals(&q2)).await {
+    let answer = tokio::task::spawn_blocking(move || {
+        if let Some(server) = &q2.server {
+            let known = traffic.servers()?;
+            if !known.contains(server) {
+                return Ok(Err(known));
+            }
+        }
+        traffic.totals(&q2).map(Ok)
+    })
+    .await;
+    let answer = match answer {
+        Ok(Ok(Err(known))) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no traffic was ever counted for server `{}` here; the servers known are: {}\n",
+                    query.server.as_deref().unwrap_or(""),
+                    if known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+                .into_response()
+        }
+        Ok(Ok(Ok(rows))) => Ok(Ok(rows)),
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(Ok(rows)) => Json(serde_json::json!({
             "server": s.traffic.server,
             "query": query,

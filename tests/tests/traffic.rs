@@ -373,16 +373,55 @@ async fn cluster_totals_sum_three_agents_and_name_the_missing_one() {
         table
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == ["TOTAL", "8", "1", "2", "7", "100.0%"]),
+                == ["TOTAL", "8", "1", "2", "0", "7", "100.0%"]),
         "{table}"
     );
+
+    // Events posted to fax1 for another server (a messaging host without an agent) are in
+    // the cluster's totals too, under their own server.
+    let (code, body) = agents[0]
+        .post(
+            "/v1/events",
+            r#"{"events": [{"server":"mx1","direction":"sent","result":"ok"},{"server":"mx1","direction":"received","result":"failed"}]}"#,
+            TOKEN,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, table) = totals(&["--cluster", "--config", &config, "--since", "1h"]);
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains(", 4 servers"), "{table}");
+    let cells = |name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(cells("mx1")[1..5], ["1", "0", "0", "1"], "{table}");
+    // SHARE counts receive failures, and so does the table now.
+    assert_eq!(cells("TOTAL")[1..5], ["9", "1", "2", "1"], "{table}");
+    let (code, out) = totals(&[
+        "--cluster",
+        "--config",
+        &config,
+        "--server",
+        "mx1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["total"]["sent"], 1, "{r}");
+    let (code, out) = totals(&["--cluster", "--config", &config, "--server", "nosuch"]);
+    assert_eq!(code, 2, "an unknown server is an error, not zeros: {out}");
+    assert!(out.contains("nosuch") && out.contains("mx1"), "{out}");
 
     assert!(agents[2].stop());
     let (code, out) = totals(&["--cluster", "--config", &config, "--since", "1h", "--json"]);
     assert_eq!(code, 1, "a missing member is an incomplete answer: {out}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["complete"], false);
-    assert_eq!(r["total"]["sent"], 8, "the others still add up");
+    assert_eq!(r["total"]["sent"], 9, "the others still add up");
     let missing: Vec<&Value> = r["sources"]
         .as_array()
         .unwrap()
@@ -403,6 +442,59 @@ async fn cluster_totals_sum_three_agents_and_name_the_missing_one() {
         csv.lines().last().unwrap().ends_with(",incomplete"),
         "{csv}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn totals_of_one_agent_by_config_by_state_dir_and_by_api() {
+    let tokens = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&token_access(tokens.path())).await;
+    let (code, _) = agent
+        .post(
+            "/v1/events",
+            r#"{"events": [{"direction":"sent","result":"ok","pages":3},{"direction":"received","result":"failed"}]}"#,
+            TOKEN,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    // --config without --cluster: the agent at the config's agent.listen.
+    let config = agent.config.to_str().unwrap().to_string();
+    let (code, out) = totals(&["--config", &config, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&r["total"]["sent"], &r["total"]["receive_failed"]),
+        (&Value::from(1), &Value::from(1)),
+        "{r}"
+    );
+    // A window in RFC 3339 with an offset.
+    let (code, out) = totals(&[
+        "--config",
+        &config,
+        "--since",
+        "2020-01-01T02:00:00+02:00",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["since"], 1_577_836_800, "{r}");
+    // The API refuses windows that are not.
+    for q in ["since=200&until=100", "since=-5", "since=99999999999"] {
+        let (code, text) = agent.get(&format!("/v1/totals?{q}")).await.unwrap();
+        assert_eq!(code, 400, "{q}: {text}");
+    }
+    let (code, text) = agent.get("/v1/totals?since=0&server=nosuch").await.unwrap();
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("test"), "names the servers known: {text}");
+    // The agent stopped: its store, read directly.
+    assert!(agent.stop());
+    let state = agent.dir.path().join("state");
+    let (code, out) = totals(&["--url", &agent.url(""), "--json"]);
+    assert_eq!(code, 1, "an agent that does not answer: {out}");
+    let (code, out) = totals(&["--state-dir", state.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["total"]["pages_sent"], 3, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -452,6 +544,9 @@ async fn prometheus_totals_follow_the_counters() {
     let pages = r["total"]["pages_sent"].as_u64().unwrap();
     assert!((40..=52).contains(&pages), "pages {pages}: {r}");
     assert_eq!(r["rows"][0]["server"], "test");
+    assert_eq!(r["estimate"], true, "never shown as exact counts: {r}");
+    let (_, table) = totals(&["--prometheus", &prom.url(), "--since", "10m"]);
+    assert!(table.contains("Estimates from Prometheus"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

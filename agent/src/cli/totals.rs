@@ -2,7 +2,8 @@
 //! local agent, every member of the cluster, or Prometheus.
 //!
 //! Exit 0 when every source answered, 1 when some did not (they are listed, never dropped
-//! silently from the sum), 2 on error.
+//! silently from the sum), 2 on error (a bad window, an unknown server, a config or store
+//! that cannot be read).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,15 +32,21 @@ pub struct Args {
     /// Only this server.
     #[arg(long)]
     server: Option<String>,
-    /// Base URL of the agent asked (without --cluster or --prometheus).
-    #[arg(long, default_value = "http://127.0.0.1:9847")]
-    url: String,
+    /// Base URL of the agent asked (default: the config's agent.listen, else
+    /// http://127.0.0.1:9847).
+    #[arg(long, conflicts_with_all = ["cluster", "state_dir"])]
+    url: Option<String>,
     /// Ask every [[member]] of the config's cluster, concurrently.
-    #[arg(long, conflicts_with = "prometheus")]
+    #[arg(long, conflicts_with_all = ["prometheus", "state_dir"])]
     cluster: bool,
-    /// Config file naming the members (default: the one `run` would use).
+    /// Config file: the members for --cluster, the agent's address otherwise (default:
+    /// the one `run` would use).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Read the traffic store in this state directory directly, read-only (the agent may
+    /// be stopped).
+    #[arg(long, value_name = "DIR", conflicts_with = "prometheus")]
+    state_dir: Option<PathBuf>,
     /// Compute the totals from a Prometheus server's counters (PromQL increase) instead.
     #[arg(long, value_name = "URL")]
     prometheus: Option<String>,
@@ -98,11 +105,30 @@ async fn report(args: &Args) -> Result<Report, String> {
     if let Some(prom) = &args.prometheus {
         return prometheus(prom, &q, args.until.is_none()).await;
     }
+    if let Some(dir) = &args.state_dir {
+        return from_store(dir, &q, args.config.as_deref());
+    }
     if !args.cluster {
-        let (status, rows) = ask_agent(&args.url, None, &q).await;
-        if let Some(e) = status.error {
-            return Err(format!("{e}; is the agent running? (--url)"));
-        }
+        let url = match (&args.url, &args.config) {
+            (Some(u), _) => u.clone(),
+            (None, Some(file)) => {
+                let c = crate::config::load(&crate::config::Source::File(file.clone()))
+                    .map_err(|e| e.to_string())?;
+                local_url(c.agent.listen)
+            }
+            (None, None) => "http://127.0.0.1:9847".to_string(),
+        };
+        let (mut status, answer) = ask_agent(&url, None, &q).await;
+        let rows = match answer {
+            Answer::Rows(rows) => rows,
+            Answer::UnknownServer(why) => return Err(why),
+            Answer::Failed => {
+                if let Some(e) = &mut status.error {
+                    e.push_str("; is the agent running? (--url, or --state-dir to read its store while it is stopped)");
+                }
+                Vec::new()
+            }
+        };
         return Ok(Report::new(&q, vec![status], rows));
     }
     let source = crate::config::resolve_source(args.config.as_deref());
@@ -112,19 +138,90 @@ async fn report(args: &Args) -> Result<Report, String> {
             "{source} lists no [[member]]; --cluster asks the agent of every member"
         ));
     }
+    // Every agent is asked for every server (or --server): events posted to one agent
+    // may name another server, and each agent counts only what it was given.
     let asks = config
         .member
         .iter()
-        .filter(|m| q.server.as_ref().is_none_or(|s| *s == m.name))
         .map(|m| ask_agent(&m.agent, Some(&m.name), &q));
     let answers = futures_join_all(asks).await;
     let mut sources = Vec::new();
     let mut rows = Vec::new();
-    for (s, r) in answers {
+    let mut unknown = Vec::new();
+    for (s, a) in answers {
+        match a {
+            Answer::Rows(r) => rows.extend(r),
+            Answer::UnknownServer(why) => unknown.push(why),
+            Answer::Failed => {}
+        }
         sources.push(s);
-        rows.extend(r);
+    }
+    let answered = sources.iter().filter(|s| s.error.is_none()).count();
+    if answered > 0 && unknown.len() == answered {
+        return Err(format!(
+            "no agent of the cluster counted traffic for server `{}`: {}",
+            q.server.as_deref().unwrap_or(""),
+            unknown.join("; ")
+        ));
     }
     Ok(Report::new(&q, sources, rows))
+}
+
+/// The URL of an agent listening on `listen`, from this host.
+fn local_url(listen: std::net::SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// Totals read from the store in `dir`, read-only.
+fn from_store(
+    dir: &std::path::Path,
+    q: &Query,
+    config: Option<&std::path::Path>,
+) -> Result<Report, String> {
+    let path = dir.join("traffic.db");
+    if !path.is_file() {
+        return Err(format!(
+            "{} does not exist; is --state-dir the agent's agent.state_dir?",
+            path.display()
+        ));
+    }
+    // The retention decides how old windows are widened; the config's when it can be read.
+    let traffic = crate::config::load(&crate::config::resolve_source(config))
+        .map(|c| c.traffic)
+        .unwrap_or_default();
+    let store = crate::traffic::store::Store::open_read_only(
+        &path,
+        crate::traffic::store::Limits::from(&traffic),
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(server) = &q.server {
+        let known = store.servers();
+        if !known.contains(server) {
+            return Err(format!(
+                "no traffic was ever counted for server `{server}` in {}; the servers known are: {}",
+                path.display(),
+                known.join(", ")
+            ));
+        }
+    }
+    let rows = store.totals(q, unix_now()).map_err(|e| e.to_string())?;
+    let sources = store
+        .servers()
+        .into_iter()
+        .filter(|s| q.server.as_ref().is_none_or(|w| w == s))
+        .map(|server| SourceStatus {
+            server,
+            from: path.display().to_string(),
+            error: None,
+        })
+        .collect();
+    Ok(Report::new(q, sources, rows))
 }
 
 /// Runs the futures concurrently and returns their outputs in order.
@@ -149,35 +246,56 @@ struct AgentTotals {
     rows: Vec<Row>,
 }
 
-/// GETs JSON within [`SOURCE_TIMEOUT`]; the error says what went wrong with the URL.
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+/// GETs JSON within [`SOURCE_TIMEOUT`]; the error has the HTTP status, if there was one,
+/// and says what went wrong with the URL.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, (Option<u16>, String)> {
     let resp =
         match tokio::time::timeout(SOURCE_TIMEOUT, crate::http_client::get(url, 64 << 20)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no answer within {}s", SOURCE_TIMEOUT.as_secs())),
+            Ok(Err(e)) => return Err((None, e.to_string())),
+            Err(_) => {
+                return Err((
+                    None,
+                    format!("no answer within {}s", SOURCE_TIMEOUT.as_secs()),
+                ))
+            }
         };
     if resp.status != 200 {
-        return Err(format!(
-            "{url} answered {}: {}",
-            resp.status,
-            String::from_utf8_lossy(&resp.body).trim()
+        return Err((
+            Some(resp.status),
+            format!(
+                "{url} answered {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body).trim()
+            ),
         ));
     }
-    serde_json::from_slice(&resp.body)
-        .map_err(|e| format!("{url} sent JSON this version cannot read: {e}"))
+    serde_json::from_slice(&resp.body).map_err(|e| {
+        (
+            None,
+            format!("{url} sent JSON this version cannot read: {e}"),
+        )
+    })
 }
 
-/// Asks one agent for its totals (only `member`'s rows when given).
+/// What one agent answered.
+enum Answer {
+    Rows(Vec<Row>),
+    /// It never counted traffic for the server asked about (404), with its message.
+    UnknownServer(String),
+    /// No answer (the source's status says why).
+    Failed,
+}
+
+/// Asks one agent (of `member`, when asking a cluster) for its totals.
 fn ask_agent(
     base: &str,
     member: Option<&str>,
     q: &Query,
-) -> impl std::future::Future<Output = (SourceStatus, Vec<Row>)> + Send + 'static {
+) -> impl std::future::Future<Output = (SourceStatus, Answer)> + Send + 'static {
     let base = base.trim_end_matches('/').to_string();
-    let server = member.map(String::from).or_else(|| q.server.clone());
     let mut url = format!("{base}/v1/totals?since={}&until={}", q.since, q.until);
-    if let Some(s) = &server {
+    if let Some(s) = &q.server {
         url.push_str(&format!("&server={}", encode(s)));
     }
     if let Some(by) = q.by {
@@ -195,15 +313,23 @@ fn ask_agent(
                     from: base,
                     error: None,
                 },
-                t.rows,
+                Answer::Rows(t.rows),
             ),
-            Err(e) => (
+            Err((Some(404), e)) => (
+                SourceStatus {
+                    server: name.unwrap_or_else(|| base.clone()),
+                    from: base,
+                    error: None,
+                },
+                Answer::UnknownServer(e),
+            ),
+            Err((_, e)) => (
                 SourceStatus {
                     server: name.unwrap_or_else(|| base.clone()),
                     from: base,
                     error: Some(e),
                 },
-                Vec::new(),
+                Answer::Failed,
             ),
         }
     }
@@ -308,7 +434,7 @@ async fn prometheus(base: &str, q: &Query, now_is_until: bool) -> Result<Report,
     .await;
     let mut rows: std::collections::BTreeMap<(String, String, i64), Row> = Default::default();
     for (i, a) in answers.into_iter().enumerate() {
-        let a = a.map_err(|e| format!("Prometheus at {base}: {e}"))?;
+        let a = a.map_err(|(_, e)| format!("Prometheus at {base}: {e}"))?;
         if a.status != "success" {
             return Err(format!(
                 "Prometheus at {base} refused the query: {}",
@@ -356,5 +482,7 @@ async fn prometheus(base: &str, q: &Query, now_is_until: bool) -> Result<Report,
             error: None,
         })
         .collect();
-    Ok(Report::new(q, sources, rows.into_values().collect()))
+    let mut report = Report::new(q, sources, rows.into_values().collect());
+    report.estimate = true;
+    Ok(report)
 }

@@ -490,6 +490,11 @@ impl Traffic {
         Ok(outcome)
     }
 
+    /// The servers traffic was ever counted for (an error when there is no store).
+    pub fn servers(&self) -> Result<Vec<String>, String> {
+        Ok(self.store()?.servers())
+    }
+
     /// Totals over a window (`GET /v1/totals`).
     pub fn totals(&self, q: &totals::Query) -> Result<Vec<totals::Row>, String> {
         self.store()?

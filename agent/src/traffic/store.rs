@@ -170,6 +170,28 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store read-only, for `telagent totals --state-dir` while the
+    /// agent is stopped: nothing is created or written.
+    pub fn open_read_only(path: &Path, limits: Limits) -> Result<Store, StoreError> {
+        let err = |source| StoreError {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA busy_timeout=5000;")
+            .map_err(err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            limits,
+            lifetime: BTreeMap::new(),
+            lines: BTreeMap::new(),
+        };
+        store.load_lifetime().map_err(err)?;
+        Ok(store)
+    }
+
     /// Reads every page once (`PRAGMA quick_check`): a damaged page is found at start, not
     /// at the first write that touches it.
     pub fn check(&self) -> Result<(), StoreError> {
@@ -231,6 +253,11 @@ impl Store {
             );
         }
         Ok(())
+    }
+
+    /// The servers traffic was ever counted for.
+    pub fn servers(&self) -> Vec<String> {
+        self.lines.keys().cloned().collect()
     }
 
     /// The lifetime counters (they only grow).

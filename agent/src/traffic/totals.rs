@@ -103,12 +103,26 @@ pub struct Report {
     pub total: Row,
     /// False when a source did not answer: the total lacks its traffic.
     pub complete: bool,
+    /// True when the figures are Prometheus' estimates (increase() extrapolates to the
+    /// window's edges), not counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimate: bool,
 }
 
 impl Report {
     /// Builds the report from the rows of every source that answered.
-    pub fn new(q: &Query, sources: Vec<SourceStatus>, mut rows: Vec<Row>) -> Report {
-        rows.sort_by(|a, b| (&a.server, &a.line, a.hour).cmp(&(&b.server, &b.line, b.hour)));
+    /// Rows with the same server (and line or hour) from several sources are summed: each
+    /// agent counts the events posted to it, whichever server they name.
+    pub fn new(q: &Query, sources: Vec<SourceStatus>, rows: Vec<Row>) -> Report {
+        let mut merged: std::collections::BTreeMap<(String, Option<String>, Option<i64>), Row> =
+            Default::default();
+        for r in rows {
+            merged
+                .entry((r.server.clone(), r.line.clone(), r.hour))
+                .and_modify(|m| m.merge(&r))
+                .or_insert(r);
+        }
+        let rows: Vec<Row> = merged.into_values().collect();
         let mut total = Row {
             server: "total".into(),
             ..Row::default()
@@ -124,7 +138,21 @@ impl Report {
             sources,
             rows,
             total,
+            estimate: false,
         }
+    }
+
+    /// Servers shown: those with rows and those whose source did not answer.
+    fn servers(&self) -> usize {
+        let mut names: std::collections::BTreeSet<&str> =
+            self.rows.iter().map(|r| r.server.as_str()).collect();
+        names.extend(
+            self.sources
+                .iter()
+                .filter(|s| s.error.is_some())
+                .map(|s| s.server.as_str()),
+        );
+        names.len()
     }
 
     fn share(&self, r: &Row) -> String {
@@ -159,17 +187,31 @@ impl Report {
             humantime::format_duration(
                 Duration::from_secs((self.until - self.since).max(0) as u64)
             ),
-            self.sources.len(),
-            if self.sources.len() == 1 { "" } else { "s" }
+            self.servers(),
+            if self.servers() == 1 { "" } else { "s" }
         );
+        if self.estimate {
+            out.insert_str(
+                out.len() - 1,
+                "Estimates from Prometheus: increase() extrapolates to the window's edges; rounded.\n",
+            );
+        }
         let mut header = vec!["SERVER"];
         header.extend(self.split_header());
-        header.extend(["SENT", "FAILED", "RECEIVED", "PAGES", "SHARE"]);
+        header.extend([
+            "SENT",
+            "SEND-FAILED",
+            "RECEIVED",
+            "RECV-FAILED",
+            "PAGES",
+            "SHARE",
+        ]);
         let numbers = |r: &Row| {
             vec![
                 r.sent.to_string(),
                 r.failed.to_string(),
                 r.received.to_string(),
+                r.receive_failed.to_string(),
                 r.pages().to_string(),
                 self.share(r),
             ]
@@ -188,7 +230,7 @@ impl Report {
             if self.by.is_some() {
                 l.push(String::new());
             }
-            l.extend(["-"; 5].map(String::from));
+            l.extend(["-"; 6].map(String::from));
             lines.push(l);
         }
         let mut l = vec!["TOTAL".to_string()];
@@ -266,8 +308,9 @@ impl Report {
             ));
             l
         };
+        let row_status = if self.estimate { "estimate" } else { "ok" };
         for r in &self.rows {
-            out.push_str(&line(r, "ok"));
+            out.push_str(&line(r, row_status));
         }
         for s in &self.sources {
             if let Some(e) = &s.error {
@@ -282,7 +325,11 @@ impl Report {
                 out.push_str(&l);
             }
         }
-        let status = if self.complete { "ok" } else { "incomplete" };
+        let status = match (self.complete, self.estimate) {
+            (false, _) => "incomplete",
+            (true, true) => "estimate",
+            (true, false) => "ok",
+        };
         out.push_str(&line(&self.total, status));
         out
     }
@@ -303,12 +350,26 @@ pub fn minute_text(t: i64) -> String {
     format!("{} {}", &s[..10], &s[11..16])
 }
 
-/// Reads `1h`, `7d` (that long before `now`), `2026-11-01`, `2026-11-01 08:00` or
-/// `2026-11-01T08:00:00Z` (UTC) into seconds since the Unix epoch.
+/// Reads `1h`, `7d` (that long before `now`), `2026-11-01`, `2026-11-01 08:00`,
+/// `2026-11-01T08:00:00Z` (UTC) or RFC 3339 with an offset (`2026-11-01T09:00:00+01:00`)
+/// into seconds since the Unix epoch.
 pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(now - d.as_secs() as i64);
+    }
+    // A numeric offset: the local time it names, moved to UTC.
+    if s.len() > 19 && s.is_char_boundary(s.len() - 6) {
+        let (time, offset) = s.split_at(s.len() - 6);
+        let b = offset.as_bytes();
+        if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
+            let hm = |x: &str| x.parse::<i64>().ok();
+            if let (Some(h), Some(m)) = (hm(&offset[1..3]), hm(&offset[4..6])) {
+                let local = parse_time(&format!("{time}Z"), now)?;
+                let sign = if b[0] == b'+' { 1 } else { -1 };
+                return Ok(local - sign * (h * 3600 + m * 60));
+            }
+        }
     }
     let full = match s.len() {
         10 => format!("{s}T00:00:00Z"),
@@ -420,6 +481,8 @@ mod tests {
         assert_eq!(parse_time("2026-11-23", now), Ok(1_795_392_000));
         assert_eq!(parse_time("2026-11-23 11:00", now), Ok(now));
         assert_eq!(parse_time("2026-11-23T11:00:00Z", now), Ok(now));
+        assert_eq!(parse_time("2026-11-23T12:00:00+01:00", now), Ok(now));
+        assert_eq!(parse_time("2026-11-23T06:30:00-04:30", now), Ok(now));
         assert!(parse_time("yesterday", now)
             .unwrap_err()
             .contains("yesterday"));
