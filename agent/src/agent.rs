@@ -229,6 +229,8 @@ struct Parts {
     agentx: Option<crate::snmp::agentx::Address>,
     access: Access,
     listener: tokio::net::TcpListener,
+    /// The HTTPS listener and what it serves with, when `[api] tls_listen` is set.
+    tls: Option<(tokio::net::TcpListener, crate::http_server::TlsSlot)>,
     haproxy: Option<tokio::net::TcpListener>,
 }
 
@@ -306,6 +308,17 @@ impl Parts {
             listener: tokio::net::TcpListener::bind(listen).await.with_context(|| {
                 format!("cannot listen on {listen}; is another program using it? Set agent.listen or --listen")
             })?,
+            tls: match config.api.tls_listen {
+                None => None,
+                Some(at) => {
+                    let loaded = crate::tls::load(&config.api)
+                        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+                    let listener = tokio::net::TcpListener::bind(at).await.with_context(|| {
+                        format!("cannot listen on {at} for HTTPS; is another program using it? Set api.tls_listen")
+                    })?;
+                    Some((listener, Arc::new(RwLock::new(loaded))))
+                }
+            },
             haproxy,
             listen,
         })
@@ -356,6 +369,7 @@ impl Parts {
             agentx,
             access,
             listener,
+            tls,
             haproxy,
             faults,
             refusals,
@@ -456,13 +470,33 @@ impl Parts {
                     .in_allowlist(ip)
             })
         };
+        let gate =
+            crate::http_server::Gate::new(config.api.clone(), trusted, refusals, faults.clone());
+        let router = crate::api::router(api.clone());
+        let tls_slot = tls.as_ref().map(|(_, slot)| slot.clone());
+        if let Some((l, slot)) = tls {
+            debug!(task = "https", "Starting.");
+            let serve = crate::http_server::serve(
+                l,
+                router.clone(),
+                gate.clone(),
+                Some(slot),
+                outputs.clone(),
+            );
+            tasks.add(
+                "https",
+                vec![tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        warn!(error = %e, "The HTTPS server ended with an error.");
+                    }
+                })],
+            );
+        }
         let http = tokio::spawn(crate::http_server::serve(
             listener,
-            crate::api::router(api.clone()),
-            config.api.clone(),
-            trusted,
-            refusals,
-            faults.clone(),
+            router,
+            gate,
+            None,
             outputs.clone(),
         ));
         if let Some(w) = crate::systemd::watchdog(outputs.clone()) {
@@ -489,6 +523,7 @@ impl Parts {
             tasks,
             drained,
             http,
+            tls: tls_slot,
             audit,
             bus,
             traffic,
@@ -524,6 +559,8 @@ struct Running {
     tasks: Tasks,
     drained: Tasks,
     http: JoinHandle<std::io::Result<()>>,
+    /// What the HTTPS listener serves with; a reload reads the files again.
+    tls: Option<crate::http_server::TlsSlot>,
     audit: std::thread::JoinHandle<()>,
     bus: Arc<Bus>,
     traffic: Arc<crate::traffic::Traffic>,
@@ -539,7 +576,7 @@ impl Running {
             self.api.info.clone(),
             opts.clone(),
         );
-        let (new, access) = match tokio::task::spawn_blocking(move || {
+        let (new, access, tls) = match tokio::task::spawn_blocking(move || {
             reload(&source, &old, &info, &opts)
         })
         .await
@@ -558,6 +595,11 @@ impl Running {
             .access
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = access;
+        if let (Some(slot), Some(tls)) = (&self.tls, tls) {
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tls);
+        }
         Some(new)
     }
 
@@ -681,22 +723,26 @@ async fn discover(base: &Config, last: &mut Option<crate::discovery::Found>) -> 
     Some(merged)
 }
 
-/// Loads the config (and the access files) again; on success returns them, on failure
-/// keeps the old ones. Blocking: runs on a blocking thread.
+/// The HTTPS settings of a reload: the certificate and key read again.
+type Tls = Option<Arc<rustls::ServerConfig>>;
+
+/// Loads the config (and the access and TLS files) again; on success returns them, on
+/// failure keeps the old ones. Blocking: runs on a blocking thread.
 fn reload(
     source: &Source,
     current: &Config,
     info: &Info,
     opts: &RunOptions,
-) -> Option<(Config, Access)> {
+) -> Option<(Config, Access, Tls)> {
     let result = config::load(source)
         .map_err(|e| e.to_string())
         .and_then(|c| {
             let access = Access::load(&c.access).map_err(|e| format!("{source}: {e}"))?;
-            Ok((with_overrides(c, opts), access))
+            let tls = crate::tls::load(&c.api).map_err(|e| format!("{source}: {e}"))?;
+            Ok((with_overrides(c, opts), access, tls))
         });
     match result {
-        Ok((new, access)) => {
+        Ok((new, access, tls)) => {
             info.reloaded(None);
             for (what, changed) in [
                 ("agent.listen", new.agent.listen != current.agent.listen),
@@ -714,6 +760,7 @@ fn reload(
                     new.agent.max_concurrent_probes != current.agent.max_concurrent_probes,
                 ),
                 ("haproxy", new.haproxy != current.haproxy),
+                ("api", new.api.fixed() != current.api.fixed()),
                 (
                     "discovery.interval",
                     new.discovery.interval != current.discovery.interval,
@@ -729,7 +776,7 @@ fn reload(
                     );
                 }
             }
-            Some((new, access))
+            Some((new, access, tls))
         }
         Err(e) => {
             info.reloaded(Some(e.clone()));

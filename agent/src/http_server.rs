@@ -50,6 +50,18 @@ pub struct ApiConfig {
     /// A connection with no traffic for this long is closed.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A second listener that serves the same API over HTTPS (`0.0.0.0:9443`).
+    #[serde(default)]
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain of the HTTPS listener.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the HTTPS listener.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificates: HTTPS clients must present a certificate one of them signed.
+    #[serde(default)]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 fn default_max_connections() -> usize {
@@ -72,6 +84,10 @@ impl Default for ApiConfig {
             max_connections_per_address: default_max_per_address(),
             request_timeout: default_request_timeout(),
             idle_timeout: default_idle_timeout(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -95,7 +111,32 @@ impl ApiConfig {
                 return Err((format!("api.{key}"), "must be at least 100ms".into()));
             }
         }
-        Ok(())
+        let files = [
+            self.tls_cert.is_some(),
+            self.tls_key.is_some(),
+            self.tls_client_ca.is_some(),
+        ];
+        match (self.tls_listen.is_some(), files) {
+            (true, [true, true, _]) | (false, [false, false, false]) => Ok(()),
+            (true, _) => Err((
+                "api.tls_listen".into(),
+                "HTTPS needs tls_cert and tls_key (PEM files)".into(),
+            )),
+            (false, _) => Err((
+                "api.tls_listen".into(),
+                "tls_cert, tls_key and tls_client_ca apply to the HTTPS listener: set tls_listen (\"0.0.0.0:9443\")".into(),
+            )),
+        }
+    }
+
+    /// The keys read only at start (all but the TLS files, which a reload reads again).
+    pub fn fixed(&self) -> ApiConfig {
+        ApiConfig {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -257,18 +298,52 @@ impl Drop for Admitted {
     }
 }
 
-/// Serves `router` on `listener` until `cancel`; then lets open connections finish their
-/// requests.
+/// The TLS settings a listener serves with now (replaced at each reload).
+pub type TlsSlot = Arc<std::sync::RwLock<Option<Arc<rustls::ServerConfig>>>>;
+
+/// What every listener of the API shares: the limits and the connections they count.
+#[derive(Clone)]
+pub struct Gate {
+    pub limits: ApiConfig,
+    pub trusted: Trusted,
+    pub refusals: Arc<Refusals>,
+    pub faults: Arc<Faults>,
+    open: Arc<Mutex<Open>>,
+}
+
+impl Gate {
+    pub fn new(
+        limits: ApiConfig,
+        trusted: Trusted,
+        refusals: Arc<Refusals>,
+        faults: Arc<Faults>,
+    ) -> Gate {
+        Gate {
+            limits,
+            trusted,
+            refusals,
+            faults,
+            open: Arc::default(),
+        }
+    }
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `cancel`; then lets
+/// open connections finish their requests.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    limits: ApiConfig,
-    trusted: Trusted,
-    refusals: Arc<Refusals>,
-    faults: Arc<Faults>,
+    gate: Gate,
+    tls: Option<TlsSlot>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let open: Arc<Mutex<Open>> = Arc::default();
+    let Gate {
+        limits,
+        trusted,
+        refusals,
+        faults,
+        open,
+    } = gate;
     let mut connections = tokio::task::JoinSet::new();
     let mut summary = tokio::time::interval(Duration::from_secs(60));
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -299,8 +374,33 @@ pub async fn serve(
             continue;
         };
         let (router, limits, cancel) = (router.clone(), limits.clone(), cancel.clone());
+        let tls = tls.as_ref().and_then(|slot| {
+            slot.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
         connections.spawn(async move {
-            connection(stream, peer, router, &limits, cancel).await;
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let io = Watched {
+                inner: stream,
+                activity: activity.clone(),
+                started,
+            };
+            let watch = (activity, started);
+            match tls {
+                None => connection(io, watch, peer, router, &limits, cancel).await,
+                Some(config) => {
+                    // The handshake is bounded like a request's headers.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                    match tokio::time::timeout(limits.request_timeout, accept).await {
+                        Ok(Ok(tls)) => connection(tls, watch, peer, router, &limits, cancel).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out."),
+                    }
+                }
+            }
             drop(admitted);
         });
     }
@@ -356,22 +456,20 @@ fn admit(
     })
 }
 
-/// Serves one connection: HTTP/1.1 with a header timeout, closed when idle.
-async fn connection(
-    stream: TcpStream,
+/// Serves one connection: HTTP/1.1 with a header timeout, closed when idle (`watch`:
+/// when bytes last moved on the socket underneath, and since when).
+async fn connection<I>(
+    io: I,
+    watch: (Arc<AtomicU64>, Instant),
     peer: SocketAddr,
     router: axum::Router,
     limits: &ApiConfig,
     cancel: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let activity = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: activity.clone(),
-        started,
-    });
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (activity, started) = watch;
+    let io = TokioIo::new(io);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));

@@ -29,5 +29,6 @@ pub mod snmp;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod traffic;
 pub mod vocab;

@@ -15,6 +15,12 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (`host:port`) every second as job `job`.
     pub async fn start(job: &str, targets: &[String]) -> Prometheus {
+        Prometheus::start_with(job, targets, "").await
+    }
+
+    /// As [`Prometheus::start`], with `job_keys` (YAML lines indented by four spaces,
+    /// such as `scheme: https` and a `tls_config`) added to the scrape job.
+    pub async fn start_with(job: &str, targets: &[String], job_keys: &str) -> Prometheus {
         let mut dir = tempfile::Builder::new()
             .prefix("telagent-prom-")
             .tempdir()
@@ -24,7 +30,7 @@ impl Prometheus {
         std::fs::write(
             &cfg,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: {job}\n{job_keys}    static_configs:\n      - targets: [{}]\n",
                 list.join(", ")
             ),
         )
