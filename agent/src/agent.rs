@@ -246,7 +246,12 @@ impl Parts {
             )
         })?;
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::empty(&server)));
-        let (maintenance_tx, maintenance) = watch::channel(None);
+        // An operator's drain lasts until it is ended, restarts included.
+        let kept = crate::routing::load_maintenance(&crate::routing::maintenance_file(&state_dir));
+        if let Some(reason) = &kept {
+            warn!(%reason, "This server stays drained for maintenance, as before the restart; end the drain through POST /v1/server/maintenance.");
+        }
+        let (maintenance_tx, maintenance) = watch::channel(kept);
         let notify_stats = Arc::new(crate::notify::Stats::default());
         let haproxy =
             match &config.haproxy {
@@ -456,6 +461,7 @@ impl Parts {
             traffic: traffic.clone(),
             recent,
             maintenance: maintenance_tx,
+            maintenance_file: crate::routing::maintenance_file(&config.agent.state_dir),
             refusals: refusals.clone(),
             throttle: Default::default(),
             body_timeout: config.api.request_timeout,

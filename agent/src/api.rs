@@ -42,6 +42,8 @@ pub struct ApiState {
     pub recent: Arc<crate::audit::Recent>,
     /// The operator's maintenance drain, told to the routing task.
     pub maintenance: watch::Sender<Option<String>>,
+    /// Where the drain is kept across restarts.
+    pub maintenance_file: std::path::PathBuf,
     /// Refused calls, counted and summed up in the log.
     pub refusals: Arc<Refusals>,
     /// Callers that keep failing authorization.
@@ -295,6 +297,26 @@ async fn maintenance(
     let reason = m
         .reason
         .unwrap_or_else(|| format!("set by {}", caller.ip()));
+    // Kept on disk before it is acted on: a drain survives a restart of the agent.
+    let (file, kept) = (s.maintenance_file.clone(), m.drain.then(|| reason.clone()));
+    let saved = tokio::task::spawn_blocking(move || {
+        crate::routing::save_maintenance(&file, kept.as_deref())
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        let why = match saved {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the writer task ended".to_string(),
+        };
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "cannot keep the drain in {}: {why}; nothing was changed, try again\n",
+                s.maintenance_file.display()
+            ),
+        )
+            .into_response();
+    }
     s.maintenance.send_replace(m.drain.then(|| reason.clone()));
     tracing::warn!(caller = %caller.ip(), drain = m.drain, reason = %reason, "Maintenance drain changed.");
     (

@@ -415,6 +415,9 @@ mod tests {
         let (_tx, snapshot) = tokio::sync::watch::channel(Arc::new(crate::routing::Snapshot {
             me: "fax1".into(),
             learned: true,
+            quorum: true,
+            sees: Default::default(),
+            maintenance: None,
             config_hash: "h".into(),
             servers: vec![
                 view("fax1", ServerState::Up, true),

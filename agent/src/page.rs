@@ -337,13 +337,7 @@ mod tests {
     use crate::engine::model::Probe;
 
     fn alone(me: &str) -> Snapshot {
-        Snapshot {
-            me: me.into(),
-            learned: false,
-            config_hash: String::new(),
-            servers: Vec::new(),
-            routes: Vec::new(),
-        }
+        Snapshot::empty(me)
     }
 
     fn target(name: &str, kind: &'static str, state: State, obs: Observation) -> Target {

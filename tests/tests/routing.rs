@@ -520,3 +520,79 @@ async fn protected_reads_refuse_callers_outside_the_allowlist() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_maintenance_drain_survives_a_restart_and_the_agents_absence() {
+    let ns = nodes(2, |_| Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = telagent_tests::agent::token_access(dir.path());
+    let a = start(&ns, 0, "0s", &access).await;
+    let mut b = start(&ns, 1, "0s", &access).await;
+    poll(LIMIT, "fax2 up everywhere", || both(&a, &b, "up")).await;
+    let (code, body) = b
+        .post(
+            "/v1/server/maintenance",
+            r#"{"drain": true, "reason": "disk swap"}"#,
+            telagent_tests::agent::TOKEN,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    poll(LIMIT, "fax2 drained everywhere", || both(&a, &b, "drain")).await;
+
+    // A restart of fax2's agent keeps the drain.
+    assert!(b.stop());
+    b.restart().await;
+    poll(LIMIT, "still drained after the restart", || {
+        both(&a, &b, "drain")
+    })
+    .await;
+    assert!(
+        b.log().contains("stays drained for maintenance"),
+        "{}",
+        b.log()
+    );
+
+    // fax2's agent stopped (an upgrade): its service answers, yet fax1 keeps it drained.
+    assert!(b.stop());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server_state(&a, "fax2").await.as_deref(), Some("drain"));
+    let s = a.status().await;
+    let v = s["cluster"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "fax2")
+        .unwrap()
+        .clone();
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance: disk swap"),
+        "{v}"
+    );
+
+    // Ended: the drain is gone for good.
+    b.restart().await;
+    let (code, _) = b
+        .post(
+            "/v1/server/maintenance",
+            r#"{"drain": false}"#,
+            telagent_tests::agent::TOKEN,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    poll(LIMIT, "fax2 up again", || both(&a, &b, "up")).await;
+    assert!(b.stop());
+    b.restart().await;
+    poll(LIMIT, "still up after a restart", || both(&a, &b, "up")).await;
+}
+
+/// fax2's state as both agents see it, when it is `want`.
+async fn both(a: &Agent, b: &Agent, want: &str) -> Option<()> {
+    (server_state(a, "fax2").await.as_deref() == Some(want)
+        && server_state(b, "fax2").await.as_deref() == Some(want))
+    .then_some(())
+}

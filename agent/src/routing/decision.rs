@@ -171,36 +171,111 @@ pub mod opt_rfc3339 {
     }
 }
 
-/// Whether `me` speaks for `server`: its own server always; a peer only when the peer's
-/// agent cannot, and `me` is the first member in precedence order, other than that peer,
-/// whose agent answers and whose server is live (up or drain) - or, when no such member
-/// exists, the first whose agent answers.
+/// Who reaches whom, as agent `me` knows it: its own polls, and the `sees` each peer it
+/// reaches publishes. A server is judged by agreement, never by one agent alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reach {
+    /// `me` and the peers whose agents it reaches now.
+    pub alive: Vec<String>,
+    /// `alive` is a majority of the members (half exactly, when it holds the first
+    /// member: the tie-breaker of even clusters). Without it, this agent changes nothing.
+    pub quorum: bool,
+    /// Servers that a majority of the members cannot reach (half, when the first member is
+    /// among them), as far as `me` knows, each with the agents that cannot, in member
+    /// order: inactive, spoken for by one of those agents.
+    pub inactive: BTreeMap<String, Vec<String>>,
+}
+
+/// Works out [`Reach`] for agent `me`: `sees` is what `me` reaches (peer name -> its agent
+/// answers), `published` what each peer that `me` reaches publishes of its own reach.
+pub fn reach(
+    members: &[Member],
+    me: &str,
+    sees: &BTreeMap<String, bool>,
+    published: &BTreeMap<String, BTreeMap<String, bool>>,
+) -> Reach {
+    let alive: Vec<String> = members
+        .iter()
+        .filter(|m| m.name == me || sees.get(&m.name) == Some(&true))
+        .map(|m| m.name.clone())
+        .collect();
+    let n = members.len();
+    let first = members.first().map(|m| m.name.as_str());
+    let quorum = alive.len() * 2 > n
+        || (alive.len() * 2 == n && first.is_some_and(|f| alive.iter().any(|a| a == f)));
+    let reaches = |voter: &str, server: &str| {
+        voter == server
+            || if voter == me {
+                sees.get(server) == Some(&true)
+            } else {
+                published
+                    .get(voter)
+                    .and_then(|p| p.get(server))
+                    .copied()
+                    .unwrap_or(false)
+            }
+    };
+    let mut inactive = BTreeMap::new();
+    if quorum {
+        for m in members {
+            let cannot: Vec<String> = alive
+                .iter()
+                .filter(|v| !reaches(v, &m.name))
+                .cloned()
+                .collect();
+            // Counted against every member, not against the agents this one happens to
+            // reach: two agents that reach different sets still agree. Half exactly
+            // counts when the first member is among them (even clusters).
+            let tie = cannot.len() * 2 == n && first.is_some_and(|f| cannot.iter().any(|c| c == f));
+            if cannot.len() * 2 > n || tie {
+                inactive.insert(m.name.clone(), cannot);
+            }
+        }
+    }
+    Reach {
+        alive,
+        quorum,
+        inactive,
+    }
+}
+
+/// Whether `me` writes `server`'s state into the routing outputs: exactly one agent does.
+/// Its own agent, while it holds a quorum and is not inactive; else, once it is inactive,
+/// the first agent in member order that is alive (reached by `me`, or by an agent `me`
+/// reaches) and not known to reach it. Every agent of the majority works out the same
+/// one, even when they reach different agents. An agent without quorum writes nothing, not
+/// even its own server.
 pub fn speaks_for(
     members: &[Member],
-    views: &BTreeMap<String, ServerView>,
+    reach: &Reach,
+    sees: &BTreeMap<String, bool>,
+    published: &BTreeMap<String, BTreeMap<String, bool>>,
     me: &str,
     server: &str,
 ) -> bool {
-    if server == me {
-        return true;
-    }
-    if views.get(server).is_none_or(|v| v.agent_reachable) {
+    if !reach.quorum {
         return false;
     }
-    let reachable =
-        |m: &&Member| m.name == me || views.get(&m.name).is_some_and(|v| v.agent_reachable);
-    let live = |m: &&Member| {
-        views
-            .get(&m.name)
-            .is_some_and(|v| matches!(v.state, ServerState::Up | ServerState::Drain))
+    if !reach.inactive.contains_key(server) {
+        return server == me;
+    }
+    let alive = |m: &str| {
+        m == me || sees.get(m) == Some(&true) || published.values().any(|p| p.get(m) == Some(&true))
     };
-    let others: Vec<&Member> = members
+    let reaches_server = |m: &str| {
+        if m == me {
+            sees.get(server) == Some(&true)
+        } else {
+            published
+                .get(m)
+                .is_some_and(|p| p.get(server) == Some(&true))
+        }
+    };
+    members
         .iter()
-        .filter(|m| m.name != server)
-        .filter(reachable)
-        .collect();
-    let first = others.iter().find(|m| live(m)).or(others.first());
-    first.is_some_and(|m| m.name == me)
+        .map(|m| m.name.as_str())
+        .find(|m| *m != server && alive(m) && !reaches_server(m))
+        .is_some_and(|m| m == me)
 }
 
 /// One server in a group's routes.
@@ -370,36 +445,98 @@ mod tests {
         )
     }
 
+    /// Each agent's [`Reach`] for a directed graph `links` (a -> b: a's agent reaches b's),
+    /// with the `sees` every agent publishes.
+    type Seen = BTreeMap<String, bool>;
+
+    fn views_of(
+        names: &[&str],
+        links: &dyn Fn(&str, &str) -> bool,
+    ) -> Vec<(String, Reach, Seen, BTreeMap<String, Seen>)> {
+        let members: Vec<Member> = names.iter().map(|n| member(n)).collect();
+        let sees = |a: &str| -> BTreeMap<String, bool> {
+            names
+                .iter()
+                .filter(|b| **b != a)
+                .map(|b| (b.to_string(), links(a, b)))
+                .collect()
+        };
+        names
+            .iter()
+            .map(|me| {
+                let published: BTreeMap<String, Seen> = names
+                    .iter()
+                    .filter(|p| **p != *me && links(me, p))
+                    .map(|p| (p.to_string(), sees(p)))
+                    .collect();
+                let r = reach(&members, me, &sees(me), &published);
+                (me.to_string(), r, sees(me), published)
+            })
+            .collect()
+    }
+
+    fn writers(names: &[&str], links: &dyn Fn(&str, &str) -> bool, server: &str) -> Vec<String> {
+        let members: Vec<Member> = names.iter().map(|n| member(n)).collect();
+        views_of(names, links)
+            .into_iter()
+            .filter(|(me, r, sees, published)| speaks_for(&members, r, sees, published, me, server))
+            .map(|(me, ..)| me)
+            .collect()
+    }
+
     #[test]
     fn exactly_one_survivor_speaks_for_the_dead() {
-        let members: Vec<Member> = ["fax1", "fax2", "fax3"].iter().map(|n| member(n)).collect();
-        use ServerState::*;
-        // fax1 is dead: fax2 (next in order, live) speaks; fax3 does not.
-        let views: BTreeMap<_, _> = [
-            view("fax1", Down, false),
-            view("fax2", Up, true),
-            view("fax3", Up, true),
-        ]
-        .into_iter()
-        .collect();
-        // fax1's own agent is gone; of the agents that run, only fax2 speaks.
-        let speakers: Vec<&str> = ["fax2", "fax3"]
-            .into_iter()
-            .filter(|me| speaks_for(&members, &views, me, "fax1"))
-            .collect();
-        assert_eq!(speakers, ["fax2"]);
-        // A peer whose agent answers speaks for itself.
-        assert!(!speaks_for(&members, &views, "fax1", "fax2"));
-        // fax2's server is down but its agent runs: fax3 (live) speaks for fax1.
-        let views: BTreeMap<_, _> = [
-            view("fax1", Down, false),
-            view("fax2", Down, true),
-            view("fax3", Up, true),
-        ]
-        .into_iter()
-        .collect();
-        assert!(speaks_for(&members, &views, "fax3", "fax1"));
-        assert!(!speaks_for(&members, &views, "fax2", "fax1"));
+        let names = ["fax1", "fax2", "fax3"];
+        // fax1's agent is dead: nobody reaches it, it reaches nobody.
+        let dead = |a: &str, b: &str| a != "fax1" && b != "fax1";
+        assert_eq!(writers(&names, &dead, "fax1"), ["fax2"]);
+        assert_eq!(writers(&names, &dead, "fax2"), ["fax2"]);
+        // fax1 cannot reach fax2 (one way); fax3 reaches both: fax2 is not inactive, and
+        // only fax2 writes its state.
+        let one_way = |a: &str, b: &str| !(a == "fax1" && b == "fax2");
+        for s in names {
+            assert_eq!(writers(&names, &one_way, s), [s], "{s}");
+        }
+        let r = &views_of(&names, &one_way)[0].1;
+        assert!(r.inactive.is_empty(), "{r:?}");
+        // fax1 cut off both ways: it has no quorum and writes nothing; fax2 speaks for it.
+        let isolated = |a: &str, b: &str| a != "fax1" && b != "fax1";
+        let r = &views_of(&names, &isolated)[0].1;
+        assert!(!r.quorum);
+        assert_eq!(writers(&names, &isolated, "fax1"), ["fax2"]);
+        // Nobody reaches fax3, fax3 still reaches the others: fax3 yields to fax1.
+        let deaf = |_: &str, b: &str| b != "fax3";
+        assert_eq!(writers(&names, &deaf, "fax3"), ["fax1"]);
+    }
+
+    #[test]
+    fn at_most_one_writer_per_server_under_random_partitions() {
+        // 300 seeded clusters of 2 to 5 agents (3,000 pass too): symmetric partitions into sides, plus one
+        // one-way cut. However the links fall, no server ever has two writers, and a
+        // server whose agent reaches and is reached by a majority writes itself.
+        let mut rng = crate::testing::Lcg(0x5eed_2026);
+        let all = ["fax1", "fax2", "fax3", "fax4", "fax5"];
+        for round in 0..300 {
+            let n = 2 + (rng.next_u64() >> 33) as usize % 4;
+            let names = &all[..n];
+            let side: Vec<u64> = (0..n).map(|_| (rng.next_u64() >> 33) % 3).collect();
+            let cut = (
+                (rng.next_u64() >> 33) as usize % n,
+                (rng.next_u64() >> 33) as usize % n,
+            );
+            let idx = |s: &str| names.iter().position(|x| *x == s).unwrap_or(0);
+            let links = |a: &str, b: &str| {
+                let (i, j) = (idx(a), idx(b));
+                side[i] == side[j] && (i, j) != cut
+            };
+            for s in names {
+                let w = writers(names, &links, s);
+                assert!(
+                    w.len() <= 1,
+                    "round {round}: {s} has writers {w:?} (sides {side:?}, cut {cut:?})"
+                );
+            }
+        }
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl Collector for Published {
             );
         }
         f.gauge(
+            "telagent_cluster_quorum",
+            "1 while this agent reaches a majority of the cluster's agents (it changes routing outputs only then).",
+            &[],
+            bool01(c.quorum),
+        );
+        f.gauge(
             "telagent_routing_learned",
             "1 once every peer was polled and this server's state is known (outputs act only then).",
             &[],
@@ -170,6 +176,64 @@ impl Section {
 /// routing task.
 pub type Maintenance = watch::Receiver<Option<String>>;
 
+/// Where a maintenance drain is kept: it lasts until it is ended, restarts included.
+pub fn maintenance_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("maintenance.json")
+}
+
+/// The maintenance drain kept in `file`, if any. A file that cannot be read is logged and
+/// taken as a drain (with that as its reason): an operator's drain is never lost silently.
+pub fn load_maintenance(file: &std::path::Path) -> Option<String> {
+    let text = match crate::files::read_text(file, 64 * 1024) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            let why = format!("cannot read {}: {e}", file.display());
+            warn!(reason = %why, "Keeping the server drained: the maintenance drain file is unreadable. End the drain through the API once the cause is fixed.");
+            return Some(why);
+        }
+    };
+    #[derive(Deserialize)]
+    struct Kept {
+        reason: String,
+    }
+    match serde_json::from_str::<Kept>(&text) {
+        Ok(k) => Some(k.reason),
+        Err(e) => {
+            let why = format!("{} is damaged ({e})", file.display());
+            warn!(reason = %why, "Keeping the server drained: the maintenance drain file is damaged. End the drain through the API to remove it.");
+            Some(why)
+        }
+    }
+}
+
+/// Keeps (or, with None, removes) the maintenance drain in `file`, durably: written to a
+/// temp file, synced, renamed.
+pub fn save_maintenance(file: &std::path::Path, reason: Option<&str>) -> std::io::Result<()> {
+    let Some(reason) = reason else {
+        return match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    };
+    let tmp = file.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(
+            serde_json::json!({ "reason": reason })
+                .to_string()
+                .as_bytes(),
+        )?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// What an agent publishes about its own server (`GET /v1/server`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerDoc {
@@ -180,6 +244,14 @@ pub struct ServerDoc {
     pub since: SystemTime,
     pub config_hash: String,
     pub version: String,
+    /// Which peers' agents this agent reaches now: peers judge a server inactive only when
+    /// a majority of the live agents cannot reach it.
+    #[serde(default)]
+    pub sees: BTreeMap<String, bool>,
+    /// The operator's maintenance drain, while it lasts: peers keep the server drained
+    /// while its agent is away.
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// The cluster as this agent sees it.
@@ -188,9 +260,18 @@ pub struct Snapshot {
     pub me: String,
     /// Every peer polled once and our own state known: outputs may act.
     pub learned: bool,
+    /// This agent and the agents it reaches are a majority: it may change the routing.
+    #[serde(default)]
+    pub quorum: bool,
     pub config_hash: String,
     pub servers: Vec<ServerView>,
     pub routes: Vec<GroupRoutes>,
+    /// Which peers' agents this agent reaches now.
+    #[serde(default)]
+    pub sees: BTreeMap<String, bool>,
+    /// The operator's maintenance drain, while it lasts.
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 impl Snapshot {
@@ -199,9 +280,12 @@ impl Snapshot {
         Snapshot {
             me: me.to_string(),
             learned: false,
+            quorum: false,
             config_hash: String::new(),
             servers: Vec::new(),
             routes: Vec::new(),
+            sees: BTreeMap::new(),
+            maintenance: None,
         }
     }
 
@@ -222,6 +306,8 @@ impl Snapshot {
             since: v.since,
             config_hash: self.config_hash.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            sees: self.sees.clone(),
+            maintenance: self.maintenance.clone(),
         })
     }
 }
@@ -356,7 +442,7 @@ pub async fn run(
 ) {
     let reports: Reports = Arc::default();
     let mut pollers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut decided: BTreeMap<String, Decided> = BTreeMap::new();
+    let mut memory = Memory::default();
     let mut c = config.borrow_and_update().clone();
     loop {
         // Only on start and after a reload: the members, their pollers, the config hash.
@@ -372,7 +458,9 @@ pub async fn run(
                 ))
             });
         }
-        decided.retain(|name, _| c.members.iter().any(|m| &m.name == name));
+        memory
+            .decided
+            .retain(|name, _| c.members.iter().any(|m| &m.name == name));
         let hash = c.config_hash();
         loop {
             let drain = maintenance.borrow_and_update().clone();
@@ -383,7 +471,7 @@ pub async fn run(
                 drain.as_deref(),
                 &bus,
                 &reports,
-                &mut decided,
+                &mut memory,
             );
             if **out.borrow() != snapshot {
                 out.send_replace(Arc::new(snapshot));
@@ -439,6 +527,15 @@ fn peer_seen(r: &PeerReport, now: Instant, inactive_after: std::time::Duration) 
                 humantime::format_rfc3339_seconds(t).to_string()
             });
             let error = r.error.clone().unwrap_or_default();
+            // Its operator drained it for maintenance: it stays drained while its agent
+            // is away (stopped for an upgrade, say), whatever its service answers.
+            if let Some(why) = r.doc.as_ref().and_then(|d| d.maintenance.clone()) {
+                return seen(
+                    ServerState::Drain,
+                    format!("maintenance: {why} (its agent unreachable since {since}: {error})"),
+                    false,
+                );
+            }
             match r.service_ok {
                 Some(true) => seen(ServerState::Up, format!("agent unreachable since {since} ({error}); its service answers"), false),
                 Some(false) => seen(ServerState::Down, format!("inactive: agent unreachable since {since} ({error}) and its service does not answer"), false),
@@ -474,6 +571,14 @@ fn announce(bus: &Bus, me: &str, server: &str, before: ServerState, d: &Decided)
     });
 }
 
+/// What the evaluation keeps from one round to the next.
+#[derive(Default)]
+struct Memory {
+    decided: BTreeMap<String, Decided>,
+    /// Whether the last round had a quorum (None before the first).
+    had_quorum: Option<bool>,
+}
+
 fn evaluate(
     c: &Section,
     hash: &str,
@@ -481,19 +586,53 @@ fn evaluate(
     maintenance: Option<&str>,
     bus: &Bus,
     reports: &Reports,
-    decided: &mut BTreeMap<String, Decided>,
+    memory: &mut Memory,
 ) -> Snapshot {
+    let Memory {
+        decided,
+        had_quorum,
+    } = memory;
     let me = &c.me;
     let now = Instant::now();
     let hash = hash.to_string();
     let reports = lock(reports).clone();
     let (own_raw, own_reason) =
         { decision::own_state(&c.server, &model.read().targets, maintenance) };
+    // Who reaches whom: our polls, and what each peer we reach says it reaches.
+    let fresh = |r: &PeerReport| {
+        r.reachable
+            || r.last_ok
+                .is_some_and(|(at, _)| now.duration_since(at) < c.cluster.inactive_after)
+    };
+    let sees: BTreeMap<String, bool> = c
+        .members
+        .iter()
+        .filter(|m| &m.name != me)
+        .map(|m| {
+            let up = reports.get(&m.name).is_some_and(fresh);
+            (m.name.clone(), up)
+        })
+        .collect();
+    let published: BTreeMap<String, BTreeMap<String, bool>> = reports
+        .iter()
+        .filter(|(name, r)| sees.get(*name) == Some(&true) && r.doc.is_some())
+        .filter_map(|(name, r)| Some((name.clone(), r.doc.as_ref()?.sees.clone())))
+        .collect();
+    let reach = decision::reach(&c.members, me, &sees, &published);
+    if *had_quorum != Some(reach.quorum) {
+        if reach.quorum {
+            info!(agents = %reach.alive.join(", "), "This agent reaches a majority of the cluster: it takes part in routing decisions.");
+        } else if c.members.len() > 1 {
+            warn!(agents = %reach.alive.join(", "), members = c.members.len(), "This agent reaches only a minority of the cluster: it changes no routing output until it reaches a majority again.");
+        }
+        *had_quorum = Some(reach.quorum);
+    }
     let mut views = BTreeMap::new();
     for member in &c.members {
         let d = decided
             .entry(member.name.clone())
             .or_insert_with(|| Decided::new(&c.cluster));
+        let r = reports.get(&member.name).cloned().unwrap_or_default();
         let seen = if &member.name == me {
             Seen {
                 state: own_raw,
@@ -502,9 +641,34 @@ fn evaluate(
                 last_active: Some(SystemTime::now()),
                 hash: Some(hash.clone()),
             }
-        } else {
-            let r = reports.get(&member.name).cloned().unwrap_or_default();
+        } else if sees.get(&member.name) == Some(&true)
+            || reach.inactive.contains_key(&member.name)
+            || !r.polled
+        {
             peer_seen(&r, now, c.cluster.inactive_after)
+        } else {
+            // Out of our reach, but not of the majority's: its own agent still speaks for
+            // it; we keep what we knew and decide nothing.
+            let reached_by: Vec<&str> = published
+                .iter()
+                .filter(|(_, p)| p.get(&member.name) == Some(&true))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            d.reason = format!(
+                "its agent is unreachable from here but not from {}: no decision made here",
+                if reached_by.is_empty() {
+                    "a majority".to_string()
+                } else {
+                    reached_by.join(", ")
+                }
+            );
+            Seen {
+                state: ServerState::Unknown,
+                reason: String::new(),
+                reachable: false,
+                last_active: r.last_ok.map(|(_, t)| t),
+                hash: r.doc.as_ref().map(|d| d.config_hash.clone()),
+            }
         };
         let Seen {
             state: raw,
@@ -543,7 +707,7 @@ fn evaluate(
     let speakers: Vec<String> = c
         .members
         .iter()
-        .filter(|m| decision::speaks_for(&c.members, &views, me, &m.name))
+        .filter(|m| decision::speaks_for(&c.members, &reach, &sees, &published, me, &m.name))
         .map(|m| m.name.clone())
         .collect();
     for s in speakers {
@@ -562,6 +726,7 @@ fn evaluate(
     Snapshot {
         me: me.clone(),
         learned,
+        quorum: reach.quorum,
         config_hash: hash,
         servers: c
             .members
@@ -569,6 +734,8 @@ fn evaluate(
             .filter_map(|m| views.remove(&m.name))
             .collect(),
         routes,
+        sees,
+        maintenance: maintenance.map(str::to_string),
     }
 }
 
