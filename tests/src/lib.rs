@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod haproxy;
 pub mod hylafax;
 pub mod iaxmodem;
+pub mod lab;
 pub mod modem;
 pub mod postgres;
 pub mod prometheus;

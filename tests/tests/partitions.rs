@@ -1,0 +1,254 @@
+//! Three agents in a fault lab (a network namespace; nftables cuts links in the kernel;
+//! each agent its own uid and its own 127.0.0.x): a one-way partition between two agents
+//! and a two-way partition of one agent. A server is judged by the majority's agreement:
+//! no healthy server is ever declared down by a peer that merely cannot reach it, the
+//! minority side writes nothing, and exactly one agent speaks for each server.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use telagent_tests::lab::Lab;
+
+const NAMES: [&str; 3] = ["fax1", "fax2", "fax3"];
+const UID: u32 = 2101;
+
+fn agent_addr(i: usize) -> String {
+    format!("127.0.0.{}", 11 + i)
+}
+
+fn service_addr(i: usize) -> String {
+    format!("127.0.0.{}", 21 + i)
+}
+
+struct Cluster {
+    lab: Lab,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let mut lab = Lab::new();
+        let dir = tempfile::Builder::new()
+            .prefix("telagent-lab-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut members = String::new();
+        for (i, n) in NAMES.iter().enumerate() {
+            members.push_str(&format!(
+                "[[member]]\nname = \"{n}\"\nagent = \"http://{}:9847\"\nservice = \"{}:8000\"\n\n",
+                agent_addr(i),
+                service_addr(i)
+            ));
+        }
+        for (i, n) in NAMES.iter().enumerate() {
+            lab.service(&service_addr(i), 8000, dir.path());
+            let uid = UID + i as u32;
+            let state = Lab::owned_dir(dir.path(), &format!("{n}-state"), uid);
+            let cfg = dir.path().join(format!("{n}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[agent]\nserver = \"{n}\"\nlisten = \"{}:9847\"\nstate_dir = \"{}\"\n\n[ports]\nscan = false\n\n\
+                     [cluster]\npoll_interval = \"200ms\"\npoll_timeout = \"150ms\"\ninactive_after = \"1s\"\nevaluate_interval = \"50ms\"\nrise = 2\nfall = 1\nhold = \"0s\"\n\n\
+                     {members}[[group]]\nname = \"fax\"\norder = [\"fax1\", \"fax2\", \"fax3\"]\n\n\
+                     [server]\ncritical = [\"svc\"]\n\n[[tcp]]\nname = \"svc\"\naddress = \"{}:8000\"\ninterval = \"200ms\"\nfailing_interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+                    agent_addr(i),
+                    state.display(),
+                    service_addr(i)
+                ),
+            )
+            .unwrap();
+            let mut c = lab.command("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(telagent_tests::agent_bin())
+                .args(["-v", "run", "--config"])
+                .arg(&cfg);
+            lab.spawn(c, &dir.path().join(format!("{n}.log")));
+        }
+        Cluster { lab, dir }
+    }
+
+    fn status(&self, i: usize) -> Value {
+        self.lab
+            .get(&format!("http://{}:9847/v1/status", agent_addr(i)))
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// (state, speaker) of `server` as agent `i` sees it.
+    fn view(&self, i: usize, server: &str) -> (String, bool) {
+        let s = self.status(i);
+        let v = s["cluster"]["servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["name"] == server).cloned())
+            .unwrap_or(Value::Null);
+        (
+            v["state"].as_str().unwrap_or("").to_string(),
+            v["speaker"].as_bool().unwrap_or(false),
+        )
+    }
+
+    fn quorum(&self, i: usize) -> bool {
+        self.status(i)["cluster"]["quorum"]
+            .as_bool()
+            .unwrap_or(false)
+    }
+
+    /// Server transitions of `server` out of `up` in agent `i`'s audit log.
+    fn transitions(&self, i: usize, server: &str) -> Vec<String> {
+        let file = self
+            .dir
+            .path()
+            .join(format!("{}-state/audit.jsonl", NAMES[i]));
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "server" && v["target"] == server && v["to"] != "up")
+            .map(|v| format!("{}->{}", v["from"], v["to"]))
+            .collect()
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", NAMES[i])))
+            .unwrap_or_default()
+    }
+
+    /// Cuts every link from agent `from` (its uid) to agent and service `to`.
+    fn cut(&self, from: usize, to: usize) {
+        self.lab.cut(UID + from as u32, &agent_addr(to));
+        self.lab.cut(UID + from as u32, &service_addr(to));
+    }
+
+    fn wait(&self, what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\nfax1: {}\nfax2: {}\nfax3: {}",
+                self.status(0),
+                self.status(1),
+                self.status(2)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn all_up(&self) -> bool {
+        (0..3).all(|i| NAMES.iter().all(|n| self.view(i, n).0 == "up") && self.quorum(i))
+    }
+
+    /// Watches for `span`: every agent's view of every server must satisfy `ok`.
+    fn hold(&self, span: Duration, ok: impl Fn(usize, &str, &(String, bool)) -> bool) {
+        let end = Instant::now() + span;
+        while Instant::now() < end {
+            for i in 0..3 {
+                for n in NAMES {
+                    let v = self.view(i, n);
+                    assert!(
+                        ok(i, n, &v),
+                        "{} sees {n} as {v:?}:\n{}",
+                        NAMES[i],
+                        self.status(i)
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn writers(c: &Cluster, server: &str) -> Vec<&'static str> {
+    (0..3)
+        .filter(|i| c.view(*i, server).1)
+        .map(|i| NAMES[i])
+        .collect()
+}
+
+#[test]
+fn partitions_never_take_a_healthy_server_out_and_one_agent_speaks_for_each() {
+    let c = Cluster::start();
+    c.wait(
+        "three agents up, each with quorum",
+        Duration::from_secs(30),
+        || c.all_up(),
+    );
+    for n in NAMES {
+        assert_eq!(writers(&c, n), [n], "each agent writes its own server");
+    }
+
+    // One way: fax1's agent can no longer reach fax2 (agent and service); fax3 can.
+    c.cut(0, 1);
+    c.hold(Duration::from_secs(4), |_, server, (state, _)| {
+        state == "up" && !server.is_empty()
+    });
+    assert_eq!(
+        writers(&c, "fax2"),
+        ["fax2"],
+        "fax2's own agent still speaks"
+    );
+    assert!(
+        c.transitions(0, "fax2").is_empty(),
+        "{:?}",
+        c.transitions(0, "fax2")
+    );
+    c.lab.heal();
+
+    // Two ways: fax1 cut off from both peers, and they from it.
+    c.cut(0, 1);
+    c.cut(0, 2);
+    c.cut(1, 0);
+    c.cut(2, 0);
+    c.wait(
+        "the majority takes fax1 out",
+        Duration::from_secs(15),
+        || c.view(1, "fax1").0 == "down" && c.view(2, "fax1").0 == "down",
+    );
+    c.wait("fax1 without quorum", Duration::from_secs(5), || {
+        !c.quorum(0)
+    });
+    // The majority never doubts itself; the minority writes nothing at all.
+    c.hold(
+        Duration::from_secs(3),
+        |i, server, (state, speaker)| match (i, server) {
+            (0, _) => !speaker,
+            (_, "fax1") => state == "down",
+            _ => state == "up",
+        },
+    );
+    assert_eq!(
+        writers(&c, "fax1"),
+        ["fax2"],
+        "one survivor speaks for fax1"
+    );
+    assert_eq!(writers(&c, "fax2"), ["fax2"]);
+    assert_eq!(writers(&c, "fax3"), ["fax3"]);
+    assert!(
+        c.log(0).contains("only a minority of the cluster"),
+        "{}",
+        c.log(0)
+    );
+    for i in [1, 2] {
+        for n in ["fax2", "fax3"] {
+            assert!(
+                c.transitions(i, n).is_empty(),
+                "{}: {n} {:?}",
+                NAMES[i],
+                c.transitions(i, n)
+            );
+        }
+    }
+
+    c.lab.heal();
+    c.wait("all back", Duration::from_secs(15), || c.all_up());
+    for n in NAMES {
+        assert_eq!(writers(&c, n), [n]);
+    }
+}
