@@ -20,6 +20,12 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {out:?}");
 }
 
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
 impl Lab {
     /// A new namespace with `lo` up and an empty `inet lab` table hooked on output.
     pub fn new() -> Lab {
