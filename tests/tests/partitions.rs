@@ -149,13 +149,12 @@ impl Cluster {
     fn hold(&self, span: Duration, ok: impl Fn(usize, &str, &(String, bool)) -> bool) {
         let end = Instant::now() + span;
         while Instant::now() < end {
-            for i in 0..3 {
+            for (i, me) in NAMES.iter().enumerate() {
                 for n in NAMES {
                     let v = self.view(i, n);
                     assert!(
                         ok(i, n, &v),
-                        "{} sees {n} as {v:?}:\n{}",
-                        NAMES[i],
+                        "{me} sees {n} as {v:?}:\n{}",
                         self.status(i)
                     );
                 }
