@@ -26,7 +26,8 @@ pub struct Defaults {
     /// Consecutive worse observations needed to move to a worse state.
     #[serde(default = "default_fall")]
     pub fall: u32,
-    /// Shortest time a target stays in a state before it may change again.
+    /// Shortest time after a change before a target may return to a better state; a
+    /// worse state is never delayed.
     #[serde(default, with = "humantime_serde")]
     pub hold: Duration,
 }
@@ -89,7 +90,7 @@ macro_rules! check_config {
             /// Consecutive worse observations to fail; default `[defaults] fall`.
             #[serde(default)]
             pub fall: Option<u32>,
-            /// Shortest time in a state; default `[defaults] hold`.
+            /// Shortest time before a return to a better state; default `[defaults] hold`.
             #[serde(default, with = "humantime_serde")]
             pub hold: Option<std::time::Duration>,
             $($(#[$fmeta])* pub $field: $ty,)*

@@ -152,11 +152,7 @@ impl Cluster {
             for (i, me) in NAMES.iter().enumerate() {
                 for n in NAMES {
                     let v = self.view(i, n);
-                    assert!(
-                        ok(i, n, &v),
-                        "{me} sees {n} as {v:?}:\n{}",
-                        self.status(i)
-                    );
+                    assert!(ok(i, n, &v), "{me} sees {n} as {v:?}:\n{}", self.status(i));
                 }
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -336,12 +336,12 @@ async fn one_survivor_speaks_for_a_dead_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_flapping_service_changes_routing_no_faster_than_the_hold() {
+async fn a_flapping_service_returns_no_faster_than_the_hold_and_leaves_at_once() {
     let mut ns = nodes(1, |_| Behaviour::Accept).await;
     let hooks = tempfile::tempdir().unwrap();
     let log = hooks.path().join("hook.log");
     let extra = format!(
-        "[hook]\ncommand = [\"sh\", \"-c\", \"date +%s.%N >> {}\"]\n",
+        "[hook]\ncommand = [\"sh\", \"-c\", \"echo $(date +%s.%N) $TELAGENT_STATE >> {}\"]\n",
         log.display()
     );
     let _a = start(&ns, 0, "2s", &extra).await;
@@ -356,19 +356,28 @@ async fn a_flapping_service_changes_routing_no_faster_than_the_hold() {
         ns[0].svc.restart().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let times: Vec<f64> = std::fs::read_to_string(&log)
+    let changes: Vec<(f64, String)> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .filter_map(|l| {
+            let (t, state) = l.trim().split_once(' ')?;
+            Some((t.parse().ok()?, state.to_string()))
+        })
         .collect();
-    assert!(times.len() >= 2, "the flapping was seen at all: {times:?}");
-    for w in times.windows(2) {
-        assert!(
-            w[1] - w[0] >= 1.9,
-            "two routing changes {:.2}s apart, hold is 2s: {times:?}",
-            w[1] - w[0]
-        );
+    assert!(changes.len() >= 3, "the flapping was seen: {changes:?}");
+    // Returns are held; leaving is not: every "up" comes at least the hold after the
+    // change before it, and the server went down more than once in 6 s.
+    for w in changes.windows(2) {
+        if w[1].1 == "up" {
+            assert!(
+                w[1].0 - w[0].0 >= 1.9,
+                "routed again {:.2}s after the last change, hold is 2s: {changes:?}",
+                w[1].0 - w[0].0
+            );
+        }
     }
+    let downs = changes.iter().filter(|(_, s)| s == "down").count();
+    assert!(downs >= 2, "taken out at once each time: {changes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,10 @@
 //! The per-target state machine: the only place that decides a target's state.
 //!
 //! Observations are ok / degraded / fail; states are unknown / up / degraded / down. A
-//! target moves to a worse state after `fall` consecutive worse observations, to a better
-//! one after `rise` consecutive better observations, and never before `hold` has passed
-//! since its last change. Fewer than that is a transient: counted, shown, not acted on.
+//! target moves to a worse state after `fall` consecutive worse observations, at once
+//! whatever came before; to a better one after `rise` consecutive better observations, and
+//! never before `hold` has passed since its last change: hold damps returns, never the
+//! taking out of a target that fails again. Fewer than that is a transient: counted, shown, not acted on.
 //! The first observation of a new target sets its state at once: there is no earlier
 //! state to protect.
 
@@ -111,9 +112,12 @@ impl Tracker {
             self.worse += 1;
             (self.worse, self.fall)
         };
-        let held = self
-            .changed_at
-            .is_none_or(|at| now.duration_since(at) >= self.hold);
+        // Hold damps returns only: a target that fails again is taken out at once.
+        let better = seen > self.state && self.state != State::Unknown;
+        let held = !better
+            || self
+                .changed_at
+                .is_none_or(|at| now.duration_since(at) >= self.hold);
         if streak < needed || !held {
             return None;
         }
@@ -208,20 +212,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn flapping_never_changes_faster_than_hold() {
+    async fn flapping_never_returns_faster_than_hold_and_is_taken_out_at_once() {
         let mut t = Tracker::new(1, 1, Duration::from_secs(5));
         let mut last_change = None;
+        let mut outs = 0;
         for i in 0..200u64 {
             let s = if i % 2 == 0 { Ok } else { Fail };
-            if t.observe(s, Instant::now()).is_some() {
+            if let Some(c) = t.observe(s, Instant::now()) {
                 let now = Instant::now();
-                if let Some(prev) = last_change {
+                if let (Some(prev), true) = (last_change, c.to > c.from) {
                     assert!(now.duration_since(prev) >= Duration::from_secs(5));
+                }
+                if c.to < c.from {
+                    outs += 1;
+                    assert_eq!(s, Fail, "taken out by the failure itself");
                 }
                 last_change = Some(now);
             }
             tokio::time::advance(Duration::from_millis(200)).await;
         }
-        assert!(last_change.is_some());
+        assert!(outs > 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_again_right_after_a_return_is_not_held() {
+        let mut t = Tracker::new(1, 1, Duration::from_secs(30));
+        feed(&mut t, &[Fail]);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(feed(&mut t, &[Ok]), vec![Some((State::Down, State::Up))]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            feed(&mut t, &[Fail]),
+            vec![Some((State::Up, State::Down))],
+            "out at once, 1 s after coming back"
+        );
     }
 }

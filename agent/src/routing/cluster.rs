@@ -29,7 +29,8 @@ pub struct ClusterConfig {
     pub rise: u32,
     #[serde(default = "default_fall")]
     pub fall: u32,
-    /// Shortest time a server stays in a routing state (flap damping).
+    /// Shortest time after a change before a server is routed again (flap damping);
+    /// taking a server out is never delayed.
     #[serde(default = "default_hold", with = "humantime_serde")]
     pub hold: Duration,
     /// Panic mode: below this percentage of routable servers in a group, stop taking
