@@ -1,7 +1,8 @@
-//! The exec hook: a program run on every change of a server this agent speaks for, with
-//! TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS, TELAGENT_REASON and TELAGENT_SPEAKER
-//! in its environment. One run per change, bounded by `[hook] timeout`; a failure is logged
-//! and counted.
+//! The exec hook: a program run on every change of the cluster's decision about a server
+//! this agent speaks for, with TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS (the state
+//! the cluster had before), TELAGENT_REASON and TELAGENT_SPEAKER in its environment. One
+//! run per change, bounded by `[hook] timeout`; a failure is logged, counted and run again
+//! until it succeeds. Becoming the speaker of a server is not a change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,17 +30,25 @@ fn default_hook_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(10)
 }
 
+/// Runs the hook on every change of the cluster's decision about a server this agent
+/// speaks for, once, with the state the cluster had before: becoming the speaker of a
+/// server is not a change. A run that fails is tried again (every `RETRY`) until it
+/// succeeds or the state changes again.
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     config: watch::Receiver<Option<HookConfig>>,
     stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
-    let mut told: BTreeMap<String, ServerState> = BTreeMap::new();
+    // The cluster's decided state of every server, as last seen.
+    let mut known: BTreeMap<String, ServerState> = BTreeMap::new();
+    // Changes not told yet (a failed run): server -> (previous, state).
+    let mut pending: BTreeMap<String, (ServerState, ServerState)> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = snapshots.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RETRY), if !pending.is_empty() => {}
         }
         let snap = snapshots.borrow_and_update().clone();
         let Some(hook) = config.borrow().clone() else {
@@ -48,36 +57,58 @@ pub async fn run(
         if !snap.learned {
             continue;
         }
-        for v in snap
-            .servers
+        for v in snap.servers.iter().filter(|v| v.state != ServerState::Unknown) {
+            let before = known.insert(v.name.clone(), v.state);
+            match before {
+                Some(b) if b != v.state => {
+                    // A change not told yet keeps the state it came from.
+                    let from = pending.get(&v.name).map_or(b, |(from, _)| *from);
+                    pending.insert(v.name.clone(), (from, v.state));
+                }
+                None if v.speaker => {
+                    pending.insert(v.name.clone(), (ServerState::Unknown, v.state));
+                }
+                _ => {}
+            }
+        }
+        let due: Vec<(String, ServerState, ServerState)> = pending
             .iter()
-            .filter(|v| v.speaker && v.state != ServerState::Unknown)
-        {
-            let previous = told.get(&v.name).copied().unwrap_or(ServerState::Unknown);
-            if previous == v.state {
+            .filter(|(name, _)| snap.servers.iter().any(|v| &v.name == *name && v.speaker))
+            .map(|(n, (from, to))| (n.clone(), *from, *to))
+            .collect();
+        // Changes of servers we do not speak for are someone else's to tell.
+        pending.retain(|n, _| due.iter().any(|(d, ..)| d == n));
+        for (name, previous, state) in due {
+            if previous == state {
+                pending.remove(&name);
                 continue;
             }
-            told.insert(v.name.clone(), v.state);
+            let reason = snap
+                .server(&name)
+                .map(|v| v.reason.clone())
+                .unwrap_or_default();
             let mut cmd = tokio::process::Command::new(&hook.command[0]);
             cmd.args(&hook.command[1..])
-                .env("TELAGENT_SERVER", &v.name)
-                .env("TELAGENT_STATE", v.state.as_str())
+                .env("TELAGENT_SERVER", &name)
+                .env("TELAGENT_STATE", state.as_str())
                 .env("TELAGENT_PREVIOUS", previous.as_str())
-                .env("TELAGENT_REASON", &v.reason)
+                .env("TELAGENT_REASON", &reason)
                 .env("TELAGENT_SPEAKER", &snap.me)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true);
             let outcome = tokio::time::timeout(hook.timeout, cmd.status()).await;
             let ok = matches!(outcome, Ok(Ok(s)) if s.success());
             stats.changed();
-            if !ok {
-                stats.failed();
-            }
             if ok {
-                info!(server = %v.name, state = v.state.as_str(), "Hook told of the change.");
+                pending.remove(&name);
+                info!(server = %name, state = state.as_str(), "Hook told of the change.");
             } else {
-                error!(server = %v.name, state = v.state.as_str(), command = %hook.command.join(" "), outcome = ?outcome, "Hook failed.");
+                stats.failed();
+                error!(server = %name, state = state.as_str(), command = %hook.command.join(" "), outcome = ?outcome, "Hook failed; it is run again in a few seconds.");
             }
         }
     }
 }
+
+/// Time between two runs of a hook that failed.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -83,32 +83,64 @@ pub struct Section {
     pub members: Vec<Member>,
 }
 
+/// What Kamailio is told: the state of each server this agent speaks for, and panic.
+fn decision(snap: &Snapshot) -> Vec<(String, ServerState, bool)> {
+    snap.servers
+        .iter()
+        .filter(|v| v.speaker)
+        .map(|v| {
+            let panic = snap
+                .routes
+                .iter()
+                .any(|g| g.panic && g.servers.iter().any(|s| s.server == v.name));
+            (v.name.clone(), v.state, panic)
+        })
+        .collect()
+}
+
+/// Tells Kamailio when the decision changes, and checks it every `reassert_interval`
+/// (a restarted Kamailio, or drift): a snapshot that changed only in what it does not
+/// decide (last-active times) costs no RPC.
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     config: watch::Receiver<Section>,
     stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
+    let mut told: Option<Vec<(String, ServerState, bool)>> = None;
+    let mut next = tokio::time::Instant::now();
     loop {
-        let interval = config
-            .borrow()
-            .kamailio
-            .as_ref()
-            .map_or(Duration::from_secs(2), |k| k.reassert_interval);
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = snapshots.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
         let snap = snapshots.borrow_and_update().clone();
         let c = config.borrow().clone();
-        let Some(k) = &c.kamailio else { continue };
-        if !snap.learned {
+        let interval = c
+            .kamailio
+            .as_ref()
+            .map_or(Duration::from_secs(2), |k| k.reassert_interval);
+        let now = tokio::time::Instant::now();
+        let Some(k) = &c.kamailio else {
+            next = now + interval;
+            continue;
+        };
+        let want = decision(&snap);
+        if !snap.learned || (now < next && told.as_ref() == Some(&want)) {
+            if now >= next {
+                next = now + interval;
+            }
             continue;
         }
-        if let Err(e) = assert_states(&snap, &c, k, &stats).await {
-            stats.failed();
-            error!(error = %e, "Cannot bring Kamailio's dispatcher in line; retrying.");
+        next = now + interval;
+        match assert_states(&snap, &c, k, &stats).await {
+            Ok(()) => told = Some(want),
+            Err(e) => {
+                told = None;
+                stats.failed();
+                error!(error = %e, "Cannot bring Kamailio's dispatcher in line; retrying.");
+            }
         }
     }
 }
