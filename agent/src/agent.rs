@@ -465,6 +465,7 @@ impl Parts {
             refusals: refusals.clone(),
             throttle: Default::default(),
             body_timeout: config.api.request_timeout,
+            event_bodies: tokio::sync::Semaphore::new(crate::api::EVENT_BODIES),
         });
         debug!(task = "http", "Starting.");
         let trusted: crate::http_server::Trusted = {
@@ -476,8 +477,12 @@ impl Parts {
                     .in_allowlist(ip)
             })
         };
-        let gate =
-            crate::http_server::Gate::new(config.api.clone(), trusted, refusals, faults.clone());
+        let gate = crate::http_server::Gate::new(
+            config.api.fitted(config.checks().len()),
+            trusted,
+            refusals,
+            faults.clone(),
+        );
         let router = crate::api::router(api.clone());
         let tls_slot = tls.as_ref().map(|(_, slot)| slot.clone());
         if let Some((l, slot)) = tls {

@@ -50,7 +50,12 @@ pub struct ApiState {
     pub throttle: Throttle,
     /// Longest wait for a request body.
     pub body_timeout: std::time::Duration,
+    /// Event bodies read at once (each up to 32 MiB): what bounds their memory.
+    pub event_bodies: tokio::sync::Semaphore,
 }
+
+/// Event batches read and counted at once, of any callers.
+pub const EVENT_BODIES: usize = 2;
 
 /// Largest maintenance request: `{"drain": true, "reason": "..."}`.
 const MAX_MAINTENANCE_BODY: usize = 4096;
@@ -140,6 +145,14 @@ fn refuse_write(
             )
                 .into_response(),
         );
+    }
+    // The field may not be repeated (RFC 9110 11.6.2): two are refused, not picked from.
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        let r = Refusal::BadToken(format!(
+            "{} sent more than one Authorization header",
+            caller.ip()
+        ));
+        return Some(refuse(s, r, caller, uri));
     }
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -340,10 +353,20 @@ async fn events(
     if let Some(refused) = refuse_write(&s, caller, &uri, &headers) {
         return refused;
     }
+    // At most EVENT_BODIES batches in memory at once; the others wait their turn.
+    let Ok(Ok(_turn)) = tokio::time::timeout(s.body_timeout, s.event_bodies.acquire()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "busy counting other batches; send this one again\n",
+        )
+            .into_response();
+    };
     let body = match read_body(&s, caller, body, crate::traffic::events::MAX_BODY).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    let large = body.len() > 1 << 20;
     let traffic = s.traffic.clone();
     let outcome = tokio::task::spawn_blocking(move || traffic.post(&body)).await;
     use crate::traffic::{store::Ingested, PostError};
@@ -357,6 +380,8 @@ async fn events(
             Json(serde_json::json!({"counted": 0, "duplicate": true})).into_response(),
         ),
         Ok(Err(PostError::Invalid(why))) => {
+            // What a caller sent is quoted, never copied whole into the log or the answer.
+            let why = crate::checks::excerpt(why.as_bytes(), 300);
             tracing::warn!(caller = %caller.ip(), reason = %why, "Event batch rejected.");
             (
                 "rejected",
@@ -380,6 +405,14 @@ async fn events(
         ),
     };
     s.traffic.stats.batch(label);
+    if large {
+        // Give the pages of a large batch back to the system, not only to the allocator.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
     response
 }
 
@@ -538,7 +571,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         targets: s.model.target_docs(),
         ports: s.inventory.ports(),
         cluster: Some((*cluster).clone()),
-        problems: s.traffic.problem.iter().cloned().collect(),
+        problems: s.traffic.problems(),
     })
     .into_response()
 }

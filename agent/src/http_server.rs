@@ -8,7 +8,7 @@
 //!   over a limit is closed at accept, before a byte is read, and counted.
 //! - A request's headers must arrive within `request_timeout` (default 10 s), and so must
 //!   a request body (read by the handlers that take one, after the caller is authorized);
-//!   a connection with no traffic either way for `idle_timeout` (default 60 s) is closed.
+//!   a keep-alive connection on which no new request starts within that time is closed.
 //! - Out of file descriptors at accept: counted as the agent's own fault, the loop pauses
 //!   briefly instead of spinning.
 //!
@@ -17,16 +17,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -44,12 +42,10 @@ pub struct ApiConfig {
     /// Most connections open at once from one address.
     #[serde(default = "default_max_per_address")]
     pub max_connections_per_address: usize,
-    /// Longest wait for a request's headers, and for its body.
+    /// Longest wait for a request's headers (the next request's, on a kept-alive
+    /// connection), and for its body.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// A connection with no traffic for this long is closed.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
     /// A second listener that serves the same API over HTTPS (`0.0.0.0:9443`).
     #[serde(default)]
     pub tls_listen: Option<std::net::SocketAddr>,
@@ -73,9 +69,6 @@ fn default_max_per_address() -> usize {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(60)
-}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -83,7 +76,6 @@ impl Default for ApiConfig {
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_per_address(),
             request_timeout: default_request_timeout(),
-            idle_timeout: default_idle_timeout(),
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -103,13 +95,11 @@ impl ApiConfig {
                 "must be at least 1".into(),
             ));
         }
-        for (key, d) in [
-            ("request_timeout", self.request_timeout),
-            ("idle_timeout", self.idle_timeout),
-        ] {
-            if d < Duration::from_millis(100) {
-                return Err((format!("api.{key}"), "must be at least 100ms".into()));
-            }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err((
+                "api.request_timeout".into(),
+                "must be at least 100ms".into(),
+            ));
         }
         let files = [
             self.tls_cert.is_some(),
@@ -126,6 +116,37 @@ impl ApiConfig {
                 "api.tls_listen".into(),
                 "tls_cert, tls_key and tls_client_ca apply to the HTTPS listener: set tls_listen (\"0.0.0.0:9443\")".into(),
             )),
+        }
+    }
+
+    /// These limits, with `max_connections` lowered to what the process' descriptor limit
+    /// leaves after the checks and the agent's own files (64): connections must never
+    /// take the descriptors the probes need.
+    pub fn fitted(&self, checks: usize) -> ApiConfig {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return self.clone();
+        }
+        let room = (limit.rlim_cur as usize).saturating_sub(64 + 2 * checks);
+        if room >= self.max_connections {
+            return self.clone();
+        }
+        let fitted = room.max(4);
+        tracing::warn!(
+            descriptors = limit.rlim_cur,
+            checks,
+            max_connections = self.max_connections,
+            fitted,
+            "The descriptor limit leaves room for only {fitted} API connections besides the checks; raise LimitNOFILE (ulimit -n) to allow [api] max_connections."
+        );
+        ApiConfig {
+            max_connections: fitted,
+            max_connections_per_address: self.max_connections_per_address.min(fitted),
+            ..self.clone()
         }
     }
 
@@ -381,21 +402,13 @@ pub async fn serve(
         });
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let activity = Arc::new(AtomicU64::new(0));
-            let started = Instant::now();
-            let io = Watched {
-                inner: stream,
-                activity: activity.clone(),
-                started,
-            };
-            let watch = (activity, started);
             match tls {
-                None => connection(io, watch, peer, router, &limits, cancel).await,
+                None => connection(stream, peer, router, &limits, cancel).await,
                 Some(config) => {
                     // The handshake is bounded like a request's headers.
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(limits.request_timeout, accept).await {
-                        Ok(Ok(tls)) => connection(tls, watch, peer, router, &limits, cancel).await,
+                        Ok(Ok(tls)) => connection(tls, peer, router, &limits, cancel).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out."),
                     }
@@ -456,11 +469,10 @@ fn admit(
     })
 }
 
-/// Serves one connection: HTTP/1.1 with a header timeout, closed when idle (`watch`:
-/// when bytes last moved on the socket underneath, and since when).
+/// Serves one connection: HTTP/1.1, each request's headers within `request_timeout` (the
+/// wait for the next one on a kept-alive connection included).
 async fn connection<I>(
     io: I,
-    watch: (Arc<AtomicU64>, Instant),
     peer: SocketAddr,
     router: axum::Router,
     limits: &ApiConfig,
@@ -468,8 +480,6 @@ async fn connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (activity, started) = watch;
-    let io = TokioIo::new(io);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -480,78 +490,14 @@ async fn connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let idle = limits.idle_timeout;
-    let mut shutting_down = false;
-    loop {
-        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = cancel.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep_until(last + idle) => {
-                let now_last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
-                if now_last + idle <= Instant::now() {
-                    // Nothing either way for idle_timeout: a request in progress would
-                    // have read or written.
-                    return;
-                }
-            }
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
-    }
-}
-
-/// A stream that notes when bytes last moved (milliseconds since `started`).
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<AtomicU64>,
-    started: Instant,
-}
-
-impl Watched {
-    fn touch(&self) {
-        self.activity
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -181,3 +181,43 @@ async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_emptied_or_removed_is_never_taken_for_a_working_one() {
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    let (code, _) = agent.post("/v1/events", &events(5), TOKEN).await.unwrap();
+    assert_eq!(code, 200);
+    // Removed while the agent runs: what it would write now would be lost.
+    let state = agent.dir.path().join("state");
+    for f in ["traffic.db", "traffic.db-wal", "traffic.db-shm"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+    let (code, text) = agent.post("/v1/events", &events(5), TOKEN).await.unwrap();
+    assert_eq!(code, 503, "never 200 while not storing: {text}");
+    let status = agent.status().await;
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains("removed or replaced"),
+        "{status}"
+    );
+    let m = agent.metrics().await;
+    assert_eq!(metric(&m, "telagent_traffic_store_available"), Some(0.0));
+
+    // Emptied while stopped: not a new store whose counts start at 0 unannounced.
+    assert!(agent.stop());
+    std::fs::write(state.join("traffic.db"), "").unwrap();
+    agent.restart().await;
+    up(&agent).await;
+    let status = agent.status().await;
+    let problem = status["problems"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        problem.contains("empty") && problem.contains("moved to"),
+        "{status}"
+    );
+}

@@ -292,10 +292,8 @@ async fn large_bodies_are_refused_before_they_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed() {
-    let (agent, _service) = agent_with_check(|d| {
-        access(d, "127.0.0.1") + "\n[api]\nrequest_timeout = \"1s\"\nidle_timeout = \"2s\"\n"
-    })
-    .await;
+    let (agent, _service) =
+        agent_with_check(|d| access(d, "127.0.0.1") + "\n[api]\nrequest_timeout = \"1s\"\n").await;
     let closed = |mut s: TcpStream| async move {
         let mut buf = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
@@ -318,6 +316,14 @@ async fn slow_and_idle_connections_are_closed() {
         Some(200)
     );
     assert!(closed(s).await, "an idle connection is closed");
+    // Two Authorization headers: refused, not picked from.
+    let mut s = connect_from("127.0.0.1", agent.port).await.unwrap();
+    let code = raw(
+        &mut s,
+        &format!("POST /v1/server/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAuthorization: Bearer wrong-token-0123456789\r\nContent-Length: 2\r\n\r\n{{}}"),
+    )
+    .await;
+    assert_eq!(code, Some(401));
     // A body that stops coming.
     let mut s = connect_from("127.0.0.1", agent.port).await.unwrap();
     let code = raw(

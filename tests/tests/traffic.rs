@@ -478,6 +478,13 @@ async fn totals_of_one_agent_by_config_by_state_dir_and_by_api() {
     assert_eq!(code, 0, "{out}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["since"], 1_577_836_800, "{r}");
+    // Windows that are not: errors (exit 2), never an unanswered source (exit 1).
+    for since in [["--since", "100y"], ["--until", "2200-01-01"]] {
+        let (code, out) = totals(&["--config", &config, since[0], since[1]]);
+        assert_eq!(code, 2, "{since:?}: {out}");
+    }
+    let (code, out) = totals(&["--config", &config, "--since", "2026-11-30T08:00:00+25:00"]);
+    assert_eq!(code, 2, "{out}");
     // The API refuses windows that are not.
     for q in ["since=200&until=100", "since=-5", "since=99999999999"] {
         let (code, text) = agent.get(&format!("/v1/totals?{q}")).await.unwrap();

@@ -89,6 +89,12 @@ async fn report(args: &Args) -> Result<Report, String> {
         // After the current second: an event of this second counts.
         None => now + 1,
     };
+    if since < 0 {
+        return Err(format!(
+            "--since {}: before 1970, when nothing was counted",
+            args.since
+        ));
+    }
     if since >= until {
         return Err(format!(
             "the window is empty: --since ({}) is not before --until ({})",
@@ -121,7 +127,7 @@ async fn report(args: &Args) -> Result<Report, String> {
         let (mut status, answer) = ask_agent(&url, None, &q).await;
         let rows = match answer {
             Answer::Rows(rows) => rows,
-            Answer::UnknownServer(why) => return Err(why),
+            Answer::UnknownServer(why) | Answer::Refused(why) => return Err(why),
             Answer::Failed => {
                 if let Some(e) = &mut status.error {
                     e.push_str("; is the agent running? (--url, or --state-dir to read its store while it is stopped)");
@@ -152,6 +158,7 @@ async fn report(args: &Args) -> Result<Report, String> {
         match a {
             Answer::Rows(r) => rows.extend(r),
             Answer::UnknownServer(why) => unknown.push(why),
+            Answer::Refused(why) => return Err(why),
             Answer::Failed => {}
         }
         sources.push(s);
@@ -283,6 +290,8 @@ enum Answer {
     Rows(Vec<Row>),
     /// It never counted traffic for the server asked about (404), with its message.
     UnknownServer(String),
+    /// It refused the question (400): the window is wrong, whoever is asked.
+    Refused(String),
     /// No answer (the source's status says why).
     Failed,
 }
@@ -322,6 +331,14 @@ fn ask_agent(
                     error: None,
                 },
                 Answer::UnknownServer(e),
+            ),
+            Err((Some(400), e)) => (
+                SourceStatus {
+                    server: name.unwrap_or_else(|| base.clone()),
+                    from: base,
+                    error: None,
+                },
+                Answer::Refused(e),
             ),
             Err((_, e)) => (
                 SourceStatus {

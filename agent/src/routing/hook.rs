@@ -57,7 +57,11 @@ pub async fn run(
         if !snap.learned {
             continue;
         }
-        for v in snap.servers.iter().filter(|v| v.state != ServerState::Unknown) {
+        for v in snap
+            .servers
+            .iter()
+            .filter(|v| v.state != ServerState::Unknown)
+        {
             let before = known.insert(v.name.clone(), v.state);
             match before {
                 Some(b) if b != v.state => {

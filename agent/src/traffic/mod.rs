@@ -362,6 +362,31 @@ impl crate::metrics::Collector for Stats {
     }
 }
 
+/// Notes the outcome of a write: a failure is logged once when it starts (and the store
+/// reported unavailable while it lasts), a success after failures once when they end.
+pub(crate) fn failing(
+    slot: &std::sync::Mutex<Option<String>>,
+    stats: &Stats,
+    error: Option<String>,
+) {
+    let mut now = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match (error, now.as_ref()) {
+        (Some(e), None) => {
+            tracing::error!(error = %e, "The traffic store cannot write; what arrives is refused (503) or read again later, until it can.");
+            *now = Some(format!("the traffic store cannot write: {e}"));
+            stats.set_available(false);
+        }
+        (None, Some(_)) => {
+            tracing::info!("The traffic store writes again.");
+            *now = None;
+            stats.set_available(true);
+        }
+        _ => {}
+    }
+}
+
 fn lock(s: &std::sync::Mutex<store::Store>) -> std::sync::MutexGuard<'_, store::Store> {
     s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -410,6 +435,9 @@ pub struct Traffic {
     store: Option<std::sync::Arc<std::sync::Mutex<store::Store>>>,
     /// What is wrong with the store, or what was done to it at start.
     pub problem: Option<String>,
+    /// What went wrong at the last write, while it goes on failing (a full disk, a file
+    /// removed or damaged while open); cleared by the next write that succeeds.
+    failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The server events are counted for when they name none.
     pub server: String,
     pub stats: std::sync::Arc<Stats>,
@@ -431,7 +459,15 @@ impl Traffic {
         let path = state_dir.join("traffic.db");
         let limits = store::Limits::from(config);
         let stats = std::sync::Arc::new(Stats::default());
-        let (store, problem) = match open_checked(&path, limits) {
+        // An existing but empty file is what is left of a store truncated behind our
+        // back, not a new store: its counts are gone, and that must be said.
+        let emptied = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
+        let opened = if emptied {
+            Err(store::StoreError::corrupt(&path, "the file is empty"))
+        } else {
+            open_checked(&path, limits)
+        };
+        let (store, problem) = match opened {
             Ok(s) => (Some(s), None),
             Err(e) if e.is_corrupt() => {
                 let aside = path.with_extension(format!("db.corrupt-{}", events::unix_now()));
@@ -465,6 +501,7 @@ impl Traffic {
         Traffic {
             store: store.map(|s| std::sync::Arc::new(std::sync::Mutex::new(s))),
             problem,
+            failing: Default::default(),
             server: server.to_string(),
             stats,
         }
@@ -482,12 +519,28 @@ impl Traffic {
         let now = events::unix_now();
         let (batch, evs) = events::decode(body, &self.server, now).map_err(PostError::Invalid)?;
         let mut s = self.store().map_err(PostError::Store)?;
-        let outcome = s
-            .ingest(&evs, batch.as_deref(), now)
+        let written = s.ingest(&evs, batch.as_deref(), now);
+        failing(
+            &self.failing,
+            &self.stats,
+            written.as_ref().err().map(|e| e.to_string()),
+        );
+        let outcome = written
             .map_err(|e| PostError::Store(e.to_string()))?
             .map_err(|r| PostError::Invalid(r.to_string()))?;
         self.stats.set_lifetime(s.lifetime());
         Ok(outcome)
+    }
+
+    /// What is wrong with the store now: what happened at start, and a failure that
+    /// lasts.
+    pub fn problems(&self) -> Vec<String> {
+        let now = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.problem.iter().cloned().chain(now).collect()
     }
 
     /// The servers traffic was ever counted for (an error when there is no store).
@@ -520,7 +573,7 @@ impl Traffic {
                     x.clone(),
                     x.server.clone().unwrap_or_else(|| self.server.clone()),
                     store.clone(),
-                    self.stats.clone(),
+                    (self.stats.clone(), self.failing.clone()),
                     cancel.clone(),
                 ))
             })

@@ -44,6 +44,17 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// A damaged store file, for what SQLite itself does not see (an emptied file).
+    pub fn corrupt(path: &Path, why: &str) -> StoreError {
+        StoreError {
+            path: path.display().to_string(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(why.to_string()),
+            ),
+        }
+    }
+
     /// The file is damaged or not a database: it must be moved aside.
     pub fn is_corrupt(&self) -> bool {
         matches!(
@@ -106,6 +117,9 @@ pub enum Ingested {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Device and inode of the file opened: a file removed or replaced behind our back is
+    /// noticed before a write is acknowledged.
+    file: (u64, u64),
     limits: Limits,
     lifetime: BTreeMap<Key, Count>,
     lines: BTreeMap<String, BTreeSet<String>>,
@@ -146,6 +160,12 @@ pub fn ceil(t: i64, d: i64) -> i64 {
 /// Per tier and bucket: messages, pages, seconds added under a key.
 type Sums = BTreeMap<(i64, i64, Key), (u64, u64, u64)>;
 
+/// Device and inode of the file at `path` ((0, 0) when there is none).
+fn file_id(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
 impl Store {
     /// Opens (or creates) the store and loads the lifetime counters.
     pub fn open(path: &Path, limits: Limits) -> Result<Store, StoreError> {
@@ -161,6 +181,7 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(err)?;
         let mut store = Store {
             conn,
+            file: file_id(path),
             path: path.to_path_buf(),
             limits,
             lifetime: BTreeMap::new(),
@@ -183,6 +204,7 @@ impl Store {
             .map_err(err)?;
         let mut store = Store {
             conn,
+            file: file_id(path),
             path: path.to_path_buf(),
             limits,
             lifetime: BTreeMap::new(),
@@ -192,12 +214,13 @@ impl Store {
         Ok(store)
     }
 
-    /// Reads every page once (`PRAGMA quick_check`): a damaged page is found at start, not
-    /// at the first write that touches it.
+    /// Reads every page and checks every index against its table (`PRAGMA
+    /// integrity_check`): damage is found at start, not at the first write that touches
+    /// it, nor as a position that silently reads a file again.
     pub fn check(&self) -> Result<(), StoreError> {
         let verdict: String = self
             .conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if verdict == "ok" {
             Ok(())
@@ -207,6 +230,18 @@ impl Store {
                 Some(verdict),
             )))
         }
+    }
+
+    /// Err when the file opened is no longer the one at the path (removed, replaced):
+    /// what would be written now would be lost.
+    fn still_on_disk(&self) -> Result<(), StoreError> {
+        if file_id(&self.path) == self.file {
+            return Ok(());
+        }
+        Err(self.err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some("the file was removed or replaced while the agent had it open; restart the agent to open a new store".into()),
+        )))
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -332,6 +367,7 @@ impl Store {
         now: i64,
         also: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<bool>,
     ) -> Result<Result<bool, Refused>, StoreError> {
+        self.still_on_disk()?;
         let (sums, lifetime, lines) = match self.aggregate(events, now) {
             Ok(a) => a,
             Err(r) => return Ok(Err(r)),

@@ -356,15 +356,26 @@ pub fn minute_text(t: i64) -> String {
 pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now - d.as_secs() as i64);
+        return i64::try_from(d.as_secs())
+            .ok()
+            .and_then(|d| now.checked_sub(d))
+            .ok_or_else(|| format!("`{s}` reaches back beyond any date"));
     }
+    // RFC 3339 allows the separators in lower case.
+    let given = s;
+    let upper = s.to_ascii_uppercase();
+    let s = upper.as_str();
     // A numeric offset: the local time it names, moved to UTC.
     if s.len() > 19 && s.is_char_boundary(s.len() - 6) {
         let (time, offset) = s.split_at(s.len() - 6);
         let b = offset.as_bytes();
         if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
             let hm = |x: &str| x.parse::<i64>().ok();
+            let valid = |h: i64, m: i64| (0..24).contains(&h) && (0..60).contains(&m);
             if let (Some(h), Some(m)) = (hm(&offset[1..3]), hm(&offset[4..6])) {
+                if !valid(h, m) {
+                    return Err(format!("`{given}`: the offset {offset} is not a time zone offset (-23:59 to +23:59)"));
+                }
                 let local = parse_time(&format!("{time}Z"), now)?;
                 let sign = if b[0] == b'+' { 1 } else { -1 };
                 return Ok(local - sign * (h * 3600 + m * 60));
@@ -382,7 +393,7 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
                 .map_or(0, |d| d.as_secs() as i64)
         })
         .map_err(|_| {
-            format!("`{s}` is neither a duration (1h, 7d) nor a UTC date (2026-11-01, \"2026-11-01 08:00\")")
+            format!("`{given}` is neither a duration (1h, 7d) nor a UTC date (2026-11-01, \"2026-11-01 08:00\") on or after 1970-01-01")
         })
 }
 
@@ -483,6 +494,9 @@ mod tests {
         assert_eq!(parse_time("2026-11-23T11:00:00Z", now), Ok(now));
         assert_eq!(parse_time("2026-11-23T12:00:00+01:00", now), Ok(now));
         assert_eq!(parse_time("2026-11-23T06:30:00-04:30", now), Ok(now));
+        assert_eq!(parse_time("2026-11-23t11:00:00z", now), Ok(now));
+        assert!(parse_time("2026-11-23T11:00:00+25:00", now).is_err());
+        assert!(parse_time("18446744073709551615s", now).is_err());
         assert!(parse_time("yesterday", now)
             .unwrap_err()
             .contains("yesterday"));

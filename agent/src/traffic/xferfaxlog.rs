@@ -474,7 +474,7 @@ pub async fn run(
     config: XferfaxlogConfig,
     server: String,
     store: Arc<Mutex<Store>>,
-    published_to: Arc<super::Stats>,
+    (published_to, failing): (Arc<super::Stats>, Arc<Mutex<Option<String>>>),
     cancel: CancellationToken,
 ) {
     let source = Tailer::new(config.path.clone(), server.clone(), None).source();
@@ -514,6 +514,14 @@ pub async fn run(
         })
         .await;
         let Ok((t, result)) = joined else { return };
+        // The store's own failures (not the file's) make the store unavailable.
+        let store_error = match &result {
+            Err(e) if e.starts_with("traffic store") => Some(e.clone()),
+            _ => None,
+        };
+        if store_error.is_some() || result.is_ok() {
+            super::failing(&failing, &published_to, store_error);
+        }
         match result {
             Err(e) if e != last_error => {
                 tracing::warn!(error = %e, "Cannot tail the xferfaxlog; retrying.");
