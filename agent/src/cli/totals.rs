@@ -207,6 +207,9 @@ fn from_store(
         crate::traffic::store::Limits::from(&traffic),
     )
     .map_err(|e| e.to_string())?;
+    store.check().map_err(|e| {
+        format!("{e}; the store is damaged: its totals cannot be trusted (the agent moves it aside at its next start)")
+    })?;
     if let Some(server) = &q.server {
         let known = store.servers();
         if !known.contains(server) {
