@@ -29,6 +29,15 @@ fn events(n: usize) -> String {
     serde_json::json!({ "events": evs }).to_string()
 }
 
+/// An agent with a healthy tcp check (the listener is returned to keep it open) and the
+/// test token, with `extra` config.
+async fn agent_with(extra: &str) -> (Agent, std::net::TcpListener, tempfile::TempDir) {
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&(body(dir.path(), service.local_addr().unwrap()) + extra)).await;
+    (agent, service, dir)
+}
+
 async fn up(agent: &Agent) {
     poll(LIMIT, "the check up", || async {
         let t = agent.target("smtp").await?;
@@ -39,9 +48,7 @@ async fn up(agent: &Agent) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_store_is_moved_aside_and_monitoring_goes_on() {
-    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    let (mut agent, _service, _dir) = agent_with("").await;
     // A real store with some pages of data.
     for _ in 0..20 {
         let (code, _) = agent.post("/v1/events", &events(200), TOKEN).await.unwrap();
@@ -98,9 +105,7 @@ async fn a_damaged_store_is_moved_aside_and_monitoring_goes_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_garbage_store_file_is_moved_aside() {
-    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    let (mut agent, _service, _dir) = agent_with("").await;
     assert!(agent.stop());
     let state = agent.dir.path().join("state");
     std::fs::write(state.join("traffic.db"), vec![b'x'; 8192]).unwrap();
@@ -122,12 +127,9 @@ async fn a_garbage_store_file_is_moved_aside() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
-    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let trapd = Snmptrapd::start("authCommunity log public\n");
-    let mut agent = Agent::start(&format!(
-        "{}\n[notify]\nhold = \"0s\"\n\n[[notify.receiver]]\nname = \"nms\"\naddress = \"127.0.0.1:{}\"\nversion = \"v2c\"\ncommunity = \"public\"\n",
-        body(dir.path(), service.local_addr().unwrap()),
+    let (mut agent, _service, _dir) = agent_with(&format!(
+        "\n[notify]\nhold = \"0s\"\n\n[[notify.receiver]]\nname = \"nms\"\naddress = \"127.0.0.1:{}\"\nversion = \"v2c\"\ncommunity = \"public\"\n",
         trapd.port
     ))
     .await;
@@ -184,9 +186,7 @@ async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_emptied_or_removed_is_never_taken_for_a_working_one() {
-    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(&body(dir.path(), service.local_addr().unwrap())).await;
+    let (mut agent, _service, _dir) = agent_with("").await;
     let (code, _) = agent.post("/v1/events", &events(5), TOKEN).await.unwrap();
     assert_eq!(code, 200);
     // Removed while the agent runs: what it would write now would be lost.

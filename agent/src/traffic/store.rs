@@ -179,6 +179,11 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        Store::loaded(conn, path, limits)
+    }
+
+    /// The store on an open connection, its lifetime counters loaded.
+    fn loaded(conn: Connection, path: &Path, limits: Limits) -> Result<Store, StoreError> {
         let mut store = Store {
             conn,
             file: file_id(path),
@@ -187,7 +192,7 @@ impl Store {
             lifetime: BTreeMap::new(),
             lines: BTreeMap::new(),
         };
-        store.load_lifetime().map_err(err)?;
+        store.load_lifetime().map_err(|e| store.err(e))?;
         Ok(store)
     }
 
@@ -202,16 +207,7 @@ impl Store {
             .map_err(err)?;
         conn.execute_batch("PRAGMA busy_timeout=5000;")
             .map_err(err)?;
-        let mut store = Store {
-            conn,
-            file: file_id(path),
-            path: path.to_path_buf(),
-            limits,
-            lifetime: BTreeMap::new(),
-            lines: BTreeMap::new(),
-        };
-        store.load_lifetime().map_err(err)?;
-        Ok(store)
+        Store::loaded(conn, path, limits)
     }
 
     /// Reads every page and checks every index against its table (`PRAGMA
