@@ -241,11 +241,17 @@ async fn server(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn server_health(State(s): State<Arc<ApiState>>) -> Response {
-    let own = s.cluster.borrow().own().cloned();
-    match own {
+    let snap = s.cluster.borrow().clone();
+    match snap.own() {
         Some(v) if matches!(v.state, ServerState::Up | ServerState::Drain) => {
             (StatusCode::OK, format!("{}\n", v.state.as_str())).into_response()
         }
+        // Panic mode keeps every server of the group routed: HAProxy too.
+        Some(v) if snap.in_panic(&v.name) => (
+            StatusCode::OK,
+            format!("{}, routed in panic mode: {}\n", v.state.as_str(), v.reason),
+        )
+            .into_response(),
         Some(v) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{}: {}\n", v.state.as_str(), v.reason),

@@ -3,7 +3,9 @@
 //! `down#<reason>`. `up` alone would not clear a drain or restore the weight, hence
 //! `up ready N%`. Until the server's state is known the agent closes without a word, which
 //! leaves HAProxy's view as it was. HAProxy keeps a server UP when its agent is unreachable,
-//! so pair this with `option httpchk GET /v1/server/health` (503 when down).
+//! so pair this with `option httpchk GET /v1/server/health` (503 when down). In panic mode
+//! (a group of this server has fewer routable servers than `panic_threshold`) the answer is
+//! `up`, as in every other output: one decision, the same everywhere.
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ pub fn agent_line(snapshot: &Snapshot, members: &[Member]) -> Option<String> {
     match own.state {
         ServerState::Unknown => None,
         ServerState::Up => Some(format!("up ready {weight}%\n")),
+        _ if snapshot.in_panic(&own.name) => Some(format!("up ready {weight}%\n")),
         ServerState::Drain => Some("drain\n".into()),
         ServerState::Down => {
             let reason: String = own
@@ -79,5 +82,46 @@ pub async fn serve(
                 .await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::decision::{GroupRoutes, RouteEntry, ServerView};
+
+    #[test]
+    fn panic_keeps_the_server_up_in_haproxy_too() {
+        let view = |state| ServerView {
+            name: "fax1".into(),
+            state,
+            reason: "critical check smtp is down".into(),
+            since: std::time::SystemTime::UNIX_EPOCH,
+            last_active: None,
+            agent_reachable: true,
+            config_hash: None,
+            config_drift: false,
+            speaker: true,
+        };
+        let mut snap = Snapshot::empty("fax1");
+        snap.servers = vec![view(ServerState::Down)];
+        assert_eq!(
+            agent_line(&snap, &[]).as_deref(),
+            Some("down#critical check smtp is down\n")
+        );
+        snap.routes = vec![GroupRoutes {
+            group: "fax".into(),
+            panic: true,
+            servers: vec![RouteEntry {
+                server: "fax1".into(),
+                host: "fax1".into(),
+                state: ServerState::Down,
+                reason: String::new(),
+                weight: 100,
+                since: std::time::SystemTime::UNIX_EPOCH,
+                routable: true,
+            }],
+        }];
+        assert_eq!(agent_line(&snap, &[]).as_deref(), Some("up ready 100%\n"));
     }
 }

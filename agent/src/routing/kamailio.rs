@@ -88,13 +88,7 @@ fn decision(snap: &Snapshot) -> Vec<(String, ServerState, bool)> {
     snap.servers
         .iter()
         .filter(|v| v.speaker)
-        .map(|v| {
-            let panic = snap
-                .routes
-                .iter()
-                .any(|g| g.panic && g.servers.iter().any(|s| s.server == v.name));
-            (v.name.clone(), v.state, panic)
-        })
+        .map(|v| (v.name.clone(), v.state, snap.in_panic(&v.name)))
         .collect()
 }
 
@@ -161,10 +155,7 @@ async fn assert_states(
         else {
             continue;
         };
-        let panic = snap
-            .routes
-            .iter()
-            .any(|g| g.panic && g.servers.iter().any(|s| s.server == v.name));
+        let panic = snap.in_panic(&v.name);
         let want = match v.state {
             ServerState::Unknown => continue,
             ServerState::Up => "a",

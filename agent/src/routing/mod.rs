@@ -297,6 +297,14 @@ impl Snapshot {
         self.server(&self.me)
     }
 
+    /// True when a group of `server` is in panic: every output keeps it routed, whatever
+    /// its state (the routes, Kamailio, HAProxy's agent-check and health check alike).
+    pub fn in_panic(&self, server: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|g| g.panic && g.servers.iter().any(|s| s.server == server))
+    }
+
     pub fn doc(&self) -> Option<ServerDoc> {
         let v = self.own()?;
         Some(ServerDoc {
