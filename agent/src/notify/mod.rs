@@ -2,7 +2,7 @@
 //!
 //! Transitions from the bus become notifications ([`Kind`]): servers (down, up, drain,
 //! inactive: only from the agent that speaks for the server, so a dead host is reported
-//! once, by the first live server), lines (modem checks), gateway channels and trunks,
+//! once, by the survivor chosen by agreement), lines (modem checks), gateway channels and trunks,
 //! queues, other checks, and the agent's own start and stop. Storm damping: a target gets
 //! at most one notification per `hold`; what is held back is summed up in one
 //! `telagentNotificationsSuppressed` when the hold ends.

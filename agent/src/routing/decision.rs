@@ -146,8 +146,8 @@ pub struct ServerView {
     pub config_hash: Option<String>,
     /// That hash differs from ours.
     pub config_drift: bool,
-    /// This agent tells the routing layer about this server (its own, or a dead peer it
-    /// speaks for as the first live server in precedence order).
+    /// This agent tells the routing layer about this server (its own, or an inactive peer
+    /// it speaks for by agreement; see [`speaks_for`]).
     pub speaker: bool,
 }
 

@@ -3,9 +3,11 @@
 //!
 //! One task evaluates, every `cluster.evaluate_interval`, this server's state from its
 //! checks (`[server]` rules) and each peer's state: what the peer's own agent reports while
-//! it answers (each agent is authoritative for its server); when it stops answering, its
-//! service is probed directly, and after `inactive_after` without its agent and without its
-//! service the peer is down. States pass rise / fall / hold damping. The result, a
+//! it answers (each agent is authoritative for its server). A peer is inactive only when a
+//! majority of the members cannot reach its agent ([`decision::reach`], from the `sees` each
+//! agent publishes); then its service is probed directly, and after `inactive_after`
+//! without its agent and without its service the peer is down. An agent without quorum
+//! changes nothing. States pass rise / fall / hold damping. The result, a
 //! [`Snapshot`], is published on a watch channel to every output (and the API and AgentX,
 //! which render it), each of which acts only for the
 //! servers this agent speaks for (see [`decision::speaks_for`]), and only once it has
