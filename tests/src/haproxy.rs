@@ -1,5 +1,6 @@
-//! HAProxy (Debian package) in front of test backends, with agent-check and the plain
-//! health check pointed at telagent agents, and its admin socket to read server states.
+//! HAProxy (Debian package) in front of test backends, as the README configures it: a TCP
+//! health check of each server's service and agent-check pointed at its telagent agent;
+//! its admin socket to read server states.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -7,12 +8,10 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-/// One backend server: its service address, its agent's HTTP port (health check) and its
-/// agent-check port.
+/// One backend server: its service address (health-checked) and its agent-check port.
 pub struct Backend {
     pub name: String,
     pub addr: std::net::SocketAddr,
-    pub agent_http: u16,
     pub agent_check: u16,
 }
 
@@ -33,13 +32,13 @@ impl Haproxy {
             "global\n    stats socket {}/admin.sock mode 600 level admin\n    stats timeout 5s\n\
              defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    timeout check 500ms\n\
              frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend be\n\
-             backend be\n    balance roundrobin\n    option httpchk GET /v1/server/health\n",
+             backend be\n    balance roundrobin\n",
             dir.path().display()
         );
         for b in backends {
             cfg.push_str(&format!(
-                "    server {} {} check port {} inter 300ms fall 1 rise 1 agent-check agent-port {} agent-inter 300ms weight 100\n",
-                b.name, b.addr, b.agent_http, b.agent_check
+                "    server {} {} check inter 300ms fall 1 rise 1 agent-check agent-port {} agent-inter 300ms weight 100\n",
+                b.name, b.addr, b.agent_check
             ));
         }
         std::fs::write(dir.path().join("haproxy.cfg"), cfg).unwrap();

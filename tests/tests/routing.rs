@@ -104,7 +104,7 @@ async fn haproxy_takes_a_down_server_out_and_back_at_full_weight() {
         "critical = [\"svc\"]",
         "critical = [\"svc\"]\ndrain = [\"queue\"]",
     );
-    let a = Agent::start_as(&ns[0].name, ns[0].port, &body_a)
+    let mut a = Agent::start_as(&ns[0].name, ns[0].port, &body_a)
         .await
         .unwrap_or_else(|log| panic!("{log}"));
     let b = start(&ns, 1, "500ms", "").await;
@@ -113,7 +113,6 @@ async fn haproxy_takes_a_down_server_out_and_back_at_full_weight() {
         .map(|n| Backend {
             name: n.name.clone(),
             addr: n.svc.addr,
-            agent_http: n.port,
             agent_check: n.check_port,
         })
         .collect();
@@ -150,6 +149,22 @@ async fn haproxy_takes_a_down_server_out_and_back_at_full_weight() {
     queue.restart().await;
     let (_, weight) = poll(LIMIT, "fax1 UP after drain", || status("fax1", "UP")).await;
     assert_eq!(weight, "100");
+
+    // fax1's agent restarts (an upgrade) while its service answers: HAProxy keeps it UP.
+    a.kill();
+    for _ in 0..20 {
+        assert!(
+            status("fax1", "UP").await.is_some(),
+            "a healthy server stays in while its agent is away: {:?}",
+            hap.server("fax1")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.restart().await;
+    poll(LIMIT, "fax1 UP with its agent back", || {
+        status("fax1", "UP")
+    })
+    .await;
     drop(b);
 }
 

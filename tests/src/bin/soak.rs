@@ -412,7 +412,6 @@ async fn main() {
         backend: Backend {
             name: "fax1".into(),
             addr: steady.svc.addr,
-            agent_http: port,
             agent_check: check_port,
         },
         modem: FakeModem::start(Quirks::default()),
