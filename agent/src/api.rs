@@ -468,43 +468,37 @@ async fn totals(
     }
     let traffic = s.traffic.clone();
     let q2 = query.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    // Rows, or the servers known when the one asked about is not among them.
+    let answer = tokio::task::spawn_blocking(move || -> Result<_, String> {
         if let Some(server) = &q2.server {
             let known = traffic.servers()?;
             if !known.contains(server) {
                 return Ok(Err(known));
             }
         }
-        traffic.totals(&q2).map(Ok)
+        Ok(Ok(traffic.totals(&q2)?))
     })
     .await;
-    let answer = match answer {
-        Ok(Ok(Err(known))) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no traffic was ever counted for server `{}` here; the servers known are: {}\n",
-                    query.server.as_deref().unwrap_or(""),
-                    if known.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            )
-                .into_response()
-        }
-        Ok(Ok(Ok(rows))) => Ok(Ok(rows)),
-        Ok(Err(e)) => Ok(Err(e)),
-        Err(e) => Err(e),
-    };
     match answer {
-        Ok(Ok(rows)) => Json(serde_json::json!({
+        Ok(Ok(Ok(rows))) => Json(serde_json::json!({
             "server": s.traffic.server,
             "query": query,
             "rows": rows,
         }))
         .into_response(),
+        Ok(Ok(Err(known))) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no traffic was ever counted for server `{}` here; the servers known are: {}\n",
+                query.server.as_deref().unwrap_or(""),
+                if known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+            .into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the store task ended\n").into_response(),
     }

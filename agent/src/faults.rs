@@ -74,18 +74,24 @@ pub fn failed_for_want_of_fds(detail: &str) -> bool {
     said && near_fd_limit(16)
 }
 
-/// True when fewer than `margin` descriptors are left under the soft RLIMIT_NOFILE.
-fn near_fd_limit(margin: u64) -> bool {
+/// The process' soft descriptor limit (RLIMIT_NOFILE), if it can be read.
+pub fn fd_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0).then_some(limit.rlim_cur)
+}
+
+/// True when fewer than `margin` descriptors are left under the soft RLIMIT_NOFILE.
+fn near_fd_limit(margin: u64) -> bool {
+    let Some(limit) = fd_limit() else {
         return false;
-    }
+    };
     match std::fs::read_dir("/proc/self/fd") {
-        Ok(fds) => fds.count() as u64 + margin >= limit.rlim_cur,
+        Ok(fds) => fds.count() as u64 + margin >= limit,
         Err(e) => is_fd_exhaustion(&e),
     }
 }

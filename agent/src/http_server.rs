@@ -123,21 +123,16 @@ impl ApiConfig {
     /// leaves after the checks and the agent's own files (64): connections must never
     /// take the descriptors the probes need.
     pub fn fitted(&self, checks: usize) -> ApiConfig {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we own.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let Some(limit) = faults::fd_limit() else {
             return self.clone();
-        }
-        let room = (limit.rlim_cur as usize).saturating_sub(64 + 2 * checks);
+        };
+        let room = (limit as usize).saturating_sub(64 + 2 * checks);
         if room >= self.max_connections {
             return self.clone();
         }
         let fitted = room.max(4);
         tracing::warn!(
-            descriptors = limit.rlim_cur,
+            descriptors = limit,
             checks,
             max_connections = self.max_connections,
             fitted,

@@ -38,6 +38,23 @@ async fn agent_with(extra: &str) -> (Agent, std::net::TcpListener, tempfile::Tem
     (agent, service, dir)
 }
 
+/// Removes the store and its WAL and shared-memory files from `state`.
+fn remove_store(state: &std::path::Path) {
+    for f in ["traffic.db", "traffic.db-wal", "traffic.db-shm"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+}
+
+/// The first problem the agent reports in /v1/status, with the whole status.
+async fn first_problem(agent: &Agent) -> (String, Value) {
+    let status = agent.status().await;
+    let problem = status["problems"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (problem, status)
+}
+
 async fn up(agent: &Agent) {
     poll(LIMIT, "the check up", || async {
         let t = agent.target("smtp").await?;
@@ -67,11 +84,7 @@ async fn a_damaged_store_is_moved_aside_and_monitoring_goes_on() {
 
     agent.restart().await;
     up(&agent).await;
-    let status = agent.status().await;
-    let problem = status["problems"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (problem, status) = first_problem(&agent).await;
     assert!(problem.contains("was damaged"), "{status}");
     assert!(problem.contains("moved to"), "{problem}");
     let aside: Vec<_> = std::fs::read_dir(&state)
@@ -108,19 +121,12 @@ async fn a_garbage_store_file_is_moved_aside() {
     let (mut agent, _service, _dir) = agent_with("").await;
     assert!(agent.stop());
     let state = agent.dir.path().join("state");
+    remove_store(&state);
     std::fs::write(state.join("traffic.db"), vec![b'x'; 8192]).unwrap();
-    let _ = std::fs::remove_file(state.join("traffic.db-wal"));
-    let _ = std::fs::remove_file(state.join("traffic.db-shm"));
     agent.restart().await;
     up(&agent).await;
-    let status = agent.status().await;
-    assert!(
-        status["problems"][0]
-            .as_str()
-            .unwrap_or_default()
-            .contains("moved to"),
-        "{status}"
-    );
+    let (problem, status) = first_problem(&agent).await;
+    assert!(problem.contains("moved to"), "{status}");
     let (code, _) = agent.post("/v1/events", &events(1), TOKEN).await.unwrap();
     assert_eq!(code, 200);
 }
@@ -136,18 +142,12 @@ async fn a_store_that_cannot_be_opened_leaves_monitoring_running() {
     assert!(agent.stop());
     // In its place, something SQLite cannot open (as an unwritable directory would be).
     let state = agent.dir.path().join("state");
-    std::fs::remove_file(state.join("traffic.db")).unwrap();
-    let _ = std::fs::remove_file(state.join("traffic.db-wal"));
-    let _ = std::fs::remove_file(state.join("traffic.db-shm"));
+    remove_store(&state);
     std::fs::create_dir(state.join("traffic.db")).unwrap();
 
     agent.restart().await;
     up(&agent).await;
-    let status = agent.status().await;
-    let problem = status["problems"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (problem, status) = first_problem(&agent).await;
     assert!(
         problem.contains("cannot open the traffic store"),
         "{status}"
@@ -191,9 +191,7 @@ async fn a_store_emptied_or_removed_is_never_taken_for_a_working_one() {
     assert_eq!(code, 200);
     // Removed while the agent runs: what it would write now would be lost.
     let state = agent.dir.path().join("state");
-    for f in ["traffic.db", "traffic.db-wal", "traffic.db-shm"] {
-        let _ = std::fs::remove_file(state.join(f));
-    }
+    remove_store(&state);
     let (code, text) = agent.post("/v1/events", &events(5), TOKEN).await.unwrap();
     assert_eq!(code, 503, "never 200 while not storing: {text}");
     let status = agent.status().await;
@@ -211,11 +209,7 @@ async fn a_store_emptied_or_removed_is_never_taken_for_a_working_one() {
     std::fs::write(state.join("traffic.db"), "").unwrap();
     agent.restart().await;
     up(&agent).await;
-    let status = agent.status().await;
-    let problem = status["problems"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (problem, status) = first_problem(&agent).await;
     assert!(
         problem.contains("empty") && problem.contains("moved to"),
         "{status}"

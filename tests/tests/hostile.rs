@@ -28,7 +28,9 @@ fn access(agent_dir: &std::path::Path, allow: &str) -> String {
 }
 
 /// An agent with a healthy tcp check on a listener of the test's, and `extra` config.
-async fn agent_with_check(extra: impl Fn(&std::path::Path) -> String) -> (Agent, TcpListener) {
+async fn agent_with_check(
+    extra: impl Fn(&std::path::Path) -> String,
+) -> (Agent, TcpListener, tempfile::TempDir) {
     let service = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = service.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -37,9 +39,8 @@ async fn agent_with_check(extra: impl Fn(&std::path::Path) -> String) -> (Agent,
         extra(dir.path())
     );
     let agent = Agent::start(&body).await;
-    // The access files live beside the config; keep them.
-    std::mem::forget(dir);
-    (agent, service)
+    // The access files in `dir` are read again at reloads: the caller keeps it.
+    (agent, service, dir)
 }
 
 /// Accepts and keeps every connection to the service, so that the check stays healthy.
@@ -122,7 +123,7 @@ async fn state_of(agent: &Agent, check: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_from_strangers_cannot_exhaust_the_agent() {
-    let (agent, service) = agent_with_check(|d| access(d, "127.0.0.1")).await;
+    let (agent, service, _dir) = agent_with_check(|d| access(d, "127.0.0.1")).await;
     serve_forever(service);
     poll(LIMIT, "the check up", || async {
         (state_of(&agent, "smtp").await == "up").then_some(())
@@ -175,7 +176,7 @@ async fn a_connection_flood_from_strangers_cannot_exhaust_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_out_of_descriptors_blames_no_target() {
-    let (agent, service) = agent_with_check(|d| access(d, "127.0.0.0/8")).await;
+    let (agent, service, _dir) = agent_with_check(|d| access(d, "127.0.0.0/8")).await;
     serve_forever(service);
     poll(LIMIT, "the check up", || async {
         (state_of(&agent, "smtp").await == "up").then_some(())
@@ -238,7 +239,7 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_are_refused_before_they_are_read() {
-    let (agent, _service) = agent_with_check(|d| access(d, "127.0.0.1")).await;
+    let (agent, _service, _dir) = agent_with_check(|d| access(d, "127.0.0.1")).await;
     let port = agent.port;
     // 16 callers outside the allowlist announce 31 MB each and send the first 64 KiB.
     let mut calls = tokio::task::JoinSet::new();
@@ -292,7 +293,7 @@ async fn large_bodies_are_refused_before_they_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed() {
-    let (agent, _service) =
+    let (agent, _service, _dir) =
         agent_with_check(|d| access(d, "127.0.0.1") + "\n[api]\nrequest_timeout = \"1s\"\n").await;
     let closed = |mut s: TcpStream| async move {
         let mut buf = [0u8; 4096];
@@ -341,7 +342,7 @@ async fn slow_and_idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_guessing_is_counted_throttled_and_summed_up() {
-    let (agent, _service) = agent_with_check(|d| {
+    let (agent, _service, _dir) = agent_with_check(|d| {
         let a = access(d, "127.0.0.0/24");
         // Readable by every user: warned about at start.
         use std::os::unix::fs::PermissionsExt;

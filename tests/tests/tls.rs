@@ -23,26 +23,33 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for 127.0.0.1 signed by it (serial `serial`), and a client
 /// certificate signed by it; returns the directory.
+/// A new P-256 key without a passphrase (openssl req's key options).
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 fn pki(dir: &Path, serial: &str) -> PathBuf {
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-        ],
+            &["req", "-x509"][..],
+            &EC_KEY,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test CA",
+            ],
+        ]
+        .concat(),
     );
     // v3 certificates with their purposes: webpki takes nothing less.
     std::fs::write(
@@ -55,19 +62,18 @@ fn pki(dir: &Path, serial: &str) -> PathBuf {
         openssl(
             dir,
             &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
+                &["req"][..],
+                &EC_KEY,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
         );
         let mut args = vec![
             "x509",

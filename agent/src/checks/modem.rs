@@ -367,7 +367,7 @@ impl ModemCheck {
             lock_dir: config
                 .lock_dir
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/lock")),
+                .unwrap_or_else(|| crate::config::PortsConfig::default().lock_dir),
             config,
             script,
             dialtone: Mutex::new(None),

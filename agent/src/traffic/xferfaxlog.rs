@@ -32,6 +32,17 @@ const CHUNK: usize = 4 << 20;
 /// A "line" longer than this without a newline is skipped as malformed.
 const MAX_LINE: usize = 64 << 10;
 
+/// Why a poll of the tail stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TailError {
+    /// The file could not be read, or its records were refused: tried again next poll.
+    #[error("{0}")]
+    Source(String),
+    /// The store could not commit: it is unavailable until a commit succeeds.
+    #[error("{0}")]
+    Store(String),
+}
+
 /// Why a line is not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -272,10 +283,11 @@ impl Tailer {
 
     /// Reads what is new and commits it; returns the records counted. Call again until it
     /// returns 0 to catch up.
-    pub fn poll(&mut self, store: &Mutex<Store>, now: i64) -> Result<usize, String> {
+    pub fn poll(&mut self, store: &Mutex<Store>, now: i64) -> Result<usize, TailError> {
+        let source = TailError::Source;
         if self.open.is_none() {
             self.reopen()
-                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+                .map_err(|e| source(format!("cannot open {}: {e}", self.path.display())))?;
         }
         // Taken while it is read; put back below (an error drops it: the next poll finds
         // it again by its inode).
@@ -283,8 +295,9 @@ impl Tailer {
             return Ok(0); // no file yet: HylaFAX creates it on the first call
         };
         let f = &mut file;
-        let (dev, ino, len) = identity(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let head = head_of(f).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let (dev, ino, len) =
+            identity(f).map_err(|e| source(format!("{}: {e}", self.path.display())))?;
+        let head = head_of(f).map_err(|e| source(format!("{}: {e}", self.path.display())))?;
         let fresh = (dev, ino) != (self.pos.dev, self.pos.ino);
         let mut pos = self.pos.clone();
         if fresh {
@@ -330,15 +343,7 @@ impl Tailer {
             pos.line = 0;
             pos.head = head.clone();
             if !recovered.is_empty() {
-                let mut s = store
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match s.ingest_tail(&self.source(), &recovered, &pos, now) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(refused)) => return Err(format!("{}: {refused}", self.path.display())),
-                    Err(e) => return Err(e.to_string()),
-                }
-                drop(s);
+                self.commit(store, &recovered, &pos, now)?;
                 self.pos = pos.clone();
             }
         }
@@ -346,7 +351,7 @@ impl Tailer {
         let mut buf = Vec::new();
         f.seek(SeekFrom::Start(pos.offset))
             .and_then(|_| f.take(CHUNK as u64).read_to_end(&mut buf))
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+            .map_err(|e| source(format!("cannot read {}: {e}", self.path.display())))?;
         let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut chunk = parse_lines(&buf[..complete], pos.line + 1, &self.server);
         let mut consumed = complete;
@@ -366,14 +371,7 @@ impl Tailer {
         pos.malformed += chunk.malformed.len() as u64;
         let changed = pos != self.pos;
         if changed {
-            let mut s = store
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match s.ingest_tail(&self.source(), &chunk.events, &pos, now) {
-                Ok(Ok(())) => {}
-                Ok(Err(refused)) => return Err(format!("{}: {refused}", self.path.display())),
-                Err(e) => return Err(e.to_string()),
-            }
+            self.commit(store, &chunk.events, &pos, now)?;
         }
         self.pos = pos;
         self.open = Some(file);
@@ -401,6 +399,27 @@ impl Tailer {
             }
         }
         Ok(counted)
+    }
+
+    /// Counts `events` and moves the committed position to `pos`, in one transaction.
+    fn commit(
+        &self,
+        store: &Mutex<Store>,
+        events: &[Event],
+        pos: &Position,
+        now: i64,
+    ) -> Result<(), TailError> {
+        let mut s = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match s.ingest_tail(&self.source(), events, pos, now) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(TailError::Source(format!(
+                "{}: {refused}",
+                self.path.display()
+            ))),
+            Err(e) => Err(TailError::Store(e.to_string())),
+        }
     }
 
     /// The rotated generation written after the file `(dev, ino)`: the oldest by
@@ -492,7 +511,7 @@ pub async fn run(
         }
     };
     let mut tailer = Some(Tailer::new(config.path.clone(), server, pos));
-    let mut last_error = String::new();
+    let mut last_error = None;
     let mut published: Option<SourceStats> = None;
     loop {
         let Some(mut t) = tailer.take() else { return };
@@ -515,20 +534,18 @@ pub async fn run(
         .await;
         let Ok((t, result)) = joined else { return };
         // The store's own failures (not the file's) make the store unavailable.
-        let store_error = match &result {
-            Err(e) if e.starts_with("traffic store") => Some(e.clone()),
-            _ => None,
-        };
-        if store_error.is_some() || result.is_ok() {
-            super::failing(&failing, &published_to, store_error);
+        match &result {
+            Err(TailError::Store(e)) => super::failing(&failing, &published_to, Some(e.clone())),
+            Ok(_) => super::failing(&failing, &published_to, None),
+            Err(TailError::Source(_)) => {}
         }
         match result {
-            Err(e) if e != last_error => {
+            Err(e) if last_error.as_ref() != Some(&e) => {
                 tracing::warn!(error = %e, "Cannot tail the xferfaxlog; retrying.");
-                last_error = e;
+                last_error = Some(e);
             }
             Err(_) => {}
-            Ok(_) => last_error.clear(),
+            Ok(_) => last_error = None,
         }
         // Publish only what changed: an idle tail costs no copy of the counters.
         let stats = t.stats();
