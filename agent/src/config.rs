@@ -28,7 +28,7 @@ use crate::checks::{
     queue::QueueConfig, sip::SipConfig, tcp::TcpConfig, CheckSpec,
 };
 use crate::vocab::name_rule;
-pub use crate::vocab::{valid_name, Common, Defaults, Schedule};
+pub use crate::vocab::{valid_name, Common, Defaults, FlapRule, Schedule};
 
 /// The configuration used when no `--config` is given and the system file does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -418,6 +418,14 @@ impl Config {
         }
         let d = &self.defaults;
         check_schedule("defaults", d.interval, d.timeout, d.rise, d.fall)?;
+        check_flap(
+            "defaults",
+            &FlapRule {
+                window: d.flap_window,
+                transitions: d.flap_transitions,
+                ratio: d.flap_ratio,
+            },
+        )?;
         if self.ports.interval < Duration::from_secs(1) {
             return Err((
                 "ports.interval".into(),
@@ -460,6 +468,7 @@ impl Config {
             }
             let s = spec.schedule(d);
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
+            check_flap(&path, &s.flap)?;
             let talks_to_a_line = matches!(&spec, CheckSpec::Modem(m) if !m.passive);
             if talks_to_a_line && s.interval < self.ports.min_probe_interval {
                 return Err((
@@ -637,6 +646,28 @@ fn check_schedule(
         if v == 0 || v > 100 {
             return Err((format!("{path}.{key}"), "must be between 1 and 100".into()));
         }
+    }
+    Ok(())
+}
+
+fn check_flap(path: &str, f: &FlapRule) -> Result<(), (String, String)> {
+    if f.window > Duration::from_secs(86_400) {
+        return Err((
+            format!("{path}.flap_window"),
+            "must be at most 24h (0s turns flap detection off)".into(),
+        ));
+    }
+    if f.transitions == 0 {
+        return Err((
+            format!("{path}.flap_transitions"),
+            "must be at least 1 (flapping is more state changes than this)".into(),
+        ));
+    }
+    if !(f.ratio > 0.0 && f.ratio <= 1.0) {
+        return Err((
+            format!("{path}.flap_ratio"),
+            "must be a share above 0 and at most 1 (0.3: 30 % transient failures)".into(),
+        ));
     }
     Ok(())
 }

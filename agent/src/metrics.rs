@@ -111,6 +111,12 @@ impl Collector for crate::engine::model::Model {
                 &l,
                 t.worse_streak as f64,
             );
+            f.gauge(
+                "telagent_check_flapping",
+                "1 while the target flaps (too many state changes or transient failures within flap_window): it is then at best degraded.",
+                &l,
+                bool01(t.flapping.is_some()),
+            );
             let Some(last) = &t.last else { continue };
             f.gauge(
                 "telagent_check_success",
@@ -410,7 +416,9 @@ mod tests {
             agent_reachable: true,
             config_hash: None,
             config_drift: name == "fax2",
+            drift_sections: Vec::new(),
             speaker,
+            capacity: (name == "fax1").then_some(60),
         };
         let (_tx, snapshot) = tokio::sync::watch::channel(Arc::new(crate::routing::Snapshot {
             me: "fax1".into(),
@@ -419,6 +427,7 @@ mod tests {
             sees: Default::default(),
             maintenance: None,
             config_hash: "h".into(),
+            hashes: Default::default(),
             servers: vec![
                 view("fax1", ServerState::Up, true),
                 view("fax2", ServerState::Down, false),
@@ -431,7 +440,8 @@ mod tests {
                     host: "fax1:5060".into(),
                     state: ServerState::Up,
                     reason: "r".into(),
-                    weight: 100,
+                    weight: 60,
+                    capacity: Some(60),
                     since: at(1_795_000_000),
                     routable: true,
                 }],

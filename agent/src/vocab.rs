@@ -30,6 +30,27 @@ pub struct Defaults {
     /// worse state is never delayed.
     #[serde(default, with = "humantime_serde")]
     pub hold: Duration,
+    /// Flap detection: the window over which state changes and transient failures are
+    /// counted (0s: off).
+    #[serde(default = "default_flap_window", with = "humantime_serde")]
+    pub flap_window: Duration,
+    /// More state changes than this within `flap_window` is flapping.
+    #[serde(default = "default_flap_transitions")]
+    pub flap_transitions: u32,
+    /// More than this share of transient failures (worse observations that never reached
+    /// `fall`) within `flap_window` is flapping.
+    #[serde(default = "default_flap_ratio")]
+    pub flap_ratio: f64,
+}
+
+fn default_flap_window() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_flap_transitions() -> u32 {
+    4
+}
+fn default_flap_ratio() -> f64 {
+    0.3
 }
 
 fn default_interval() -> Duration {
@@ -57,6 +78,9 @@ impl Default for Defaults {
             rise: default_rise(),
             fall: default_fall(),
             hold: Duration::ZERO,
+            flap_window: default_flap_window(),
+            flap_transitions: default_flap_transitions(),
+            flap_ratio: default_flap_ratio(),
         }
     }
 }
@@ -93,6 +117,15 @@ macro_rules! check_config {
             /// Shortest time before a return to a better state; default `[defaults] hold`.
             #[serde(default, with = "humantime_serde")]
             pub hold: Option<std::time::Duration>,
+            /// Flap detection window; default `[defaults] flap_window` (0s: off).
+            #[serde(default, with = "humantime_serde")]
+            pub flap_window: Option<std::time::Duration>,
+            /// State changes within the window that make it flapping; default `[defaults]`.
+            #[serde(default)]
+            pub flap_transitions: Option<u32>,
+            /// Share of transient failures within the window that makes it flapping.
+            #[serde(default)]
+            pub flap_ratio: Option<f64>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
@@ -107,6 +140,9 @@ macro_rules! check_config {
                     rise: self.rise,
                     fall: self.fall,
                     hold: self.hold,
+                    flap_window: self.flap_window,
+                    flap_transitions: self.flap_transitions,
+                    flap_ratio: self.flap_ratio,
                 }
             }
         }
@@ -124,10 +160,30 @@ pub struct Common<'a> {
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     pub hold: Option<Duration>,
+    pub flap_window: Option<Duration>,
+    pub flap_transitions: Option<u32>,
+    pub flap_ratio: Option<f64>,
+}
+
+/// When a target is flapping: more than `transitions` state changes, or more than `ratio`
+/// of its observations transient failures, within `window` (zero: never).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlapRule {
+    pub window: Duration,
+    pub transitions: u32,
+    pub ratio: f64,
+}
+
+impl FlapRule {
+    pub const OFF: FlapRule = FlapRule {
+        window: Duration::ZERO,
+        transitions: 0,
+        ratio: 1.0,
+    };
 }
 
 /// A check's schedule and hysteresis once defaults are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
     pub interval: Duration,
     pub timeout: Duration,
@@ -135,6 +191,7 @@ pub struct Schedule {
     pub rise: u32,
     pub fall: u32,
     pub hold: Duration,
+    pub flap: FlapRule,
 }
 
 impl Common<'_> {
@@ -151,6 +208,11 @@ impl Common<'_> {
             rise: self.rise.unwrap_or(d.rise),
             fall: self.fall.unwrap_or(d.fall),
             hold: self.hold.unwrap_or(d.hold),
+            flap: FlapRule {
+                window: self.flap_window.unwrap_or(d.flap_window),
+                transitions: self.flap_transitions.unwrap_or(d.flap_transitions),
+                ratio: self.flap_ratio.unwrap_or(d.flap_ratio),
+            },
         }
     }
 }

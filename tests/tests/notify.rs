@@ -32,10 +32,11 @@ const V2C: &str = "version = \"v2c\"\ncommunity = \"public\"\n";
 const V3_TRAP: &str = "version = \"v3\"\nuser = \"trapuser\"\nauth = \"sha256\"\nauth_password = \"authpass123\"\npriv_password = \"privpass123\"\n";
 const V3_INFORM: &str = "version = \"v3\"\ninform = true\nuser = \"informuser\"\nauth = \"sha\"\nauth_password = \"authpass123\"\npriv_password = \"privpass123\"\n";
 
-/// A tcp check on `svc` that decides at every probe (fall 1, rise 1).
+/// A tcp check on `svc` that decides at every probe (fall 1, rise 1), without flap
+/// detection: these tests flip it on purpose, many times a minute.
 fn check(svc: &Service) -> String {
     format!(
-        "[[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nrise = 1\n",
+        "[[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nrise = 1\nflap_window = \"0s\"\n",
         svc.addr
     )
 }

@@ -111,6 +111,7 @@ pub async fn run(args: Args) -> ExitCode {
         target.probes_total = 1;
         // A first observation decides the state at once (see the tracker).
         target.state = Tracker::new(schedule.rise, schedule.fall, schedule.hold)
+            .with_flap(schedule.flap)
             .observe(status, tokio::time::Instant::now())
             .map_or(target.state, |c| c.to);
         if let Some(t) = obs.error_type.filter(|_| status != Status::Ok) {

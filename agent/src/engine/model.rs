@@ -35,6 +35,8 @@ pub struct Target {
     pub failures_total: BTreeMap<&'static str, u64>,
     pub transitions_total: u64,
     pub worse_streak: u32,
+    /// While the target flaps: why (it is then at best degraded).
+    pub flapping: Option<String>,
     /// Added by discovery, not by the config file.
     pub discovered: bool,
 }
@@ -62,6 +64,7 @@ impl Target {
             failures_total,
             transitions_total: 0,
             worse_streak: 0,
+            flapping: None,
             discovered: false,
         }
     }
@@ -133,6 +136,9 @@ pub struct TargetDoc {
     pub since: SystemTime,
     /// Consecutive observations worse than `state` (a transient until it reaches `fall`).
     pub worse_streak: u32,
+    /// While the target flaps: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flapping: Option<String>,
     pub probes_total: u64,
     pub last: Option<ProbeDoc>,
     pub last_error: Option<ProbeDoc>,
@@ -171,6 +177,7 @@ impl From<&Target> for TargetDoc {
             state: t.state,
             since: t.since,
             worse_streak: t.worse_streak,
+            flapping: t.flapping.clone(),
             probes_total: t.probes_total,
             last: t.last.as_ref().map(ProbeDoc::from),
             last_error: t.last_error.as_ref().map(ProbeDoc::from),

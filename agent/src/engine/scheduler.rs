@@ -172,7 +172,8 @@ async fn run(
     schedule: Schedule,
     cancel: CancellationToken,
 ) {
-    let mut tracker = Tracker::new(schedule.rise, schedule.fall, schedule.hold);
+    let mut tracker =
+        Tracker::new(schedule.rise, schedule.fall, schedule.hold).with_flap(schedule.flap);
     let mut next = Instant::now() + phase(&name, schedule.interval);
     let span = tracing::info_span!("check", check = %name, kind = check.kind());
     loop {
@@ -227,6 +228,7 @@ fn record(
     };
     t.probes_total += 1;
     t.worse_streak = tracker.worse_streak();
+    t.flapping = tracker.flapping().map(str::to_string);
     if let Some(et) = obs.error_type.filter(|_| obs.status != Status::Ok) {
         *t.failures_total.entry(et).or_insert(0) += 1;
         debug!(error_type = et, detail = %obs.detail, "Probe did not succeed.");
@@ -255,11 +257,14 @@ fn record(
             kind: t.kind,
             from: c.from,
             to: c.to,
-            reason: Transition::reason_for(c.from, c.streak, needed, &probe.observation),
+            reason: c.flapping.clone().unwrap_or_else(|| {
+                Transition::reason_for(c.from, c.streak, needed, &probe.observation)
+            }),
             status: probe.observation.status,
             error_type: probe.observation.error_type,
             detail: probe.observation.detail.clone(),
             duration,
+            speaker: None,
         }
     });
     t.last = Some(probe);
