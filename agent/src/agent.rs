@@ -550,7 +550,51 @@ fn routing_section(c: &Config) -> crate::routing::Section {
         members: c.member.clone(),
         groups: c.group.clone(),
         server: c.server.clone(),
+        shared: shared_hashes(c),
     }
+}
+
+/// Hashes of the sections beyond [cluster], [[member]] and [[group]] that the agents of a
+/// cluster should share (see [`crate::routing::Section::shared`]).
+fn shared_hashes(c: &Config) -> std::collections::BTreeMap<String, String> {
+    use crate::routing::hash_of;
+    use serde_json::json;
+    let rules = &c.server;
+    let named: Vec<serde_json::Value> = c
+        .checks()
+        .iter()
+        .filter(|(_, s)| {
+            let n = s.name().to_string();
+            rules.critical.contains(&n) || rules.drain.contains(&n) || rules.lines.contains(&n)
+        })
+        .map(|(_, s)| {
+            let sc = s.schedule(&c.defaults);
+            json!([
+                s.name(),
+                s.kind(),
+                humantime::format_duration(sc.interval).to_string(),
+                humantime::format_duration(sc.timeout).to_string(),
+                humantime::format_duration(sc.failing_interval).to_string(),
+                sc.rise,
+                sc.fall,
+                humantime::format_duration(sc.hold).to_string(),
+                humantime::format_duration(sc.flap.window).to_string(),
+                sc.flap.transitions,
+                sc.flap.ratio,
+            ])
+        })
+        .collect();
+    [
+        ("server", json!({ "rules": rules, "checks": named })),
+        ("kamailio", json!(c.kamailio)),
+        (
+            "haproxy",
+            json!(c.haproxy.as_ref().map(|h| h.listen.port())),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), hash_of(&v)))
+    .collect()
 }
 
 /// What the Kamailio output reads of the config.

@@ -51,6 +51,9 @@ struct Line<'a> {
     from: &'a str,
     to: &'a str,
     reason: &'a str,
+    /// For a server: the agent that writes its state into the routing outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speaker: Option<&'a str>,
     observation: ObservationLine<'a>,
 }
 
@@ -72,6 +75,7 @@ pub fn line(t: &Transition) -> String {
         from: t.state_name(t.from),
         to: t.state_name(t.to),
         reason: &t.reason,
+        speaker: t.speaker.as_deref(),
         observation: ObservationLine {
             status: t.status.as_str(),
             error_type: t.error_type,

@@ -209,6 +209,7 @@ loadmodule "dispatcher.so"
 modparam("jsonrpcs", "transport", 1)
 modparam("dispatcher", "list_file", "{dir}/dispatcher.list")
 modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "reload_delta", 0)
 modparam("dispatcher", "ds_ping_method", "OPTIONS")
 modparam("dispatcher", "ds_ping_from", "sip:dispatcher@127.0.0.1:{udp_port}")
 modparam("dispatcher", "ds_ping_interval", 1)

@@ -29,6 +29,7 @@ fn expected(s: Syntax) -> &'static str {
         Syntax::State => "-- TEXTUAL CONVENTION TelagentState",
         Syntax::Severity => "-- TEXTUAL CONVENTION TelagentSeverity",
         Syntax::TruthValue => "-- TEXTUAL CONVENTION TruthValue",
+        Syntax::Integer32 => "SYNTAX\tInteger32",
         Syntax::Unsigned32 => "SYNTAX\tUnsigned32",
         Syntax::Gauge32 => "SYNTAX\tGauge32",
         Syntax::Counter64 => "SYNTAX\tCounter64",

@@ -181,74 +181,93 @@ fn partitions_never_take_a_healthy_server_out_and_one_agent_speaks_for_each() {
         || NAMES.iter().all(|n| writers(&c, n) == [*n]),
     );
 
-    // One way: fax1's agent can no longer reach fax2 (agent and service); fax3 can.
-    c.cut(0, 1);
-    c.hold(Duration::from_secs(4), |_, server, (state, _)| {
-        state == "up" && !server.is_empty()
-    });
-    assert_eq!(
-        writers(&c, "fax2"),
-        ["fax2"],
-        "fax2's own agent still speaks"
-    );
-    assert!(
-        c.transitions(0, "fax2").is_empty(),
-        "{:?}",
-        c.transitions(0, "fax2")
-    );
-    c.lab.heal();
+    for (x, me) in NAMES.iter().copied().enumerate() {
+        let (next, other) = ((x + 1) % 3, (x + 2) % 3);
+        // Transitions audited before this round: each round must add none but its own.
+        let seen = |i: usize, n: &str| c.transitions(i, n).len();
+        let before: Vec<Vec<usize>> = (0..3)
+            .map(|i| NAMES.iter().map(|n| seen(i, n)).collect())
+            .collect();
+        let new_ones = |i: usize, n: usize| c.transitions(i, NAMES[n])[before[i][n]..].to_vec();
+        // One way: x's agent can no longer reach the next server (agent and service);
+        // the third can.
+        c.cut(x, next);
+        c.hold(Duration::from_secs(3), |_, _, (state, _)| state == "up");
+        assert_eq!(
+            writers(&c, NAMES[next]),
+            [NAMES[next]],
+            "{}'s own agent still speaks",
+            NAMES[next]
+        );
+        assert!(
+            new_ones(x, next).is_empty(),
+            "{me}: {:?}",
+            new_ones(x, next)
+        );
+        c.lab.heal();
 
-    // Two ways: fax1 cut off from both peers, and they from it.
-    c.cut(0, 1);
-    c.cut(0, 2);
-    c.cut(1, 0);
-    c.cut(2, 0);
-    c.wait(
-        "the majority takes fax1 out",
-        Duration::from_secs(15),
-        || c.view(1, "fax1").0 == "down" && c.view(2, "fax1").0 == "down",
-    );
-    c.wait("fax1 without quorum", Duration::from_secs(5), || {
-        !c.quorum(0)
-    });
-    // The majority never doubts itself; the minority writes nothing at all.
-    c.hold(
-        Duration::from_secs(3),
-        |i, server, (state, speaker)| match (i, server) {
-            (0, _) => !speaker,
-            (_, "fax1") => state == "down",
-            _ => state == "up",
-        },
-    );
-    assert_eq!(
-        writers(&c, "fax1"),
-        ["fax2"],
-        "one survivor speaks for fax1"
-    );
-    assert_eq!(writers(&c, "fax2"), ["fax2"]);
-    assert_eq!(writers(&c, "fax3"), ["fax3"]);
-    assert!(
-        c.log(0).contains("only a minority of the cluster"),
-        "{}",
-        c.log(0)
-    );
-    for i in [1, 2] {
-        for n in ["fax2", "fax3"] {
+        // Two ways: x cut off from both peers, and they from it.
+        for peer in [next, other] {
+            c.cut(x, peer);
+            c.cut(peer, x);
+        }
+        c.wait(
+            &format!("the majority takes {me} out"),
+            Duration::from_secs(15),
+            || c.view(next, me).0 == "down" && c.view(other, me).0 == "down",
+        );
+        c.wait(
+            &format!("{me} without quorum"),
+            Duration::from_secs(5),
+            || !c.quorum(x),
+        );
+        // The majority never doubts itself; the minority writes nothing at all.
+        c.hold(Duration::from_secs(3), |i, server, (state, speaker)| {
+            if i == x {
+                !speaker
+            } else if server == me {
+                state == "down"
+            } else {
+                state == "up"
+            }
+        });
+        // The first survivor in member order speaks for the isolated server.
+        let first = if x == 0 { NAMES[1] } else { NAMES[0] };
+        assert_eq!(writers(&c, me), [first], "one survivor speaks for {me}");
+        for n in NAMES.iter().filter(|n| **n != me) {
+            assert_eq!(writers(&c, n), [*n]);
+        }
+        assert!(
+            c.log(x).contains("only a minority of the cluster"),
+            "{}",
+            c.log(x)
+        );
+        for (n, name) in NAMES.iter().enumerate() {
             assert!(
-                c.transitions(i, n).is_empty(),
-                "{}: {n} {:?}",
-                NAMES[i],
-                c.transitions(i, n)
+                new_ones(x, n).is_empty(),
+                "the minority {me} changed {name}: {:?}",
+                new_ones(x, n)
             );
         }
-    }
+        for i in [next, other] {
+            for n in [next, other] {
+                assert!(
+                    new_ones(i, n).is_empty(),
+                    "{}: {} {:?}",
+                    NAMES[i],
+                    NAMES[n],
+                    new_ones(i, n)
+                );
+            }
+        }
 
-    c.lab.heal();
-    c.wait("all back", Duration::from_secs(15), || c.all_up());
-    // Once every agent has polled the healed peers again, each writes its own server.
-    c.wait(
-        "each agent writing its own server again",
-        Duration::from_secs(10),
-        || NAMES.iter().all(|n| writers(&c, n) == [*n]),
-    );
+        c.lab.heal();
+        c.wait("all back", Duration::from_secs(15), || c.all_up());
+        // Once every agent has polled the healed peers again, each writes its own server.
+        c.wait(
+            "each agent writing its own server again",
+            Duration::from_secs(10),
+            || NAMES.iter().all(|n| writers(&c, n) == [*n]),
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use telagent::routing::kamailio::{flags, rpc};
+use telagent::routing::kamailio::{dests, flags, rpc, Dest};
 use telagent_tests::agent::Agent;
 use telagent_tests::haproxy::{Backend, Haproxy};
 use telagent_tests::service::{Behaviour, Service};
@@ -201,6 +201,25 @@ fn send_through(k: &Kamailio, count: usize, tag: &str) {
     }
 }
 
+/// Connections Kamailio has accepted so far (each JSON-RPC call is one): `tcp:passive_open`.
+async fn accepted(k: &Kamailio) -> u64 {
+    let stats = rpc(
+        &k.rpc_url(),
+        "stats.get_statistics",
+        serde_json::json!(["tcp:"]),
+    )
+    .await
+    .unwrap();
+    stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|l| l.strip_prefix("tcp:passive_open = "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tcp:passive_open in {stats}"))
+}
+
 fn routed(k: &Kamailio, tag: &str) -> Vec<String> {
     k.log()
         .lines()
@@ -231,6 +250,17 @@ async fn kamailio_dispatcher_follows_and_is_reasserted_after_a_restart() {
         (f.get(&d1)?.starts_with('A') && f.get(&d2)?.starts_with('A')).then_some(())
     })
     .await;
+    // Idle agents compare decisions, not timestamps: each asks Kamailio once per
+    // reassert_interval (500 ms), not at each evaluation (50 ms).
+    let (before, since) = (accepted(&k).await, std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await; // a measuring window, not a wait
+    let calls = accepted(&k).await - before - 1;
+    let per_second = calls as f64 / since.elapsed().as_secs_f64();
+    assert!(
+        per_second <= 8.0,
+        "{calls} RPC calls in {:?} from two idle agents",
+        since.elapsed()
+    );
 
     ns[0].svc.stop().await;
     wait_flag(&k, &d1, 'D', "fax1 disabled (d)").await;
@@ -271,7 +301,7 @@ async fn one_survivor_speaks_for_a_dead_server() {
     let hooks = tempfile::tempdir().unwrap();
     let log = hooks.path().join("hook.log");
     let extra = format!(
-        "[kamailio]\nrpc_url = \"{}\"\nreassert_interval = \"500ms\"\n\n[hook]\ncommand = [\"sh\", \"-c\", \"echo \\\"$TELAGENT_SPEAKER $TELAGENT_SERVER $TELAGENT_STATE\\\" >> {}\"]\n",
+        "[kamailio]\nrpc_url = \"{}\"\nreassert_interval = \"500ms\"\n\n[hook]\ncommand = [\"sh\", \"-c\", \"echo \\\"$TELAGENT_SPEAKER $TELAGENT_SERVER $TELAGENT_PREVIOUS->$TELAGENT_STATE\\\" >> {}\"]\n",
         k.rpc_url(),
         log.display()
     );
@@ -298,7 +328,7 @@ async fn one_survivor_speaks_for_a_dead_server() {
     wait_flag(&k, &d1, 'D', "fax1 disabled in Kamailio").await;
     let hook_lines = || std::fs::read_to_string(&log).unwrap_or_default();
     poll(LIMIT, "the down notification", || async {
-        hook_lines().contains("fax1 down").then_some(())
+        hook_lines().contains("fax1 up->down").then_some(())
     })
     .await;
     // Give the other survivor every chance to speak too: wait until both survivors have
@@ -323,21 +353,32 @@ async fn one_survivor_speaks_for_a_dead_server() {
     };
     assert_eq!(speaker(1).await, Some(true));
     assert_eq!(speaker(2).await, Some(false));
-    let downs: Vec<String> = hook_lines()
+    // The hook ran once for fax1's death, with the state the cluster had before (no
+    // `unknown->up` as fax2 became its speaker), and from fax2 only.
+    let about_fax1: Vec<String> = hook_lines()
         .lines()
-        .filter(|l| l.ends_with("fax1 down"))
+        .filter(|l| l.split(' ').nth(1) == Some("fax1") && !l.starts_with("fax1 "))
         .map(str::to_string)
         .collect();
     assert_eq!(
-        downs,
-        ["fax2 fax1 down"],
-        "exactly one survivor (the first in order) spoke"
+        about_fax1,
+        ["fax2 fax1 up->down"],
+        "exactly one survivor (the first in order) spoke, once"
     );
     assert!(agents[1].log().contains("Kamailio dispatcher set") && agents[1].log().contains(&d1));
     assert!(
         !agents[2].log().contains(&format!("uri={d1} state=d")),
         "fax3 left it to fax2"
     );
+    // Both survivors' audit lines name the speaker of the dead server.
+    for a in &agents[1..] {
+        let line = a
+            .audit()
+            .into_iter()
+            .rfind(|l| l["target"] == "fax1" && l["to"] == "down")
+            .expect("fax1 down audited");
+        assert_eq!(line["speaker"], "fax2", "{line}");
+    }
 
     // Clients asking fax3 for hosts no longer get fax1.
     let out = std::process::Command::new(telagent_tests::agent_bin())
@@ -475,8 +516,9 @@ async fn state_changes_need_the_token_and_an_allowed_address() {
 async fn peers_with_other_routing_sections_are_reported() {
     let ns = nodes(2, |_| Behaviour::Accept).await;
     let a = start(&ns, 0, "500ms", "").await;
-    let other =
-        body(&ns, 1, "500ms", "").replace("name = \"alerts\"", "name = \"alerts-elsewhere\"");
+    let other = body(&ns, 1, "500ms", "")
+        .replace("name = \"alerts\"", "name = \"alerts-elsewhere\"")
+        .replace("critical = [\"svc\"]", "critical = []\ndrain = [\"svc\"]");
     let _b = Agent::start_as(&ns[1].name, ns[1].port, &other)
         .await
         .unwrap_or_else(|log| panic!("{log}"));
@@ -493,6 +535,16 @@ async fn peers_with_other_routing_sections_are_reported() {
     assert_ne!(
         view["config_hash"],
         a.status().await["cluster"]["config_hash"]
+    );
+    let sections: Vec<&str> = view["drift_sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        sections.contains(&"cluster") && sections.contains(&"server"),
+        "{view}"
     );
     let m = a.metrics().await;
     assert_eq!(
@@ -619,4 +671,173 @@ async fn both(a: &Agent, b: &Agent, want: &str) -> Option<()> {
     (server_state(a, "fax2").await.as_deref() == Some(want)
         && server_state(b, "fax2").await.as_deref() == Some(want))
     .then_some(())
+}
+
+/// A service that answers for `up` and refuses for `down`, over and over, until dropped.
+fn flap(mut svc: Service, up: Duration, down: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(up).await;
+            svc.stop().await;
+            tokio::time::sleep(down).await;
+            svc.restart().await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_flapping_1s_and_3s_are_flapping_within_the_window_and_drain() {
+    // The README's timing: interval 1 s, fall 2, rise 2; flap detection at its defaults
+    // (2m window, more than 4 changes or 30 % transient failures).
+    let fast = Service::start(Behaviour::Accept).await;
+    let slow = Service::start(Behaviour::Accept).await;
+    let port = free_port();
+    let check = |name: &str, svc: &Service| {
+        format!(
+            "[[tcp]]\nname = \"{name}\"\naddress = \"{}\"\ninterval = \"1s\"\nfailing_interval = \"1s\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n\n",
+            svc.addr
+        )
+    };
+    let config = format!(
+        "[cluster]\nevaluate_interval = \"100ms\"\n\n[[member]]\nname = \"fax1\"\nagent = \"http://127.0.0.1:{port}\"\n\n[server]\ncritical = [\"fast\"]\n\n{}{}",
+        check("fast", &fast),
+        check("slow", &slow)
+    );
+    let agent = Agent::start_as("fax1", port, &config)
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    poll(LIMIT, "both up", || async {
+        let f = agent.target("fast").await?;
+        let s = agent.target("slow").await?;
+        (f["state"] == "up" && s["state"] == "up").then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let _fast = flap(fast, Duration::from_secs(1), Duration::from_secs(1));
+    let _slow = flap(slow, Duration::from_secs(3), Duration::from_secs(3));
+    let within = Duration::from_secs(120);
+    let (fast, slow) = poll(within, "both flapping", || async {
+        let f = agent.target("fast").await?;
+        let s = agent.target("slow").await?;
+        (f["flapping"].is_string() && s["flapping"].is_string()).then_some((f, s))
+    })
+    .await;
+    assert!(started.elapsed() < within);
+    assert_ne!(fast["state"], "up", "{fast}");
+    assert_ne!(slow["state"], "up", "{slow}");
+    let m = agent.metrics().await;
+    for c in ["fast", "slow"] {
+        assert_eq!(
+            telagent_tests::agent::metric(
+                &m,
+                &format!("telagent_check_flapping{{check=\"{c}\",kind=\"tcp\"}}")
+            ),
+            Some(1.0),
+            "{c}"
+        );
+    }
+    // A flapping service check drains its server: neither routed nor declared down.
+    let reason = poll(LIMIT, "fax1 drained for flapping", || async {
+        let s = agent.status().await;
+        let v = s["cluster"]["servers"].as_array()?.first()?.clone();
+        (v["state"] == "drain").then(|| v["reason"].as_str().unwrap_or("").to_string())
+    })
+    .await;
+    assert!(reason.contains("fast is flapping"), "{reason}");
+    let flapped: Vec<Value> = agent
+        .audit()
+        .into_iter()
+        .filter(|l| {
+            l["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("flapping"))
+        })
+        .collect();
+    assert!(flapped.iter().any(|l| l["target"] == "fast"), "{flapped:?}");
+    assert!(flapped.iter().any(|l| l["target"] == "slow"), "{flapped:?}");
+}
+
+/// A directory queue holding `n` jobs.
+fn fill(dir: &std::path::Path, n: usize) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for i in 0..n {
+        std::fs::write(dir.join(format!("q{i}")), "job").unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_scales_the_weight_in_haproxy_kamailio_and_the_routes() {
+    let svc = Service::start(Behaviour::Reply(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nA".to_vec(),
+    ))
+    .await;
+    let gw = Sipp::start("u1", "200 OK");
+    let sip = format!("sip:127.0.0.1:{}", gw.port);
+    let k = Kamailio::start_dispatcher(std::slice::from_ref(&sip));
+    let queue = tempfile::tempdir().unwrap();
+    fill(queue.path(), 5);
+    let (port, check_port) = (free_port(), free_port());
+    let config = format!(
+        "[cluster]\nevaluate_interval = \"50ms\"\nhold = \"500ms\"\n\n\
+         [[member]]\nname = \"fax1\"\nagent = \"http://127.0.0.1:{port}\"\nsip = \"{sip}\"\n\n\
+         [[group]]\nname = \"alerts\"\norder = [\"fax1\"]\n\n\
+         [server]\ncritical = [\"svc\"]\ndrain = [\"outq\"]\n\n\
+         [[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n\n\
+         [[queue]]\nname = \"outq\"\nsource = \"directory\"\npath = \"{}\"\nhigh_water = 10\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n\n\
+         [haproxy]\nlisten = \"127.0.0.1:{check_port}\"\n\n\
+         [kamailio]\nrpc_url = \"{}\"\nreassert_interval = \"500ms\"\nrweight = true\n",
+        svc.addr,
+        queue.path().display(),
+        k.rpc_url()
+    );
+    let agent = Agent::start_as("fax1", port, &config)
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    let hap = Haproxy::start(&[Backend {
+        name: "fax1".into(),
+        addr: svc.addr,
+        agent_check: check_port,
+    }]);
+    let dest = |k: &Kamailio| {
+        let url = k.rpc_url();
+        let sip = sip.clone();
+        async move {
+            let list = rpc(&url, "dispatcher.list", Value::Array(vec![]))
+                .await
+                .ok()?;
+            dests(&list, 1).get(&sip).cloned()
+        }
+    };
+    let initial = poll(LIMIT, "fax1 in the dispatcher", || dest(&k)).await;
+    // Half the room below high water left: weight 50 everywhere; then 10, then 30.
+    for (weight, jobs) in [(50, 5), (10, 9), (30, 7)] {
+        fill(queue.path(), jobs);
+        let what = format!("weight {weight} with {jobs} jobs");
+        poll(LIMIT, &format!("HAProxy {what}"), || async {
+            hap.server("fax1")
+                .filter(|(s, w)| s.starts_with("UP") && *w == weight.to_string())
+        })
+        .await;
+        let d: Dest = poll(LIMIT, &format!("Kamailio {what}"), || async {
+            dest(&k)
+                .await
+                .filter(|d| d.rweight == Some(weight) && d.flags.starts_with('A'))
+        })
+        .await;
+        // Active as before (the second letter is Kamailio's own probing, which comes and goes).
+        assert_eq!(d.flags[..1], initial.flags[..1], "state kept: {d:?}");
+        assert_eq!(d.attrs, format!("rweight={weight}"));
+        let (_, body) = agent.get("/v1/routes?group=alerts").await.unwrap();
+        let routes: Value = serde_json::from_str(&body).unwrap();
+        let entry = &routes[0]["servers"][0];
+        assert_eq!(entry["weight"], weight, "{routes}");
+        assert_eq!(entry["capacity"], weight, "{routes}");
+    }
+    let m = agent.metrics().await;
+    assert_eq!(
+        telagent_tests::agent::metric(&m, "telagent_server_capacity_ratio{server=\"fax1\"}"),
+        Some(0.3)
+    );
 }

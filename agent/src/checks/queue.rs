@@ -271,6 +271,13 @@ fn judge(c: &QueueConfig, d: Depth) -> Observation {
             stalled.as_secs_f64(),
         );
     }
+    if let Some(h) = c.high_water {
+        o = o.with_value(
+            "high_water",
+            "The configured high water: over it the queue is degraded.",
+            h as f64,
+        );
+    }
     o = o
         .with_value("depth", "Messages waiting.", d.depth as f64)
         .with_value(

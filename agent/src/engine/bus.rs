@@ -27,6 +27,9 @@ pub struct Transition {
     pub error_type: Option<&'static str>,
     pub detail: String,
     pub duration: Duration,
+    /// For a server: the agent that writes its state into the routing outputs, as the
+    /// publishing agent knows it (itself, or the survivor that speaks for a dead peer).
+    pub speaker: Option<String>,
 }
 
 impl Transition {

@@ -927,6 +927,7 @@ mod tests {
             error_type: error,
             detail: "d".into(),
             duration: Duration::ZERO,
+            speaker: None,
         }
     }
 

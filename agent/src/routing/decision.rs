@@ -113,6 +113,14 @@ pub fn own_state(
             );
         }
     }
+    // A flapping service check drains the server: it is neither up nor down.
+    if let Some((n, why)) = rules
+        .critical
+        .iter()
+        .find_map(|n| Some((n, targets.get(n)?.flapping.as_deref()?)))
+    {
+        return (ServerState::Drain, format!("critical check {n} is {why}"));
+    }
     if let Some(n) = rules
         .drain
         .iter()
@@ -127,6 +135,59 @@ pub fn own_state(
         return (ServerState::Drain, format!("maintenance: {reason}"));
     }
     (ServerState::Up, "all routing checks pass".into())
+}
+
+/// This server's free capacity in percent, from what its routing checks measure, or None
+/// when none measures any. Lines (`[server] lines`): a modem line is free when it is up and
+/// not in use; a gateway offers its idle channels out of all its channels while it is not
+/// down; any other line check is one line, free when up. Queues (`[server] drain` queue
+/// checks with a `high_water`) scale that by the room left below their high water.
+pub fn capacity(rules: &ServerRules, targets: &BTreeMap<String, Target>) -> Option<u8> {
+    let (mut slots, mut free) = (0.0, 0.0);
+    for t in rules.lines.iter().filter_map(|n| targets.get(n)) {
+        let usable = matches!(t.state, State::Up | State::Degraded);
+        match (t.kind, t.value("channels", None)) {
+            ("gateway", Some(total)) if total > 0.0 => {
+                slots += total;
+                if usable {
+                    free += t.value("channels", Some(("state", "idle"))).unwrap_or(0.0);
+                }
+            }
+            ("modem", _) => {
+                slots += 1.0;
+                if t.state == State::Up && t.value("in_use", None) != Some(1.0) {
+                    free += 1.0;
+                }
+            }
+            _ => {
+                slots += 1.0;
+                if t.state == State::Up {
+                    free += 1.0;
+                }
+            }
+        }
+    }
+    let mut share: Option<f64> = (slots > 0.0).then(|| free / slots);
+    for t in rules.drain.iter().filter_map(|n| targets.get(n)) {
+        if let (Some(depth), Some(high)) = (t.value("depth", None), t.value("high_water", None)) {
+            let room = if high > 0.0 {
+                (1.0 - depth / high).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            share = Some(share.unwrap_or(1.0) * room);
+        }
+    }
+    share.map(|s| (s * 100.0).round().clamp(0.0, 100.0) as u8)
+}
+
+/// A weight scaled by a capacity in percent; a server that is routed never gets 0 from
+/// its capacity alone (a full server still takes its share when all are full).
+pub fn scaled(weight: u8, capacity: Option<u8>) -> u8 {
+    match capacity {
+        None => weight,
+        Some(c) => ((u32::from(weight) * u32::from(c) + 50) / 100).max(1) as u8,
+    }
 }
 
 /// What this agent knows of one server.
@@ -144,11 +205,17 @@ pub struct ServerView {
     pub agent_reachable: bool,
     /// The hash its agent publishes of the cluster sections, when known.
     pub config_hash: Option<String>,
-    /// That hash differs from ours.
+    /// Its agent's shared sections differ from ours.
     pub config_drift: bool,
+    /// Which (`cluster`, `server`, `kamailio`, `haproxy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift_sections: Vec<String>,
     /// This agent tells the routing layer about this server (its own, or an inactive peer
     /// it speaks for by agreement; see [`speaks_for`]).
     pub speaker: bool,
+    /// Its free capacity in percent (see [`capacity`]), damped; None when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u8>,
 }
 
 /// Optional RFC 3339 timestamps.
@@ -239,12 +306,8 @@ pub fn reach(
     }
 }
 
-/// Whether `me` writes `server`'s state into the routing outputs: exactly one agent does.
-/// Its own agent, while it holds a quorum and is not inactive; else, once it is inactive,
-/// the first agent in member order that is alive (reached by `me`, or by an agent `me`
-/// reaches) and not known to reach it. Every agent of the majority works out the same
-/// one, even when they reach different agents. An agent without quorum writes nothing, not
-/// even its own server.
+/// Whether `me` writes `server`'s state into the routing outputs: exactly one agent does
+/// (see [`speaker_of`]).
 pub fn speaks_for(
     members: &[Member],
     reach: &Reach,
@@ -253,11 +316,28 @@ pub fn speaks_for(
     me: &str,
     server: &str,
 ) -> bool {
+    speaker_of(members, reach, sees, published, me, server) == Some(me)
+}
+
+/// The agent that writes `server`'s state into the routing outputs, as `me` works it out:
+/// its own agent, while `me` holds a quorum and it is not inactive; else, once it is
+/// inactive, the first agent in member order that is alive (reached by `me`, or by an
+/// agent `me` reaches) and not known to reach it. Every agent of the majority works out
+/// the same one, even when they reach different agents. Without quorum, `me` knows of
+/// none and writes nothing, not even its own server.
+pub fn speaker_of<'a>(
+    members: &'a [Member],
+    reach: &Reach,
+    sees: &BTreeMap<String, bool>,
+    published: &BTreeMap<String, BTreeMap<String, bool>>,
+    me: &str,
+    server: &'a str,
+) -> Option<&'a str> {
     if !reach.quorum {
-        return false;
+        return None;
     }
     if !reach.inactive.contains_key(server) {
-        return server == me;
+        return Some(server);
     }
     let alive = |m: &str| {
         m == me || sees.get(m) == Some(&true) || published.values().any(|p| p.get(m) == Some(&true))
@@ -275,7 +355,6 @@ pub fn speaks_for(
         .iter()
         .map(|m| m.name.as_str())
         .find(|m| *m != server && alive(m) && !reaches_server(m))
-        .is_some_and(|m| m == me)
 }
 
 /// One server in a group's routes.
@@ -285,7 +364,11 @@ pub struct RouteEntry {
     pub host: String,
     pub state: ServerState,
     pub reason: String,
+    /// Its weight for new work: the configured weight scaled by its capacity.
     pub weight: u8,
+    /// Its free capacity in percent, when its checks measure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u8>,
     #[serde(with = "crate::engine::model::rfc3339")]
     pub since: SystemTime,
     pub routable: bool,
@@ -322,7 +405,11 @@ pub fn routes(
                         host: m.host.clone().unwrap_or_else(|| m.name.clone()),
                         state: v.state,
                         reason: v.reason.clone(),
-                        weight: g.weights.get(name).copied().unwrap_or(m.weight),
+                        weight: scaled(
+                            g.weights.get(name).copied().unwrap_or(m.weight),
+                            v.capacity,
+                        ),
+                        capacity: v.capacity,
                         since: v.since,
                         routable: v.state == ServerState::Up,
                     })
@@ -361,6 +448,92 @@ mod tests {
             observation: Observation::ok(format!("{name} says hi")),
         });
         (name.to_string(), t)
+    }
+
+    /// A value of a probe: name, label, value.
+    type Measure<'a> = (&'static str, Option<(&'static str, &'a str)>, f64);
+
+    /// A target of `kind` whose last probe carried `values`.
+    fn measured(
+        name: &str,
+        kind: &'static str,
+        state: State,
+        values: &[Measure],
+    ) -> (String, Target) {
+        let (n, mut t) = target(name, state);
+        t.kind = kind;
+        let obs = &mut t.last.as_mut().unwrap().observation;
+        for (v, label, x) in values {
+            obs.values.push(crate::checks::Value {
+                name: v,
+                help: "",
+                labels: label.iter().map(|(k, l)| (*k, l.to_string())).collect(),
+                value: *x,
+            });
+        }
+        (n, t)
+    }
+
+    #[test]
+    fn capacity_counts_free_lines_idle_channels_and_queue_room() {
+        use State::*;
+        let modem = |n, st, busy: f64| measured(n, "modem", st, &[("in_use", None, busy)]);
+        let gw = |idle: f64, busy: f64| {
+            measured(
+                "gw",
+                "gateway",
+                Up,
+                &[
+                    ("channels", Some(("state", "idle")), idle),
+                    ("channels", Some(("state", "busy")), busy),
+                    ("channels", Some(("state", "out_of_service")), 0.0),
+                ],
+            )
+        };
+        let q = |depth: f64| {
+            measured(
+                "q",
+                "queue",
+                Up,
+                &[("depth", None, depth), ("high_water", None, 10.0)],
+            )
+        };
+        let rules = |lines: &[&str], drain: &[&str]| ServerRules {
+            critical: vec![],
+            drain: drain.iter().map(|s| s.to_string()).collect(),
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            min_lines: 1,
+        };
+        let all: BTreeMap<String, Target> = [
+            modem("l1", Up, 0.0),
+            modem("l2", Up, 0.0),
+            modem("l3", Up, 1.0),
+            modem("l4", Down, 0.0),
+            gw(15.0, 45.0),
+            q(5.0),
+            target("smtp", Up),
+        ]
+        .into_iter()
+        .collect();
+        // 2 of 4 modem lines free.
+        assert_eq!(
+            capacity(&rules(&["l1", "l2", "l3", "l4"], &[]), &all),
+            Some(50)
+        );
+        // 15 of 60 channels idle, one slot per channel, not one per gateway.
+        assert_eq!(capacity(&rules(&["gw"], &[]), &all), Some(25));
+        assert_eq!(capacity(&rules(&["l1", "l4", "gw"], &[]), &all), Some(26));
+        // Half the room below high water left halves it.
+        assert_eq!(
+            capacity(&rules(&["l1", "l2", "l3", "l4"], &["q"]), &all),
+            Some(25)
+        );
+        assert_eq!(capacity(&rules(&[], &["q"]), &all), Some(50));
+        // Nothing measured: no capacity, weights stay as configured.
+        assert_eq!(capacity(&rules(&[], &["smtp"]), &all), None);
+        assert_eq!(scaled(100, None), 100);
+        assert_eq!(scaled(50, Some(50)), 25);
+        assert_eq!(scaled(100, Some(0)), 1, "never 0 from capacity alone");
     }
 
     fn rules() -> ServerRules {
@@ -440,7 +613,9 @@ mod tests {
                 agent_reachable: reachable,
                 config_hash: None,
                 config_drift: false,
+                drift_sections: Vec::new(),
                 speaker: false,
+                capacity: None,
             },
         )
     }

@@ -1,5 +1,6 @@
 //! HAProxy's agent-check: HAProxy connects to `[haproxy] listen` and reads one line with
-//! this server's state: `up ready 100%` (the weight in percent), `drain`, or
+//! this server's state: `up ready 100%` (the weight in percent: the member's weight scaled
+//! by the server's free capacity, see [`super::decision::capacity`]), `drain`, or
 //! `down#<reason>`. `up` alone would not clear a drain or restore the weight, hence
 //! `up ready N%`. Until the server's state is known the agent closes without a word, which
 //! leaves HAProxy's view as it was. HAProxy keeps a server UP when its agent is unreachable,
@@ -33,6 +34,7 @@ pub fn agent_line(snapshot: &Snapshot, members: &[Member]) -> Option<String> {
         .iter()
         .find(|m| m.name == snapshot.me)
         .map_or(100, |m| m.weight);
+    let weight = super::decision::scaled(weight, own.capacity);
     match own.state {
         ServerState::Unknown => None,
         ServerState::Up => Some(format!("up ready {weight}%\n")),
@@ -101,7 +103,9 @@ mod tests {
             agent_reachable: true,
             config_hash: None,
             config_drift: false,
+            drift_sections: Vec::new(),
             speaker: true,
+            capacity: None,
         };
         let mut snap = Snapshot::empty("fax1");
         snap.servers = vec![view(ServerState::Down)];
@@ -118,6 +122,7 @@ mod tests {
                 state: ServerState::Down,
                 reason: String::new(),
                 weight: 100,
+                capacity: None,
                 since: std::time::SystemTime::UNIX_EPOCH,
                 routable: true,
             }],

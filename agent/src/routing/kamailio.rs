@@ -5,6 +5,13 @@
 //! re-asserted, so a Kamailio that restarted (its list back from the file) or drifted is put
 //! right. In panic mode no server of a panicking group is disabled. Nothing is asserted
 //! before the agent has learned the cluster's view.
+//!
+//! With `rweight = true`, each server's weight scaled by its free capacity (1 to 100) is
+//! kept in its destination's `rweight` attribute, for `ds_select_dst(set, "8")` (relative
+//! weight). The dispatcher has no RPC to change attributes, so a changed weight is written
+//! with `dispatcher.remove` and `dispatcher.add` (its other attributes, priority and state
+//! kept); this needs `modparam("dispatcher", "reload_delta", 0)`, or Kamailio refuses the
+//! add for 5 s. A destination removed and not yet added again is added at the next attempt.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +39,9 @@ pub struct KamailioConfig {
     /// How often the wanted states are compared with `dispatcher.list` and re-asserted.
     #[serde(default = "default_reassert", with = "humantime_serde")]
     pub reassert_interval: Duration,
+    /// Keep each server's capacity-scaled weight in its `rweight` attribute.
+    #[serde(default)]
+    pub rweight: bool,
 }
 
 fn default_set() -> u32 {
@@ -58,8 +68,44 @@ pub async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String
     Ok(v.get("result").cloned().unwrap_or(Value::Null))
 }
 
-/// Destination URI -> FLAGS of one set, from a `dispatcher.list` result.
-pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
+/// One destination of a set, as `dispatcher.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dest {
+    /// State letter (`A`ctive, `I`nactive, `D`isabled, `T`rying) and `P`robing or `X`.
+    pub flags: String,
+    pub priority: i64,
+    /// The attribute string (`duid=gw1;rweight=50`).
+    pub attrs: String,
+    pub rweight: Option<u8>,
+}
+
+impl Dest {
+    /// The list file's flags number for this destination in `state` (`a` or `d`):
+    /// disabled is 4, probing 8.
+    fn file_flags(&self, state: &str) -> u32 {
+        let probing = if self.flags.get(1..2) == Some("P") {
+            8
+        } else {
+            0
+        };
+        probing | if state == "d" { 4 } else { 0 }
+    }
+
+    /// Its attributes with `rweight` set to `w`, the others kept in order.
+    fn attrs_with_rweight(&self, w: u8) -> String {
+        let mut parts: Vec<String> = self
+            .attrs
+            .split(';')
+            .filter(|p| !p.is_empty() && !p.trim_start().starts_with("rweight="))
+            .map(str::to_string)
+            .collect();
+        parts.push(format!("rweight={w}"));
+        parts.join(";")
+    }
+}
+
+/// The destinations of one set by URI, from a `dispatcher.list` result.
+pub fn dests(list: &Value, set: u32) -> BTreeMap<String, Dest> {
     let mut out = BTreeMap::new();
     for record in list["RECORDS"].as_array().into_iter().flatten() {
         let s = &record["SET"];
@@ -69,11 +115,31 @@ pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
         for t in s["TARGETS"].as_array().into_iter().flatten() {
             let d = &t["DEST"];
             if let (Some(uri), Some(f)) = (d["URI"].as_str(), d["FLAGS"].as_str()) {
-                out.insert(uri.to_string(), f.to_string());
+                let attrs = &d["ATTRS"];
+                out.insert(
+                    uri.to_string(),
+                    Dest {
+                        flags: f.to_string(),
+                        priority: d["PRIORITY"].as_i64().unwrap_or(0),
+                        attrs: attrs["BODY"].as_str().unwrap_or("").to_string(),
+                        rweight: attrs["RWEIGHT"]
+                            .as_u64()
+                            .filter(|w| (1..=100).contains(w))
+                            .map(|w| w as u8),
+                    },
+                );
             }
         }
     }
     out
+}
+
+/// Destination URI -> FLAGS of one set, from a `dispatcher.list` result.
+pub fn flags(list: &Value, set: u32) -> BTreeMap<String, String> {
+    dests(list, set)
+        .into_iter()
+        .map(|(uri, d)| (uri, d.flags))
+        .collect()
 }
 
 /// What the Kamailio output reads of the config: its section and the members' SIP URIs.
@@ -83,14 +149,18 @@ pub struct Section {
     pub members: Vec<Member>,
 }
 
-/// What Kamailio is told: the state of each server this agent speaks for, and panic.
-fn decision(snap: &Snapshot) -> Vec<(String, ServerState, bool)> {
+/// What Kamailio is told: the state of each server this agent speaks for, panic, and
+/// its capacity.
+fn decision(snap: &Snapshot) -> Vec<(String, ServerState, bool, Option<u8>)> {
     snap.servers
         .iter()
         .filter(|v| v.speaker)
-        .map(|v| (v.name.clone(), v.state, snap.in_panic(&v.name)))
+        .map(|v| (v.name.clone(), v.state, snap.in_panic(&v.name), v.capacity))
         .collect()
 }
+
+/// Destinations removed to change their weight and not yet added again.
+type Removed = BTreeMap<String, Dest>;
 
 /// Tells Kamailio when the decision changes, and checks it every `reassert_interval`
 /// (a restarted Kamailio, or drift): a snapshot that changed only in what it does not
@@ -101,7 +171,8 @@ pub async fn run(
     stats: Arc<OutputStats>,
     cancel: CancellationToken,
 ) {
-    let mut told: Option<Vec<(String, ServerState, bool)>> = None;
+    let mut told = None;
+    let mut removed = Removed::new();
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -128,7 +199,7 @@ pub async fn run(
             continue;
         }
         next = now + interval;
-        match assert_states(&snap, &c, k, &stats).await {
+        match assert_states(&snap, &c, k, &stats, &mut removed).await {
             Ok(()) => told = Some(want),
             Err(e) => {
                 told = None;
@@ -144,15 +215,14 @@ async fn assert_states(
     c: &Section,
     k: &KamailioConfig,
     stats: &OutputStats,
+    removed: &mut Removed,
 ) -> Result<(), String> {
-    let current = flags(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
+    let mut current = dests(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
     for v in snap.servers.iter().filter(|v| v.speaker) {
-        let Some(uri) = c
-            .members
-            .iter()
-            .find(|m| m.name == v.name)
-            .and_then(|m| m.sip.clone())
-        else {
+        let Some(member) = c.members.iter().find(|m| m.name == v.name) else {
+            continue;
+        };
+        let Some(uri) = member.sip.clone() else {
             continue;
         };
         let panic = snap.in_panic(&v.name);
@@ -162,10 +232,42 @@ async fn assert_states(
             ServerState::Drain | ServerState::Down if panic => "a",
             ServerState::Drain | ServerState::Down => "d",
         };
-        let Some(now) = current.get(&uri) else {
+        if let (false, Some(gone)) = (current.contains_key(&uri), removed.get(&uri)) {
+            // Removed for a new weight, and the add failed: the weight is re-applied below.
+            let mut back = gone.clone();
+            let probing = gone.flags.get(1..2).unwrap_or("X");
+            back.flags = format!("{}{probing}", if want == "d" { 'D' } else { 'A' });
+            current.insert(uri.clone(), back);
+        }
+        let Some(dest) = current.get(&uri) else {
             debug!(uri = %uri, "Not in Kamailio's dispatcher set; nothing to assert.");
             continue;
         };
+        let rweight = (k.rweight && v.capacity.is_some())
+            .then(|| super::decision::scaled(member.weight, v.capacity).clamp(1, 100));
+        if let Some(w) = rweight.filter(|w| dest.rweight != Some(*w) || removed.contains_key(&uri))
+        {
+            let attrs = dest.attrs_with_rweight(w);
+            let flags = dest.file_flags(want);
+            if !removed.contains_key(&uri) {
+                removed.insert(uri.clone(), dest.clone());
+                rpc(&k.rpc_url, "dispatcher.remove", json!([k.set, uri])).await?;
+            }
+            rpc(
+                &k.rpc_url,
+                "dispatcher.add",
+                json!([k.set, uri, flags, dest.priority, attrs]),
+            )
+            .await
+            .map_err(|e| {
+                format!("{e} (set modparam(\"dispatcher\", \"reload_delta\", 0) for rweight)")
+            })?;
+            removed.remove(&uri);
+            stats.changed();
+            info!(server = %v.name, uri = %uri, rweight = w, was = ?dest.rweight, state = want, "Kamailio dispatcher weight set.");
+            continue;
+        }
+        let now = &dest.flags;
         let disabled = now.starts_with('D');
         if disabled == (want == "d") {
             continue;
@@ -197,5 +299,18 @@ mod tests {
         assert_eq!(f["sip:127.0.0.1:25061"], "DX");
         assert!(flags(&v, 2).is_empty());
         assert!(flags(&Value::Null, 1).is_empty());
+        let d = &dests(&v, 1)["sip:127.0.0.1:25060"];
+        assert_eq!(d.attrs_with_rweight(20), "duid=gw1;rweight=20");
+        assert_eq!(d.file_flags("d"), 12, "disabled, still probed");
+        assert_eq!(dests(&v, 1)["sip:127.0.0.1:25061"].file_flags("a"), 0);
+        let weighted = Dest {
+            attrs: "duid=a;rweight=50;maxload=9".into(),
+            ..d.clone()
+        };
+        assert_eq!(
+            weighted.attrs_with_rweight(7),
+            "duid=a;maxload=9;rweight=7",
+            "the old rweight replaced, the others kept"
+        );
     }
 }

@@ -110,6 +110,14 @@ impl Collector for Published {
                 &l,
                 bool01(v.speaker),
             );
+            if let Some(c) = v.capacity {
+                f.gauge(
+                    "telagent_server_capacity_ratio",
+                    "Free capacity of the server (idle lines and channels, room below queue high water), 0 to 1, damped; routing weights scale by it. Absent when its checks measure none.",
+                    &l,
+                    f64::from(c) / 100.0,
+                );
+            }
             f.gauge(
                 "telagent_cluster_config_drift",
                 "1 if the server's agent publishes other cluster / member / group sections than this agent.",
@@ -154,23 +162,46 @@ pub struct Section {
     pub members: Vec<cluster::Member>,
     pub groups: Vec<cluster::Group>,
     pub server: cluster::ServerRules,
+    /// Hashes of the other sections the agents of a cluster should share, by name:
+    /// `server` (the rules and the kind and schedule of the checks they name), `kamailio`,
+    /// `haproxy` (the agent-check port HAProxy's backend expects of every agent).
+    pub shared: BTreeMap<String, String>,
+}
+
+/// A stable hash of `v`: FNV-1a 64 of its canonical JSON.
+pub fn hash_of(v: &serde_json::Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in v.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl Section {
-    /// A stable hash of the sections every agent of a cluster must share (FNV-1a 64 of their
-    /// canonical JSON): peers that publish another hash route differently.
+    /// A stable hash of the sections every agent of a cluster must share: peers that
+    /// publish another hash route differently.
     pub fn config_hash(&self) -> String {
-        let shared = serde_json::json!({
+        hash_of(&serde_json::json!({
             "cluster": self.cluster,
             "member": self.members,
             "group": self.groups,
-        });
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in shared.to_string().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        }))
+    }
+
+    /// The sections a peer's document shows differ from ours: `cluster` (the
+    /// [`Self::config_hash`] sections), and each of [`Self::shared`] it publishes.
+    fn drift(&self, hash: &str, doc: &ServerDoc) -> Vec<String> {
+        let mut out = Vec::new();
+        if doc.config_hash != hash {
+            out.push("cluster".to_string());
         }
-        format!("{h:016x}")
+        for (name, theirs) in &doc.hashes {
+            if self.shared.get(name).is_some_and(|ours| ours != theirs) {
+                out.push(name.clone());
+            }
+        }
+        out
     }
 }
 
@@ -254,6 +285,13 @@ pub struct ServerDoc {
     /// while its agent is away.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// Its free capacity in percent (damped), when its checks measure it: routing
+    /// outputs scale its weight by it.
+    #[serde(default)]
+    pub capacity: Option<u8>,
+    /// Hashes of the other sections peers should share ([`Section::shared`]).
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
 }
 
 /// The cluster as this agent sees it.
@@ -266,6 +304,9 @@ pub struct Snapshot {
     #[serde(default)]
     pub quorum: bool,
     pub config_hash: String,
+    /// Hashes of the other sections peers should share ([`Section::shared`]).
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
     pub servers: Vec<ServerView>,
     pub routes: Vec<GroupRoutes>,
     /// Which peers' agents this agent reaches now.
@@ -284,6 +325,7 @@ impl Snapshot {
             learned: false,
             quorum: false,
             config_hash: String::new(),
+            hashes: BTreeMap::new(),
             servers: Vec::new(),
             routes: Vec::new(),
             sees: BTreeMap::new(),
@@ -318,6 +360,8 @@ impl Snapshot {
             version: env!("CARGO_PKG_VERSION").into(),
             sees: self.sees.clone(),
             maintenance: self.maintenance.clone(),
+            capacity: v.capacity,
+            hashes: self.hashes.clone(),
         })
     }
 }
@@ -403,8 +447,8 @@ async fn poll_peer(
 /// Decided state of one server, with damping for the states this agent infers.
 struct Decided {
     tracker: Tracker,
-    /// Whether the peer's cluster sections differed at the last evaluation.
-    drift: bool,
+    /// The peer's sections that differed from ours at the last evaluation.
+    drift: Vec<String>,
     state: ServerState,
     reason: String,
     since: SystemTime,
@@ -414,7 +458,7 @@ impl Decided {
     fn new(c: &cluster::ClusterConfig) -> Self {
         Decided {
             tracker: Tracker::new(c.rise, c.fall, c.hold),
-            drift: false,
+            drift: Vec::new(),
             state: ServerState::Unknown,
             reason: "not evaluated yet".into(),
             since: SystemTime::now(),
@@ -500,6 +544,7 @@ pub async fn run(
 /// What this agent sees of one server before damping.
 struct Seen {
     state: ServerState,
+    capacity: Option<u8>,
     reason: String,
     reachable: bool,
     last_active: Option<SystemTime>,
@@ -514,8 +559,10 @@ fn peer_seen(r: &PeerReport, now: Instant, inactive_after: std::time::Duration) 
         .is_some_and(|(at, _)| now.duration_since(at) < inactive_after);
     let last_active = r.last_ok.map(|(_, t)| t);
     let hash = r.doc.as_ref().map(|d| d.config_hash.clone());
+    let capacity = r.doc.as_ref().and_then(|d| d.capacity);
     let seen = |state, reason: String, reachable| Seen {
         state,
+        capacity,
         reason,
         reachable,
         last_active,
@@ -524,6 +571,7 @@ fn peer_seen(r: &PeerReport, now: Instant, inactive_after: std::time::Duration) 
     if !r.polled {
         return Seen {
             state: ServerState::Unknown,
+            capacity: None,
             reason: "not polled yet".into(),
             reachable: false,
             last_active: None,
@@ -556,14 +604,23 @@ fn peer_seen(r: &PeerReport, now: Instant, inactive_after: std::time::Duration) 
 }
 
 /// Logs a server's change once and publishes it on the bus.
-fn announce(bus: &Bus, me: &str, server: &str, before: ServerState, d: &Decided) {
+/// `speaker` is the agent that writes its state into the routing outputs, if known.
+fn announce(
+    bus: &Bus,
+    me: &str,
+    server: &str,
+    before: ServerState,
+    d: &Decided,
+    speaker: Option<&str>,
+) {
     let after = d.state;
+    let by = speaker.unwrap_or("none (no quorum here)");
     match after {
         ServerState::Up => {
-            info!(server = %server, from = before.as_str(), reason = %d.reason, "Server is up.")
+            info!(server = %server, from = before.as_str(), reason = %d.reason, speaker = %by, "Server is up.")
         }
         _ => {
-            warn!(server = %server, from = before.as_str(), to = after.as_str(), reason = %d.reason, "Server is no longer up.")
+            warn!(server = %server, from = before.as_str(), to = after.as_str(), reason = %d.reason, speaker = %by, "Server is no longer up.")
         }
     }
     bus.publish(Transition {
@@ -578,6 +635,7 @@ fn announce(bus: &Bus, me: &str, server: &str, before: ServerState, d: &Decided)
         error_type: None,
         detail: d.reason.clone(),
         duration: std::time::Duration::ZERO,
+        speaker: speaker.map(str::to_string),
     });
 }
 
@@ -587,6 +645,29 @@ struct Memory {
     decided: BTreeMap<String, Decided>,
     /// Whether the last round had a quorum (None before the first).
     had_quorum: Option<bool>,
+    /// This server's published capacity and when it last changed.
+    capacity: Option<(Option<u8>, Instant)>,
+}
+
+/// Capacity hysteresis: a measured capacity moves by 10 points at least, and not more
+/// than once per `hold`; starting or ending to be measured counts at once.
+fn damp_capacity(
+    last: &mut Option<(Option<u8>, Instant)>,
+    raw: Option<u8>,
+    hold: std::time::Duration,
+    now: Instant,
+) -> Option<u8> {
+    let moves = match *last {
+        None => true,
+        Some((Some(was), at)) if raw.is_some() => {
+            raw.unwrap_or(was).abs_diff(was) >= 10 && now.duration_since(at) >= hold
+        }
+        Some((was, _)) => was.is_some() != raw.is_some(),
+    };
+    if moves {
+        *last = Some((raw, now));
+    }
+    last.and_then(|(c, _)| c)
 }
 
 fn evaluate(
@@ -601,13 +682,18 @@ fn evaluate(
     let Memory {
         decided,
         had_quorum,
+        capacity,
     } = memory;
     let me = &c.me;
     let now = Instant::now();
     let hash = hash.to_string();
     let reports = lock(reports).clone();
-    let (own_raw, own_reason) =
-        { decision::own_state(&c.server, &model.read().targets, maintenance) };
+    let (own_raw, own_reason, own_capacity) = {
+        let targets = &model.read().targets;
+        let (state, reason) = decision::own_state(&c.server, targets, maintenance);
+        (state, reason, decision::capacity(&c.server, targets))
+    };
+    let own_capacity = damp_capacity(capacity, own_capacity, c.cluster.hold, now);
     // Who reaches whom: our polls, and what each peer we reach says it reaches.
     let fresh = |r: &PeerReport| {
         r.reachable
@@ -646,6 +732,7 @@ fn evaluate(
         let seen = if &member.name == me {
             Seen {
                 state: own_raw,
+                capacity: own_capacity,
                 reason: own_reason.clone(),
                 reachable: true,
                 last_active: Some(SystemTime::now()),
@@ -674,6 +761,7 @@ fn evaluate(
             );
             Seen {
                 state: ServerState::Unknown,
+                capacity: r.doc.as_ref().and_then(|d| d.capacity),
                 reason: String::new(),
                 reachable: false,
                 last_active: r.last_ok.map(|(_, t)| t),
@@ -682,22 +770,28 @@ fn evaluate(
         };
         let Seen {
             state: raw,
+            capacity: seen_capacity,
             reason,
             reachable,
             last_active,
             hash: peer_hash,
         } = seen;
         if let Some(before) = d.feed(raw, reason, now) {
-            announce(bus, me, &member.name, before, d);
+            let speaker =
+                decision::speaker_of(&c.members, &reach, &sees, &published, me, &member.name);
+            announce(bus, me, &member.name, before, d, speaker);
         }
-        let drift = peer_hash.as_ref().is_some_and(|h| h != &hash);
+        let drift = match r.doc.as_ref().filter(|_| &member.name != me) {
+            Some(doc) => c.drift(&hash, doc),
+            None => Vec::new(),
+        };
         if drift != d.drift {
-            d.drift = drift;
-            if drift {
-                warn!(server = %member.name, "Config drift: this peer's [cluster], [[member]] or [[group]] sections differ from ours; routing may be inconsistent.");
-            } else {
+            if drift.is_empty() {
                 info!(server = %member.name, "Config drift resolved.");
+            } else {
+                warn!(server = %member.name, sections = %drift.join(", "), "Config drift: this peer's sections differ from ours (cluster: [cluster], [[member]], [[group]]; server: [server] and the checks it names; kamailio; haproxy: the agent-check port); routing may be inconsistent.");
             }
+            d.drift = drift.clone();
         }
         views.insert(
             member.name.clone(),
@@ -709,8 +803,10 @@ fn evaluate(
                 last_active,
                 agent_reachable: reachable,
                 config_hash: peer_hash,
-                config_drift: drift,
+                config_drift: !drift.is_empty(),
+                drift_sections: drift,
                 speaker: false,
+                capacity: seen_capacity,
             },
         );
     }
@@ -738,6 +834,7 @@ fn evaluate(
         learned,
         quorum: reach.quorum,
         config_hash: hash,
+        hashes: c.shared.clone(),
         servers: c
             .members
             .iter()
@@ -755,5 +852,28 @@ fn to_state(s: ServerState) -> State {
         ServerState::Up => State::Up,
         ServerState::Drain => State::Degraded,
         ServerState::Down => State::Down,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn capacity_moves_by_ten_points_at_most_once_per_hold() {
+        let hold = Duration::from_secs(5);
+        let mut last = None;
+        let mut at = |raw| damp_capacity(&mut last, raw, hold, Instant::now());
+        assert_eq!(at(Some(80)), Some(80), "the first measure counts");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(at(Some(75)), Some(80), "5 points is noise");
+        assert_eq!(at(Some(60)), Some(60));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(at(Some(20)), Some(60), "not twice within hold");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(at(Some(20)), Some(20));
+        assert_eq!(at(None), None, "no longer measured: at once");
+        assert_eq!(at(Some(90)), Some(90), "measured again: at once");
     }
 }

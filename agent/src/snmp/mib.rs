@@ -18,6 +18,7 @@ pub enum Syntax {
     State,
     /// TelagentSeverity: cleared(1), info(2), warning(3), critical(4).
     Severity,
+    Integer32,
     Unsigned32,
     Gauge32,
     Counter64,
@@ -55,6 +56,7 @@ pub fn server_table() -> Table {
             (3, "telagentServerState", State),
             (4, "telagentServerReason", DisplayString),
             (5, "telagentServerLastActive", Unsigned32),
+            (6, "telagentServerCapacity", Integer32),
         ],
     }
 }

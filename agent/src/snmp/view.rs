@@ -98,6 +98,7 @@ fn servers(view: &mut View, c: &Snapshot) {
                 server_state(s.state),
                 text(&s.reason, 255),
                 unix(s.last_active),
+                Val::Int(s.capacity.map_or(-1, i64::from)),
             ],
         );
     }
