@@ -25,7 +25,7 @@ async fn walks_agree_with_status_and_survive_an_snmpd_restart() {
     let tokens = tempfile::tempdir().unwrap();
     let port = telagent_tests::free_port();
     let agent = Agent::start_as("test", port, &format!(
-        "{}[[member]]\nname = \"test\"\nagent = \"http://127.0.0.1:{port}\"\n\n[snmp]\nagentx = \"{}\"\n\n[[tcp]]\nname = \"up-svc\"\naddress = \"{}\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\n\n[[tcp]]\nname = \"down-svc\"\naddress = \"127.0.0.1:1\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfall = 1\n\n[[queue]]\nname = \"outq\"\nsource = \"command\"\ncommand = [\"echo\", \"7\"]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n",
+        "{}[[member]]\nname = \"test\"\nagent = \"http://127.0.0.1:{port}\"\n\n[snmp]\nagentx = \"{}\"\n\n[[tcp]]\nname = \"up-svc\"\naddress = \"{}\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\n\n[[tcp]]\nname = \"down-svc\"\naddress = \"127.0.0.1:1\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfall = 1\n\n[server]\ndrain = [\"outq\"]\n\n[[queue]]\nname = \"outq\"\nsource = \"command\"\ncommand = [\"echo\", \"7\"]\nhigh_water = 10\ninterval = \"200ms\"\ntimeout = \"150ms\"\n",
         token_access(tokens.path()),
         snmpd.agentx(),
         svc.addr
@@ -43,9 +43,16 @@ async fn walks_agree_with_status_and_survive_an_snmpd_restart() {
             .then_some(())
     })
     .await;
-    let walk = poll(LIMIT, "the v2c walk", || async {
-        snmpd.walk(V2C, "TELAGENT-MIB::telagentMIB").ok()
-    })
+    // 7 jobs against a high water of 10: 30 % capacity left.
+    let walk = poll(
+        LIMIT,
+        "the v2c walk, with the server's capacity",
+        || async {
+            let w = snmpd.walk(V2C, "TELAGENT-MIB::telagentMIB").ok()?;
+            let c = value(&w, "telagentServerCapacity.1")?;
+            (c == "30" || c == "30 percent").then_some(w)
+        },
+    )
     .await;
     // The check table is in name order, as /v1/status lists the targets.
     let status = agent.status().await;
