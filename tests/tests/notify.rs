@@ -494,3 +494,80 @@ async fn test_notification_reports_each_receiver() {
     .await;
     assert_eq!(tests, 6);
 }
+
+/// A UDP relay in front of `port` that answers every message from the agent first with
+/// forgeries: three copies with a byte changed (the HMAC no longer matches) and one
+/// unchanged copy (authentic, but the agent's own inform, not an answer), then relays the
+/// receiver's genuine answer.
+async fn forging_relay(port: u16) -> u16 {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(("127.0.0.1", port)).await.unwrap();
+    let listen = front.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+        let mut agent = None;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut a) => {
+                    let Ok((n, from)) = r else { return };
+                    agent = Some(from);
+                    let msg = &a[..n];
+                    for i in 0..3 {
+                        let mut forged = msg.to_vec();
+                        let at = forged.len() - 1 - i;
+                        forged[at] ^= 0x5a;
+                        let _ = front.send_to(&forged, from).await;
+                    }
+                    let _ = front.send_to(msg, from).await;
+                    let _ = back.send(msg).await;
+                }
+                r = back.recv(&mut b) => {
+                    let Ok(n) = r else { return };
+                    if let Some(to) = agent {
+                        let _ = front.send_to(&b[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    listen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_answers_never_abort_a_v3_inform() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let relay = forging_relay(trapd.port).await;
+    let agent = Agent::start(&format!(
+        "{}{}",
+        notify_section(""),
+        receiver("inform", relay, V3_INFORM),
+    ))
+    .await;
+    let out = std::process::Command::new(telagent_tests::agent_bin())
+        .args([
+            "test-notification",
+            "--count",
+            "100",
+            "--json",
+            "--receiver",
+            "inform",
+            "--config",
+        ])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(
+        (out.status.code(), &v["delivered"]),
+        (Some(0), &serde_json::json!(100)),
+        "every inform acknowledged despite four forgeries ahead of each answer: {v}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed authentication"),
+        "the forgeries are logged: {stderr}"
+    );
+}

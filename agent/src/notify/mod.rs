@@ -422,6 +422,7 @@ impl Collector for Stats {
                 ("telagent_notifications_retried_total", "Inform attempts not acknowledged in time (retried with backoff).", st.retried),
                 ("telagent_notifications_auth_failures_total", "Notifications the receiver refused (v3 reports: wrong user, digest or privacy password).", st.auth_failures),
                 ("telagent_notifications_dropped_total", "Notifications dropped because the outbox was full (oldest first).", st.dropped),
+                ("telagent_notifications_forged_answers_total", "Answers to v3 informs dropped because their HMAC was wrong (forged, or from another sender).", st.forged),
             ] {
                 f.counter(metric, help, &l, v as f64);
             }
@@ -460,6 +461,7 @@ pub struct ReceiverStats {
     pub retried: u64,
     pub auth_failures: u64,
     pub dropped: u64,
+    pub forged: u64,
     pub outbox_depth: u64,
 }
 
@@ -855,6 +857,7 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
             let name = s.config.name.clone();
             let mut m = n.stats.receivers();
             let st = m.entry(name.clone()).or_default();
+            st.forged = s.forged;
             match outcome {
                 traps::Outcome::Sent => {
                     st.sent += 1;

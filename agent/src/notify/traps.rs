@@ -83,7 +83,7 @@ pub fn varbinds(n: &Notification, uptime: u32) -> Vec<VarBind> {
         (mib::notify_object(2), Val::Int(n.state.mib_value())),
         (
             mib::notify_object(3),
-            Val::Str(n.reason.chars().take(255).collect::<String>().into_bytes()),
+            Val::Str(ber::cut(&n.reason, 255).as_bytes().to_vec()),
         ),
         (mib::notify_object(4), Val::Int(n.severity as i64)),
         (
@@ -249,7 +249,7 @@ pub fn open_v3(msg: &[u8], inc: &Incoming, keys: Option<&Keys>) -> Result<ber::P
                 return Err("authentication parameter out of the message".into());
             }
             zeroed[inc.auth_at..end].fill(0);
-            if k.mac(&zeroed) != inc.auth {
+            if !same_mac(&k.mac(&zeroed), &inc.auth) {
                 return Err("answer with a wrong HMAC".into());
             }
             if flags & 2 == 0 {
@@ -265,6 +265,11 @@ pub fn open_v3(msg: &[u8], inc: &Incoming, keys: Option<&Keys>) -> Result<ber::P
         }
     };
     scoped_pdu(&plain).map_err(|e| e.to_string())
+}
+
+/// Compares two MACs in time that depends on their length only, never on where they differ.
+fn same_mac(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a receiver's engine said of itself, and when.
@@ -285,6 +290,8 @@ pub struct Sender {
     /// Our keys for v3 traps (localized to our engine id).
     local_keys: Option<Keys>,
     remote: Option<Remote>,
+    /// Answers dropped because their HMAC was wrong.
+    pub forged: u64,
 }
 
 impl Sender {
@@ -295,6 +302,7 @@ impl Sender {
             next_id: (std::process::id() as i32 & 0x7fff) << 16,
             local_keys: None,
             remote: None,
+            forged: 0,
         }
     }
 
@@ -520,24 +528,52 @@ impl Sender {
                 &scoped(&remote.engine_id, &ber::pdu(ber::INFORM, rid, vbs)),
             );
             let keys = remote.keys.clone();
+            // Only an authenticated answer ends the wait: anyone can send a datagram with
+            // our msgID. A reply whose HMAC is wrong is dropped (counted); an
+            // unauthenticated Report (as wrong digests are reported) is kept, and acted on
+            // only if no authenticated answer comes before the timeout.
+            let unauthenticated = std::sync::Mutex::new(None);
+            let forged = std::sync::atomic::AtomicU32::new(0);
             let answer = self
                 .exchange(&msg, timeout, |b| {
                     let inc = parse_v3(b).ok().filter(|i| i.msg_id == msg_id)?;
-                    let pdu = open_v3(b, &inc, Some(&keys));
-                    Some((inc, pdu))
+                    match open_v3(b, &inc, Some(&keys)) {
+                        // Authenticated, but not an answer to this inform (a replay of
+                        // our own message, say): not the answer either.
+                        Ok(pdu)
+                            if inc.flags & 1 == 1
+                                && !(pdu.tag == ber::REPORT
+                                    || pdu.tag == ber::RESPONSE && pdu.request_id == rid) =>
+                        {
+                            None
+                        }
+                        Ok(pdu) if inc.flags & 1 == 1 => Some((inc, pdu)),
+                        Ok(pdu) => {
+                            if let Ok(mut u) = unauthenticated.lock() {
+                                *u = Some((inc, pdu));
+                            }
+                            None
+                        }
+                        Err(_) => {
+                            forged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            None
+                        }
+                    }
                 })
                 .await;
-            let (inc, pdu) = match answer {
-                Ok(a) => a,
-                Err(e) => {
+            let forged = forged.into_inner();
+            if forged > 0 {
+                tracing::warn!(receiver = %self.config.address, forged, "Dropped answers to an inform that failed authentication (a wrong HMAC): forged, or from another sender.");
+                self.forged += u64::from(forged);
+            }
+            let unauthenticated = unauthenticated.into_inner().ok().flatten();
+            let (inc, pdu) = match (answer, unauthenticated) {
+                (Ok(a), _) | (Err(_), Some(a)) => a,
+                (Err(e), None) => {
                     // The receiver may have restarted with a new engine: learn it again.
                     self.remote = None;
                     return Outcome::NoAnswer(e);
                 }
-            };
-            let pdu = match pdu {
-                Ok(p) => p,
-                Err(e) => return Outcome::AuthFailed(e),
             };
             match (pdu.tag, usm_stat(&pdu.varbinds)) {
                 (ber::RESPONSE, _) if pdu.request_id == rid => return Outcome::Acked,
@@ -613,6 +649,32 @@ mod tests {
         assert!(open_v3(&forged, &inc, Some(&keys))
             .unwrap_err()
             .contains("wrong HMAC"));
+    }
+
+    #[test]
+    fn the_reason_is_cut_at_a_character_within_255_bytes() {
+        let n = Notification {
+            kind: super::super::Kind::CheckDown,
+            target: "t".into(),
+            state: super::super::NState::Down,
+            reason: "é".repeat(200), // 400 bytes
+            severity: super::super::Severity::Critical,
+            server: "s".into(),
+            suppressed: None,
+        };
+        let reason = varbinds(&n, 0)
+            .into_iter()
+            .find(|(o, _)| *o == mib::notify_object(3))
+            .unwrap()
+            .1;
+        let Val::Str(bytes) = reason else {
+            panic!("{reason:?}")
+        };
+        assert_eq!(bytes.len(), 254);
+        assert!(std::str::from_utf8(&bytes).is_ok());
+        let edge = format!("{}€", "a".repeat(253)); // the euro sign would end at byte 256
+        assert_eq!(ber::cut(&edge, 255), "a".repeat(253));
+        assert!(same_mac(b"abc", b"abc") && !same_mac(b"abc", b"abd") && !same_mac(b"ab", b"abc"));
     }
 
     #[test]

@@ -337,6 +337,15 @@ pub fn decode_pdu(bytes: &[u8]) -> Result<Pdu, BerError> {
     })
 }
 
+/// `s` cut at a character boundary within `max` bytes (a DisplayString of SIZE (0..max)).
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,11 +23,7 @@ fn unix(t: Option<SystemTime>) -> Val {
 }
 
 fn text(s: &str, max: usize) -> Val {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Val::Str(s.as_bytes()[..end].to_vec())
+    Val::Str(super::ber::cut(s, max).as_bytes().to_vec())
 }
 
 fn state(s: State) -> Val {
