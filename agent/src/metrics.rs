@@ -494,6 +494,7 @@ mod tests {
                     retried: 1,
                     auth_failures: 0,
                     dropped: 0,
+                    forged: 0,
                     outbox_depth: 1,
                 },
             );
