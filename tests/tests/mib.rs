@@ -30,6 +30,7 @@ fn expected(s: Syntax) -> &'static str {
         Syntax::Severity => "-- TEXTUAL CONVENTION TelagentSeverity",
         Syntax::TruthValue => "-- TEXTUAL CONVENTION TruthValue",
         Syntax::Integer32 => "SYNTAX\tInteger32",
+        Syntax::DateAndTime => "-- TEXTUAL CONVENTION DateAndTime",
         Syntax::Unsigned32 => "SYNTAX\tUnsigned32",
         Syntax::Gauge32 => "SYNTAX\tGauge32",
         Syntax::Counter64 => "SYNTAX\tCounter64",

@@ -292,6 +292,93 @@ async fn outage(kill_agent: bool) {
     })
     .await;
     assert_eq!(received_states(&trapd), want, "in order, none twice");
+    // Each carries its event's time (not its sending time, 30 s later) and a number that
+    // grows by one per event, across the kill -9 too.
+    let times: Vec<String> = agent
+        .audit()
+        .iter()
+        .filter(|a| a["target"] == "svc" && !(a["from"] == "unknown" && a["to"] == "up"))
+        .map(|a| date_and_time(a["time"].as_str().unwrap()))
+        .collect();
+    let got = about(&trapd, "svc");
+    assert_eq!(
+        got.iter().map(|g| g.time.clone()).collect::<Vec<_>>(),
+        times,
+        "event times, to the tenth of a second"
+    );
+    let seqs: Vec<u64> = got.iter().map(|g| g.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "increasing sequence numbers: {seqs:?}"
+    );
+    assert!(
+        got.iter().all(|g| g.kind == "tcp"),
+        "the check kind is sent"
+    );
+}
+
+/// One notification as snmptrapd logged it.
+struct Got {
+    name: String,
+    time: String,
+    sequence: u64,
+    kind: String,
+    dropped: Option<u64>,
+}
+
+/// The notifications about `target` received, in order.
+fn about(trapd: &Snmptrapd, target: &str) -> Vec<Got> {
+    let target = format!("TELAGENT-MIB::telagentNotifyTarget.0 = STRING: {target}");
+    trapd
+        .received()
+        .into_iter()
+        .filter(|(_, vbs)| vbs.contains(&target))
+        .map(|(_, vbs)| {
+            let field = |name: &str| {
+                vbs.iter()
+                    .find_map(|v| v.strip_prefix(&format!("TELAGENT-MIB::{name}.0 = ")))
+                    .map(|v| v.split_once(": ").map_or(v, |(_, x)| x).to_string())
+                    .unwrap_or_default()
+            };
+            Got {
+                name: vbs
+                    .iter()
+                    .find_map(|v| v.split_once("= OID: TELAGENT-MIB::").map(|(_, n)| n))
+                    .unwrap_or("")
+                    .to_string(),
+                time: field("telagentNotifyTime"),
+                sequence: field("telagentNotifySequence").parse().unwrap_or(0),
+                kind: field("telagentNotifyKind").trim_matches('"').to_string(),
+                dropped: field("telagentNotifyDropped").parse().ok(),
+            }
+        })
+        .collect()
+}
+
+/// The numbers of a printed DateAndTime, in order (comparable).
+fn numbers(t: &str) -> Vec<u32> {
+    t.split(|c: char| !c.is_ascii_digit())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().unwrap())
+        .collect()
+}
+
+/// An RFC 3339 UTC time as net-snmp prints a DateAndTime: `2026-12-1,17:34:0.7,+0:0`.
+fn date_and_time(rfc3339: &str) -> String {
+    let (date, rest) = rfc3339.split_once('T').unwrap();
+    let d: Vec<u32> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let t: Vec<&str> = rest.trim_end_matches('Z').split(':').collect();
+    let (sec, frac) = t[2].split_once('.').unwrap_or((t[2], "0"));
+    format!(
+        "{}-{}-{},{}:{}:{}.{},+0:0",
+        d[0],
+        d[1],
+        d[2],
+        t[0].parse::<u32>().unwrap(),
+        t[1].parse::<u32>().unwrap(),
+        sec.parse::<u32>().unwrap(),
+        &frac[..1]
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -570,4 +657,215 @@ async fn forged_answers_never_abort_a_v3_inform() {
         stderr.contains("failed authentication"),
         "the forgeries are logged: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_that_cleared_while_the_agent_was_stopped_is_cleared_once() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    svc.stop().await;
+    let mut agent = Agent::start(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section(""),
+        receiver("nms", trapd.port, &format!("{V2C}inform = true\n")),
+    ))
+    .await;
+    poll(LIMIT, "the down notified", || async {
+        (!about_svc(&trapd, "telagentCheckDown").is_empty()).then_some(())
+    })
+    .await;
+    // Restarted while still down: the NMS knows already, nothing is sent again.
+    assert!(agent.stop());
+    agent.restart().await;
+    poll(LIMIT, "svc decided after the restart", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "down")
+    })
+    .await;
+    // Stopped; the service recovers meanwhile; started again.
+    assert!(agent.stop());
+    svc.restart().await;
+    agent.restart().await;
+    poll(LIMIT, "the clear", || async {
+        (!about_svc(&trapd, "telagentCheckUp").is_empty()).then_some(())
+    })
+    .await;
+    // Once more, with nothing changed: no second clear.
+    assert!(agent.stop());
+    agent.restart().await;
+    poll(LIMIT, "svc up after the last restart", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    poll(LIMIT, "the last start notified", || async {
+        let starts = trapd
+            .received()
+            .iter()
+            .filter(|(_, v)| v.iter().any(|x| x.ends_with("telagentAgentStart")))
+            .count();
+        (starts >= 4).then_some(())
+    })
+    .await;
+    let names: Vec<String> = about(&trapd, "svc").into_iter().map(|g| g.name).collect();
+    assert_eq!(
+        names,
+        ["telagentCheckDown", "telagentCheckUp"],
+        "one alarm, one clear, across four starts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_queued_for_a_renamed_receiver_are_delivered() {
+    let mut trapd = Snmptrapd::start(&trapd_conf());
+    trapd.stop();
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let inform = format!("{V2C}inform = true\n");
+    let mut agent = Agent::start(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section(""),
+        receiver("nms", trapd.port, &inform),
+    ))
+    .await;
+    poll(LIMIT, "svc up", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    flip(&agent, &mut svc, 4).await;
+    let want = audited(&agent);
+    assert!(agent.stop());
+    // The operator renames the receiver; its address stays.
+    agent.write_config(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section(""),
+        receiver("scom", trapd.port, &inform),
+    ));
+    trapd.restart();
+    agent.restart().await;
+    poll(LIMIT, "the queued notifications delivered", || async {
+        (received_states(&trapd).len() >= want.len()).then_some(())
+    })
+    .await;
+    assert_eq!(received_states(&trapd), want);
+    assert!(
+        agent
+            .log()
+            .contains("go to the receiver at the same address"),
+        "{}",
+        agent.log()
+    );
+    let m = agent.metrics().await;
+    assert_eq!(
+        metric(&m, "telagent_notification_outbox_depth{receiver=\"scom\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overflow_is_reported_once_when_delivery_resumes() {
+    let mut trapd = Snmptrapd::start(&trapd_conf());
+    trapd.stop();
+    let mut svc = Service::start(Behaviour::Accept).await;
+    let agent = Agent::start(&format!(
+        "{}{}{}",
+        check(&svc),
+        notify_section("outbox_limit = 5"),
+        receiver("nms", trapd.port, &format!("{V2C}inform = true\n")),
+    ))
+    .await;
+    poll(LIMIT, "svc up", || async {
+        agent.target("svc").await.filter(|t| t["state"] == "up")
+    })
+    .await;
+    flip(&agent, &mut svc, 12).await;
+    let m = agent.metrics().await;
+    let dropped = metric(&m, "telagent_notifications_dropped_total{receiver=\"nms\"}").unwrap();
+    assert!(dropped >= 8.0, "{m}");
+    let warned = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("Outbox full"))
+        .count();
+    assert_eq!(warned, 1, "one summary line per minute, not one per drop");
+    trapd.restart();
+    let report = poll(LIMIT, "the dropped report", || async {
+        about(&trapd, "nms")
+            .into_iter()
+            .find(|g| g.name == "telagentNotificationsDropped")
+    })
+    .await;
+    assert_eq!(report.dropped, Some(dropped as u64), "how many were lost");
+    // The oldest lost is the AgentStart, from before the first flip.
+    let first_flip = agent
+        .audit()
+        .into_iter()
+        .find(|a| a["target"] == "svc" && a["from"] == "up")
+        .unwrap();
+    let flip_time = date_and_time(first_flip["time"].as_str().unwrap());
+    assert!(
+        numbers(&report.time) <= numbers(&flip_time),
+        "{} is not before {flip_time}",
+        report.time
+    );
+    poll(LIMIT, "the outbox drained", || async {
+        let m = agent.metrics().await;
+        (metric(&m, "telagent_notification_outbox_depth{receiver=\"nms\"}") == Some(0.0))
+            .then_some(())
+    })
+    .await;
+    let reports = about(&trapd, "nms")
+        .into_iter()
+        .filter(|g| g.name == "telagentNotificationsDropped")
+        .count();
+    assert_eq!(reports, 1, "reported once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_drains_200_through_the_standby_while_the_primary_is_silent() {
+    let standby = Snmptrapd::start(&trapd_conf());
+    // A primary that takes every datagram and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let primary = silent.local_addr().unwrap().port();
+    let inform = format!("{V2C}inform = true\n");
+    let checks: String = (0..200)
+        .map(|i| {
+            format!("[[tcp]]\nname = \"c{i}\"\naddress = \"127.0.0.1:1\"\ninterval = \"10s\"\ntimeout = \"200ms\"\nfall = 1\n\n")
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let agent = Agent::start(&format!(
+        "{checks}{}{}{}",
+        notify_section("mode = \"failover\""),
+        receiver("primary", primary, &inform),
+        receiver("standby", standby.port, &inform),
+    ))
+    .await;
+    let downs = || {
+        standby
+            .received()
+            .iter()
+            .filter(|(_, v)| v.iter().any(|x| x.ends_with("telagentCheckDown")))
+            .count()
+    };
+    poll(
+        Duration::from_secs(120),
+        "200 downs at the standby",
+        || async { (downs() >= 200).then_some(()) },
+    )
+    .await;
+    let took = started.elapsed();
+    // Without skipping the silent primary, each would wait its timeout (300 ms): 60 s.
+    assert!(took < Duration::from_secs(20), "drained in {took:?}");
+    let m = agent.metrics().await;
+    let tried = metric(
+        &m,
+        "telagent_notifications_sent_total{receiver=\"primary\"}",
+    )
+    .unwrap();
+    assert!(
+        tried < 20.0,
+        "the primary was probed, not tried with each: {tried}"
+    );
+    drop(silent);
 }

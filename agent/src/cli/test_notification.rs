@@ -99,18 +99,21 @@ pub async fn run(args: Args) -> ExitCode {
         let mut last_error = None;
         let t0 = Instant::now();
         for i in 0..args.count {
+            // Not an event of the agent: sequence 0, kind `test`.
             let n = Notification {
-                kind: Kind::CheckUp,
                 target: "telagent-test".into(),
-                state: NState::Up,
-                reason: format!(
-                    "test notification {} of {} (telagent test-notification)",
-                    i + 1,
-                    args.count
-                ),
-                severity: Severity::Info,
-                server: config.agent.server.clone(),
-                suppressed: None,
+                check_kind: "test".into(),
+                ..Notification::agent(
+                    Kind::CheckUp,
+                    &config.agent.server,
+                    NState::Up,
+                    Severity::Info,
+                    format!(
+                        "test notification {} of {} (telagent test-notification)",
+                        i + 1,
+                        args.count
+                    ),
+                )
             };
             let t = Instant::now();
             match sender.deliver(&n, &engine, config.notify.timeout).await {

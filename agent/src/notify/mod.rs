@@ -238,9 +238,10 @@ pub enum Kind {
     CheckDown,
     CheckUp,
     NotificationsSuppressed,
+    NotificationsDropped,
 }
 
-const KINDS: [Kind; 17] = [
+const KINDS: [Kind; 18] = [
     Kind::ServerDown,
     Kind::ServerUp,
     Kind::ServerDrain,
@@ -258,6 +259,7 @@ const KINDS: [Kind; 17] = [
     Kind::CheckDown,
     Kind::CheckUp,
     Kind::NotificationsSuppressed,
+    Kind::NotificationsDropped,
 ];
 
 impl Kind {
@@ -343,6 +345,47 @@ pub struct Notification {
     /// Notifications held back by damping (summaries only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u32>,
+    /// When the event happened (kept through queues and restarts).
+    #[serde(
+        default = "std::time::SystemTime::now",
+        with = "crate::engine::model::rfc3339"
+    )]
+    pub time: std::time::SystemTime,
+    /// Number of the event in this agent, given by the outbox as it is queued, kept across
+    /// restarts (0 until then).
+    #[serde(default)]
+    pub sequence: u64,
+    /// Kind of the target (`server`, `tcp`, `modem`, ..., `agent`).
+    #[serde(default)]
+    pub check_kind: String,
+    /// Notifications lost to an outbox overflow (dropped reports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u32>,
+}
+
+impl Notification {
+    /// A notification about this agent itself, now.
+    pub fn agent(
+        kind: Kind,
+        server: &str,
+        state: NState,
+        severity: Severity,
+        reason: String,
+    ) -> Self {
+        Notification {
+            kind,
+            target: server.to_string(),
+            state,
+            reason,
+            severity,
+            server: server.to_string(),
+            suppressed: None,
+            time: std::time::SystemTime::now(),
+            sequence: 0,
+            check_kind: "agent".into(),
+            dropped: None,
+        }
+    }
 }
 
 /// The notification a transition means, if any. `speaker`: this agent speaks for the
@@ -392,6 +435,10 @@ pub fn from_transition(t: &Transition, speaker: bool, last: Option<Kind>) -> Opt
         severity,
         server: t.server.clone(),
         suppressed: None,
+        time: t.time,
+        sequence: 0,
+        check_kind: t.kind.to_string(),
+        dropped: None,
     })
 }
 
@@ -509,7 +556,12 @@ pub struct Notifier {
     stats: Arc<Stats>,
     server: String,
     engine: traps::Engine,
+    /// Per queue: when an overflow was last logged, and drops since then.
+    drop_log: Mutex<BTreeMap<String, (Instant, u64)>>,
 }
+
+/// How often an overflowing outbox is logged.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Notifier {
     /// Opens the outbox and takes the next engineBoots; None without receivers.
@@ -528,7 +580,22 @@ impl Notifier {
                 state_dir.join("snmp-engine-boots").display()
             )
         })?;
-        let outbox = outbox::Outbox::open(&outbox_path(state_dir), config.outbox_limit)?;
+        let mut outbox = outbox::Outbox::open(&outbox_path(state_dir), config.outbox_limit)?;
+        let current: Vec<(String, Vec<String>)> = queues(config)
+            .into_iter()
+            .map(|q| {
+                let addresses = config
+                    .receiver
+                    .iter()
+                    .filter(|r| config.mode == Mode::Failover || r.name == q)
+                    .map(|r| r.address.clone())
+                    .collect();
+                (q, addresses)
+            })
+            .collect();
+        let orphans = outbox
+            .adopt(&current)
+            .map_err(|e| format!("outbox {}: {e}", outbox_path(state_dir).display()))?;
         let id = config
             .engine_id
             .as_deref()
@@ -545,7 +612,37 @@ impl Notifier {
                 boots,
                 started: Instant::now(),
             },
-        }))
+            drop_log: Mutex::new(BTreeMap::new()),
+        })
+        .inspect(|n| n.settle(&orphans)))
+    }
+
+    /// Logs what became of the rows of queues that no longer exist, and reports a drop to
+    /// every receiver.
+    fn settle(&self, orphans: &[outbox::Orphans]) {
+        for o in orphans {
+            match &o.moved_to {
+                Some(to) => {
+                    tracing::info!(queue = %o.queue, to = %to, notifications = o.rows, "Notifications queued for a receiver no longer configured go to the receiver at the same address.")
+                }
+                None => {
+                    tracing::warn!(queue = %o.queue, notifications = o.rows, "Notifications queued for a receiver no longer configured were dropped: no receiver has its address.");
+                    let mut n = Notification::agent(
+                        Kind::NotificationsDropped,
+                        &self.server,
+                        NState::Up,
+                        Severity::Warning,
+                        format!(
+                            "{} notification(s) queued for receiver {}, no longer configured, were dropped (no receiver has its address)",
+                            o.rows, o.queue
+                        ),
+                    );
+                    n.target = o.queue.clone();
+                    n.dropped = Some(o.rows.min(u32::MAX as usize) as u32);
+                    self.enqueue(&n);
+                }
+            }
+        }
     }
 
     /// Runs `f` on the outbox. SQLite blocks: on the multi-threaded runtime the worker
@@ -566,9 +663,10 @@ impl Notifier {
         }
     }
 
-    /// Writes a notification to the outbox of every receiver that wants it.
-    pub fn enqueue(&self, n: &Notification) {
-        let targets: Vec<String> = match self.config.mode {
+    /// The queues that take a notification: every receiver that wants it, or the
+    /// failover queue.
+    fn queues_for(&self, n: &Notification) -> Vec<String> {
+        match self.config.mode {
             Mode::All => self
                 .config
                 .receiver
@@ -577,11 +675,21 @@ impl Notifier {
                 .map(|r| r.name.clone())
                 .collect(),
             Mode::Failover => queues(&self.config),
-        };
+        }
+    }
+
+    /// Writes a notification to the outbox of every receiver that wants it.
+    pub fn enqueue(&self, n: &Notification) {
+        self.enqueue_to(&self.queues_for(n), n);
+    }
+
+    /// Writes a notification to the outbox of `targets`, as one event (one sequence number).
+    fn enqueue_to(&self, targets: &[String], n: &Notification) {
         if targets.is_empty() {
             return;
         }
-        let pushed = self.outbox(|o| o.push(&targets, n));
+        let mut n = n.clone();
+        let pushed = self.outbox(|o| o.push(targets, &mut n));
         match pushed {
             Ok(dropped) => {
                 let mut m = self.stats.receivers();
@@ -591,7 +699,7 @@ impl Notifier {
                     s.outbox_depth += 1;
                     s.outbox_depth -= d as u64;
                     if d > 0 {
-                        tracing::warn!(queue = %q, dropped = d, "Outbox full; the oldest notifications were dropped.");
+                        self.log_drop(q, d as u64);
                     }
                 }
             }
@@ -600,6 +708,71 @@ impl Notifier {
             }
         }
         self.wake.notify_waiters();
+    }
+
+    /// One WARN line per queue and [`DROP_LOG_INTERVAL`] for an overflowing outbox.
+    fn log_drop(&self, queue: &str, dropped: u64) {
+        let mut log = self
+            .drop_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let e = log
+            .entry(queue.to_string())
+            .or_insert((now - DROP_LOG_INTERVAL, 0));
+        e.1 += dropped;
+        if now.duration_since(e.0) >= DROP_LOG_INTERVAL {
+            tracing::warn!(queue = %queue, dropped = e.1, limit = self.config.outbox_limit, "Outbox full: the oldest notifications were dropped (this line repeats at most once a minute, with the count since the last). The receiver is told how many once delivery resumes.");
+            *e = (now, 0);
+        }
+    }
+
+    /// What a target's first observation (at start, after a reload) means to each queue:
+    /// the queue was told of a problem that has ended since (its clear), or of another
+    /// state (the new one); nothing when it already knows. `speaker`: this agent speaks for
+    /// a server. Returns the notifications with their queues.
+    fn first_news(&self, t: &Transition, speaker: bool) -> Vec<(Vec<String>, Notification)> {
+        let mut out: Vec<(Vec<String>, Notification)> = Vec::new();
+        let fault = from_transition(t, speaker, None);
+        let probe = fault.clone().or_else(|| {
+            // A first observation `up` is no news by itself: a clear only for queues
+            // told of a problem.
+            let as_return = Transition {
+                from: State::Down,
+                ..t.clone()
+            };
+            from_transition(&as_return, speaker, None)
+        });
+        let Some(probe) = probe else {
+            return out;
+        };
+        for q in self.queues_for(&probe) {
+            let last = self.outbox(|o| o.last_notified(&q, &t.target));
+            let n = match (&fault, last) {
+                (Some(f), Some((kind, severity))) if kind == f.kind && severity == f.severity => {
+                    None
+                }
+                (Some(f), _) => Some(f.clone()),
+                (None, Some((kind, severity))) if severity != Severity::Cleared => {
+                    let as_return = Transition {
+                        from: State::Down,
+                        ..t.clone()
+                    };
+                    from_transition(&as_return, speaker, Some(kind)).map(|mut n| {
+                        n.reason = format!("{} (cleared since the last notification)", n.reason);
+                        n
+                    })
+                }
+                (None, _) => None,
+            };
+            if let Some(n) = n {
+                match out.iter_mut().find(|(_, o)| *o == n) {
+                    Some((qs, _)) => qs.push(q),
+                    None => out.push((vec![q], n)),
+                }
+            }
+        }
+        out
     }
 
     /// Starts the delivery tasks and the transition consumer. `snapshots` tells which
@@ -638,15 +811,13 @@ impl Notifier {
                 format!("{started}, degraded: {p}"),
             ),
         };
-        me.enqueue(&Notification {
-            kind: Kind::AgentStart,
-            target: server.clone(),
+        me.enqueue(&Notification::agent(
+            Kind::AgentStart,
+            &server,
             state,
-            reason,
             severity,
-            server,
-            suppressed: None,
-        });
+            reason,
+        ));
         let mut tasks = Vec::new();
         for q in queues(&me.config) {
             tasks.push(tokio::spawn(deliver(me.clone(), q, cancel.clone())));
@@ -660,6 +831,7 @@ impl Notifier {
                 tokio::select! {
                     t = transitions.recv() => match t {
                         Some(t) if t.kind == "server" => pending_servers.push(t),
+                        Some(t) if t.from == State::Unknown => damper.first(&consumer, &t, true),
                         Some(t) => {
                             if let Some(n) = from_transition(&t, true, damper.last_problem(&t.target)) {
                                 damper.offer(&consumer, n);
@@ -672,7 +844,9 @@ impl Notifier {
                         let snap = snapshots.borrow_and_update().clone();
                         for t in pending_servers.drain(..) {
                             let speaker = snap.servers.iter().any(|s| s.name == t.target && s.speaker);
-                            if let Some(n) = from_transition(&t, speaker, damper.last_problem(&t.target)) {
+                            if t.from == State::Unknown {
+                                damper.first(&consumer, &t, speaker);
+                            } else if let Some(n) = from_transition(&t, speaker, damper.last_problem(&t.target)) {
                                 damper.offer(&consumer, n);
                             }
                         }
@@ -682,15 +856,13 @@ impl Notifier {
             }
             damper.flush_all(&consumer);
             let server = consumer.server.clone();
-            consumer.enqueue(&Notification {
-                kind: Kind::AgentStop,
-                target: server.clone(),
-                state: NState::Down,
-                reason: "telagent is stopping".into(),
-                severity: Severity::Warning,
-                server,
-                suppressed: None,
-            });
+            consumer.enqueue(&Notification::agent(
+                Kind::AgentStop,
+                &server,
+                NState::Down,
+                Severity::Warning,
+                "telagent is stopping".into(),
+            ));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while tokio::time::Instant::now() < deadline {
                 let left: u64 = queues(&consumer.config)
@@ -730,15 +902,30 @@ impl Damper {
         self.problems.get(target).copied()
     }
 
-    fn offer(&mut self, n: &Notifier, notification: Notification) {
-        let hold = n.config.hold;
-        let now = tokio::time::Instant::now();
+    /// A target's first observation: what each queue has not been told yet, at once.
+    fn first(&mut self, n: &Notifier, t: &Transition, speaker: bool) {
+        for (queues, notification) in n.first_news(t, speaker) {
+            self.note(&notification);
+            self.last_sent
+                .insert(notification.target.clone(), tokio::time::Instant::now());
+            n.enqueue_to(&queues, &notification);
+        }
+    }
+
+    /// Remembers the problem notified for a target, to pick the matching clear.
+    fn note(&mut self, notification: &Notification) {
         if notification.severity == Severity::Cleared {
             self.problems.remove(&notification.target);
         } else {
             self.problems
                 .insert(notification.target.clone(), notification.kind);
         }
+    }
+
+    fn offer(&mut self, n: &Notifier, notification: Notification) {
+        let hold = n.config.hold;
+        let now = tokio::time::Instant::now();
+        self.note(&notification);
         let recent = self
             .last_sent
             .get(&notification.target)
@@ -820,6 +1007,9 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
         Mode::Failover => n.config.receiver.clone(),
     };
     let mut senders: Vec<traps::Sender> = receivers.into_iter().map(traps::Sender::new).collect();
+    // Failover's circuit breaker: a receiver that did not answer is skipped until its
+    // time comes, then tried with one notification; each failure doubles its wait.
+    let mut breakers: Vec<Breaker> = senders.iter().map(|_| Breaker::default()).collect();
     let mut backoff = Duration::from_millis(250);
     loop {
         let notified = n.wake.notified();
@@ -845,9 +1035,12 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
                 }
             }
         };
-        let mut delivered = false;
-        for s in senders.iter_mut() {
+        let mut delivered = None;
+        for (i, s) in senders.iter_mut().enumerate() {
             if n.config.mode == Mode::Failover && !wanted(&s.config, &notification) {
+                continue;
+            }
+            if n.config.mode == Mode::Failover && breakers[i].open() {
                 continue;
             }
             let outcome = tokio::select! {
@@ -861,12 +1054,12 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
             match outcome {
                 traps::Outcome::Sent => {
                     st.sent += 1;
-                    delivered = true;
+                    delivered = Some(i);
                 }
                 traps::Outcome::Acked => {
                     st.sent += 1;
                     st.acknowledged += 1;
-                    delivered = true;
+                    delivered = Some(i);
                 }
                 traps::Outcome::NoAnswer(e) => {
                     st.sent += 1;
@@ -879,11 +1072,14 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
                     tracing::warn!(receiver = %name, error = %e, "Notification refused; check the receiver's credentials.");
                 }
             }
-            if delivered {
+            drop(m);
+            breakers[i].record(delivered.is_some(), n.config.max_backoff, &name);
+            if delivered.is_some() {
                 break;
             }
         }
-        if delivered {
+        if let Some(i) = delivered {
+            report_lost(&n, &queue, &mut senders[i]).await;
             let _ = n.outbox(|o| o.remove(seq));
             let depth = n.outbox(|o| o.depth(&queue)).unwrap_or(0);
             n.stats
@@ -899,6 +1095,74 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(n.config.max_backoff);
+    }
+}
+
+/// Failover's view of one receiver: skipped while it is known to fail.
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    until: Option<Instant>,
+}
+
+impl Breaker {
+    /// Skip this receiver now (it failed, and its wait is not over).
+    fn open(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// After an attempt: a success closes it; a failure skips the receiver for 1 s,
+    /// doubling up to `max` (it is then tried again with one notification).
+    fn record(&mut self, ok: bool, max: Duration, name: &str) {
+        if ok {
+            if self.failures > 0 {
+                tracing::info!(receiver = %name, "Receiver answers again; failover uses it again.");
+            }
+            *self = Breaker::default();
+            return;
+        }
+        self.failures += 1;
+        let wait = (Duration::from_secs(1) * 2u32.saturating_pow(self.failures.min(16) - 1))
+            .min(max.max(Duration::from_secs(1)));
+        if self.failures == 1 {
+            tracing::warn!(receiver = %name, "Receiver did not answer; failover skips it, trying it again with one notification at a time.");
+        }
+        self.until = Some(Instant::now() + wait);
+    }
+}
+
+/// Tells the receiver behind `sender`, which has just taken a notification, what an
+/// overflow of its queue dropped, once: telagentNotificationsDropped with the count and
+/// the oldest lost event's time. Kept for the next time if it is not delivered.
+async fn report_lost(n: &Notifier, queue: &str, sender: &mut traps::Sender) {
+    let Ok(Some(lost)) = n.outbox(|o| o.lost(queue)) else {
+        return;
+    };
+    let Ok(sequence) = n.outbox(|o| o.next_sequence()) else {
+        return;
+    };
+    let mut report = Notification::agent(
+        Kind::NotificationsDropped,
+        &n.server,
+        NState::Up,
+        Severity::Warning,
+        format!(
+            "{} notification(s) for this receiver were dropped while it could not be reached (outbox limit {}), the oldest from {}; poll the tables for the current states",
+            lost.count,
+            n.config.outbox_limit,
+            humantime::format_rfc3339_seconds(lost.oldest)
+        ),
+    );
+    report.target = queue.to_string();
+    report.time = lost.oldest;
+    report.sequence = sequence;
+    report.dropped = Some(lost.count.min(u64::from(u32::MAX)) as u32);
+    match sender.deliver(&report, &n.engine, n.config.timeout).await {
+        traps::Outcome::Sent | traps::Outcome::Acked => {
+            let _ = n.outbox(|o| o.reported(queue, lost.count));
+            tracing::info!(queue = %queue, dropped = lost.count, "Told the receiver how many notifications it lost to the overflow.");
+        }
+        _ => {}
     }
 }
 

@@ -94,7 +94,40 @@ pub fn varbinds(n: &Notification, uptime: u32) -> Vec<VarBind> {
     if let Some(count) = n.suppressed {
         v.push((mib::notify_object(6), Val::Gauge32(count)));
     }
+    if let Some(count) = n.dropped {
+        v.push((mib::notify_object(10), Val::Gauge32(count)));
+    }
+    v.push((mib::notify_object(7), Val::Str(date_and_time(n.time))));
+    v.push((mib::notify_object(8), Val::Counter64(n.sequence)));
+    v.push((
+        mib::notify_object(9),
+        Val::Str(ber::cut(&n.check_kind, 32).as_bytes().to_vec()),
+    ));
     v
+}
+
+/// DateAndTime (SNMPv2-TC), in UTC with the direction and offset fields: 11 octets.
+pub fn date_and_time(t: std::time::SystemTime) -> Vec<u8> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // humantime renders UTC as RFC 3339: 2026-12-01T17:14:00.123Z.
+    let text = humantime::format_rfc3339_millis(t).to_string();
+    let num =
+        |r: std::ops::Range<usize>| text.get(r).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let year = num(0..4);
+    let deci = (d.subsec_millis() / 100) as u8;
+    vec![
+        (year >> 8) as u8,
+        year as u8,
+        num(5..7) as u8,
+        num(8..10) as u8,
+        num(11..13) as u8,
+        num(14..16) as u8,
+        num(17..19) as u8,
+        deci,
+        b'+',
+        0,
+        0,
+    ]
 }
 
 /// A v2c message.
@@ -653,15 +686,16 @@ mod tests {
 
     #[test]
     fn the_reason_is_cut_at_a_character_within_255_bytes() {
-        let n = Notification {
-            kind: super::super::Kind::CheckDown,
-            target: "t".into(),
-            state: super::super::NState::Down,
-            reason: "é".repeat(200), // 400 bytes
-            severity: super::super::Severity::Critical,
-            server: "s".into(),
-            suppressed: None,
-        };
+        use super::super::{Kind, NState, Severity};
+        let mut n = Notification::agent(
+            Kind::CheckDown,
+            "s",
+            NState::Down,
+            Severity::Critical,
+            "é".repeat(200), // 400 bytes
+        );
+        n.time = std::time::UNIX_EPOCH + Duration::from_millis(1_796_146_440_750);
+        n.sequence = 7;
         let reason = varbinds(&n, 0)
             .into_iter()
             .find(|(o, _)| *o == mib::notify_object(3))
@@ -672,6 +706,19 @@ mod tests {
         };
         assert_eq!(bytes.len(), 254);
         assert!(std::str::from_utf8(&bytes).is_ok());
+        let vbs = varbinds(&n, 0);
+        let at = |i: u32| {
+            vbs.iter()
+                .find(|(o, _)| *o == mib::notify_object(i))
+                .map(|v| &v.1)
+        };
+        // 2026-12-01 17:34:00.7 UTC, direction '+', offset 0.
+        assert_eq!(
+            at(7),
+            Some(&Val::Str(vec![0x07, 0xea, 12, 1, 17, 34, 0, 7, b'+', 0, 0]))
+        );
+        assert_eq!(at(8), Some(&Val::Counter64(7)));
+        assert_eq!(at(9), Some(&Val::Str(b"agent".to_vec())));
         let edge = format!("{}€", "a".repeat(253)); // the euro sign would end at byte 256
         assert_eq!(ber::cut(&edge, 255), "a".repeat(253));
         assert!(same_mac(b"abc", b"abc") && !same_mac(b"abc", b"abd") && !same_mac(b"ab", b"abc"));

@@ -18,6 +18,8 @@ pub enum Syntax {
     State,
     /// TelagentSeverity: cleared(1), info(2), warning(3), critical(4).
     Severity,
+    /// DateAndTime (SNMPv2-TC).
+    DateAndTime,
     Integer32,
     Unsigned32,
     Gauge32,
@@ -148,15 +150,20 @@ pub fn agent_server() -> Vec<u32> {
     under(&[1, 1, 2])
 }
 
-/// The objects every notification carries, in order, then the suppressed count of a
-/// storm summary.
-pub const NOTIFY_OBJECTS: [(u32, &str, Syntax); 6] = [
+/// The objects of notifications: the first five in every one, then the suppressed count
+/// of a storm summary, the event's time, sequence number and kind (in every one), and the
+/// count of a dropped-notifications report.
+pub const NOTIFY_OBJECTS: [(u32, &str, Syntax); 10] = [
     (1, "telagentNotifyTarget", DisplayString),
     (2, "telagentNotifyState", State),
     (3, "telagentNotifyReason", DisplayString),
     (4, "telagentNotifySeverity", Severity),
     (5, "telagentNotifyServer", DisplayString),
     (6, "telagentNotifySuppressed", Unsigned32),
+    (7, "telagentNotifyTime", DateAndTime),
+    (8, "telagentNotifySequence", Counter64),
+    (9, "telagentNotifyKind", DisplayString),
+    (10, "telagentNotifyDropped", Unsigned32),
 ];
 
 /// The instance OID (`.0`) of a notification object.
@@ -165,7 +172,7 @@ pub fn notify_object(n: u32) -> Vec<u32> {
 }
 
 /// Notification types: (number under telagentNotifications, MIB name).
-pub const NOTIFICATIONS: [(u32, &str); 17] = [
+pub const NOTIFICATIONS: [(u32, &str); 18] = [
     (1, "telagentServerDown"),
     (2, "telagentServerUp"),
     (3, "telagentServerDrain"),
@@ -183,6 +190,7 @@ pub const NOTIFICATIONS: [(u32, &str); 17] = [
     (15, "telagentCheckDown"),
     (16, "telagentCheckUp"),
     (17, "telagentNotificationsSuppressed"),
+    (18, "telagentNotificationsDropped"),
 ];
 
 pub fn notification_oid(n: u32) -> Vec<u32> {
