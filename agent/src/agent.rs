@@ -440,6 +440,7 @@ impl Parts {
                 model: model.clone(),
                 cluster: snapshot.clone(),
                 traffic: traffic.stats.clone(),
+                indexes: crate::snmp::index::Indexes::open(&config.agent.state_dir),
             };
             tasks.spawn(
                 "agentx",

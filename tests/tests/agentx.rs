@@ -125,3 +125,70 @@ async fn walks_agree_with_status_and_survive_an_snmpd_restart() {
     );
     assert_eq!(metric(&m, "telagent_agentx_registered"), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sysortable_names_the_mib_and_rows_keep_their_index_across_a_reload() {
+    let snmpd = Snmpd::start();
+    let svc = Service::start(Behaviour::Accept).await;
+    let port = telagent_tests::free_port();
+    let tcp = |name: &str| {
+        format!(
+            "[[tcp]]\nname = \"{name}\"\naddress = \"{}\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\n",
+            svc.addr
+        )
+    };
+    let body = |checks: &str| {
+        format!(
+            "[[member]]\nname = \"test\"\nagent = \"http://127.0.0.1:{port}\"\n\n[snmp]\nagentx = \"{}\"\n\n{checks}",
+            snmpd.agentx()
+        )
+    };
+    let agent = Agent::start_as("test", port, &body(&(tcp("m-svc") + &tcp("z-svc"))))
+        .await
+        .expect("agent starts");
+    let walk = poll(LIMIT, "the check table", || async {
+        let w = snmpd.walk(V2C, "TELAGENT-MIB::telagentCheckTable").ok()?;
+        value(&w, "telagentCheckName.2").is_some().then_some(w)
+    })
+    .await;
+    assert_eq!(value(&walk, "telagentCheckName.1"), Some("m-svc"));
+    assert_eq!(value(&walk, "telagentCheckName.2"), Some("z-svc"));
+    // sysORTable tells an NMS what this host implements.
+    let or = snmpd
+        .walk(V2C, "SNMPv2-MIB::sysORTable")
+        .expect("sysORTable walk");
+    assert!(
+        or.iter()
+            .any(|l| l.contains("sysORDescr") && l.contains("TELAGENT-MIB")),
+        "{or:#?}"
+    );
+    assert!(
+        or.iter()
+            .any(|l| l.contains("sysORID") && l.contains("telagentMIB")),
+        "{or:#?}"
+    );
+    // A reload adds a check that sorts first and removes one: the rows the NMS knows keep
+    // their numbers.
+    agent.write_config(&body(&(tcp("a-new") + &tcp("m-svc"))));
+    agent.hup();
+    let walk = poll(LIMIT, "the new check served", || async {
+        let w = snmpd.walk(V2C, "TELAGENT-MIB::telagentCheckTable").ok()?;
+        value(&w, "telagentCheckName.3").is_some().then_some(w)
+    })
+    .await;
+    assert_eq!(
+        value(&walk, "telagentCheckName.1"),
+        Some("m-svc"),
+        "{walk:#?}"
+    );
+    assert_eq!(
+        value(&walk, "telagentCheckName.3"),
+        Some("a-new"),
+        "{walk:#?}"
+    );
+    assert_eq!(
+        value(&walk, "telagentCheckName.2"),
+        None,
+        "z-svc is gone, its number unused"
+    );
+}

@@ -25,6 +25,7 @@ use crate::metrics::{bool01, Collector, Families};
 const OPEN: u8 = 1;
 const CLOSE: u8 = 2;
 const REGISTER: u8 = 3;
+const ADD_AGENT_CAPS: u8 = 16;
 const GET: u8 = 5;
 const GET_NEXT: u8 = 6;
 const GET_BULK: u8 = 7;
@@ -202,10 +203,12 @@ fn pdu(h: &Header, payload: &[u8]) -> Vec<u8> {
     e.0
 }
 
-/// Reads one PDU: its header and payload.
-async fn read_pdu(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(Header, Vec<u8>)> {
-    let mut head = [0u8; 20];
-    r.read_exact(&mut head).await?;
+/// Takes one whole PDU off the front of `buf`, if it holds one: its header and payload.
+fn take_pdu(buf: &mut Vec<u8>) -> std::io::Result<Option<(Header, Vec<u8>)>> {
+    if buf.len() < 20 {
+        return Ok(None);
+    }
+    let head: [u8; 20] = buf[..20].try_into().unwrap_or([0; 20]);
     let big = head[2] & NETWORK_BYTE_ORDER != 0;
     let word = |i: usize| {
         let b: [u8; 4] = head[i..i + 4].try_into().unwrap_or([0; 4]);
@@ -227,9 +230,12 @@ async fn read_pdu(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(Header, 
             "AgentX payload of {len} bytes refused"
         )));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
-    Ok((
+    if buf.len() < 20 + len {
+        return Ok(None);
+    }
+    let payload = buf[20..20 + len].to_vec();
+    buf.drain(..20 + len);
+    Ok(Some((
         Header {
             ty: head[1],
             flags: head[2],
@@ -238,7 +244,28 @@ async fn read_pdu(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(Header, 
             packet: word(12),
         },
         payload,
-    ))
+    )))
+}
+
+/// Reads until `buf` holds one whole PDU and takes it. Cancel-safe: bytes read stay in
+/// `buf` (read_buf reads nothing when cancelled), so a PDU split across a ping tick is
+/// never lost.
+async fn read_pdu(
+    r: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(Header, Vec<u8>)> {
+    loop {
+        if let Some(p) = take_pdu(buf)? {
+            return Ok(p);
+        }
+        buf.reserve(4096);
+        if r.read_buf(buf).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the master closed the connection",
+            ));
+        }
+    }
 }
 
 /// The answer to one request: error status, error index, varbinds.
@@ -428,6 +455,7 @@ pub struct Served {
     pub model: Arc<Model>,
     pub cluster: tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>,
     pub traffic: Arc<crate::traffic::Stats>,
+    pub indexes: super::index::Indexes,
 }
 
 impl Served {
@@ -440,6 +468,7 @@ impl Served {
             targets: &m.targets,
             cluster: &cluster,
             traffic: &traffic,
+            indexes: &self.indexes,
         })
     }
 }
@@ -484,15 +513,15 @@ async fn session(
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut packet = 1u32;
-    let mut request = |s_id: u32, ty: u8, payload: Vec<u8>| {
-        packet += 1;
+    let request = |packet: &mut u32, s_id: u32, ty: u8, payload: Vec<u8>| {
+        *packet += 1;
         pdu(
             &Header {
                 ty,
                 flags: 0,
                 session: s_id,
                 transaction: 0,
-                packet,
+                packet: *packet,
             },
             &payload,
         )
@@ -502,8 +531,11 @@ async fn session(
     open.oid(&ENTERPRISE, false);
     open.octets(format!("telagent {}", env!("CARGO_PKG_VERSION")).as_bytes());
     let io = |e: std::io::Error| e.to_string();
-    s.write_all(&request(0, OPEN, open.0)).await.map_err(io)?;
-    let (h, payload) = tokio::time::timeout(Duration::from_secs(5), read_pdu(&mut s))
+    s.write_all(&request(&mut packet, 0, OPEN, open.0))
+        .await
+        .map_err(io)?;
+    let mut buf = Vec::new();
+    let (h, payload) = tokio::time::timeout(Duration::from_secs(5), read_pdu(&mut s, &mut buf))
         .await
         .map_err(|_| "no answer to Open within 5s".to_string())?
         .map_err(io)?;
@@ -514,7 +546,15 @@ async fn session(
     let mut reg = Enc::default();
     reg.0.extend([5, 127, 0, 0]);
     reg.oid(&ENTERPRISE, false);
-    s.write_all(&request(sid, REGISTER, reg.0))
+    s.write_all(&request(&mut packet, sid, REGISTER, reg.0))
+        .await
+        .map_err(io)?;
+    let registering = packet;
+    // sysORTable: the MIB this subagent implements, so an NMS (SCOM) sees what the host is.
+    let mut caps = Enc::default();
+    caps.oid(&ENTERPRISE, false);
+    caps.octets(b"telagent: TELAGENT-MIB, fax and messaging servers, lines, gateways, queues");
+    s.write_all(&request(&mut packet, sid, ADD_AGENT_CAPS, caps.0))
         .await
         .map_err(io)?;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
@@ -522,11 +562,17 @@ async fn session(
     loop {
         tokio::select! {
             _ = ping.tick() => {
-                s.write_all(&request(sid, PING, Vec::new())).await.map_err(io)?;
+                s.write_all(&request(&mut packet, sid, PING, Vec::new())).await.map_err(io)?;
             }
-            r = read_pdu(&mut s) => {
+            r = read_pdu(&mut s, &mut buf) => {
                 let (h, payload) = r.map_err(io)?;
                 match h.ty {
+                    RESPONSE if h.packet != registering => {
+                        let err = response_error(&h, &payload).map_err(|e| e.to_string())?;
+                        if err != 0 {
+                            tracing::warn!(error = err, "AgentX: the master refused a request (AddAgentCaps: no sysORTable row).");
+                        }
+                    }
                     RESPONSE => {
                         let err = response_error(&h, &payload).map_err(|e| e.to_string())?;
                         if err != 0 {
@@ -668,6 +714,35 @@ mod tests {
             &[0xff; 4],
             "an uptime past 49.7 days is written as it is"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pdu_split_across_a_cancelled_read_is_not_lost() {
+        let h = Header {
+            ty: GET,
+            flags: 0,
+            session: 7,
+            transaction: 1,
+            packet: 9,
+        };
+        let mut enc = Enc::default();
+        enc.oid(&[1, 3, 6, 1, 4, 1, 99847, 1, 1, 1, 0], false);
+        enc.oid(&[], false);
+        let whole = pdu(&h, &enc.0);
+        let (mut master, mut sub) = tokio::io::duplex(4096);
+        let mut buf = Vec::new();
+        use tokio::io::AsyncWriteExt;
+        master.write_all(&whole[..13]).await.unwrap();
+        // The ping tick wins while the PDU is half there: the read is dropped.
+        tokio::select! {
+            r = read_pdu(&mut sub, &mut buf) => panic!("half a PDU read as a whole: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        master.write_all(&whole[13..]).await.unwrap();
+        let (got, payload) = read_pdu(&mut sub, &mut buf).await.unwrap();
+        assert_eq!((got.ty, got.session, got.packet), (GET, 7, 9));
+        assert_eq!(payload, enc.0);
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod agentx;
 pub mod ber;
 pub mod client;
+pub mod index;
 pub mod mib;
 pub mod usm;
 pub mod view;

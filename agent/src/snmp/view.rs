@@ -63,6 +63,8 @@ pub struct Sources<'a> {
     pub targets: &'a BTreeMap<String, Target>,
     pub cluster: &'a Snapshot,
     pub traffic: &'a BTreeMap<Key, Count>,
+    /// Stable row numbers.
+    pub indexes: &'a super::index::Indexes,
 }
 
 pub fn build(src: &Sources) -> View {
@@ -75,20 +77,21 @@ pub fn build(src: &Sources) -> View {
         o.push(0);
         view.insert(o, v);
     }
-    servers(&mut view, src.cluster);
-    checks(&mut view, src.targets);
-    traffic(&mut view, src.traffic);
+    servers(&mut view, src.cluster, src.indexes);
+    checks(&mut view, src.targets, src.indexes);
+    traffic(&mut view, src.traffic, src.indexes);
     view
 }
 
 /// telagentServerTable: every server of the cluster as this agent sees it.
-fn servers(view: &mut View, c: &Snapshot) {
+fn servers(view: &mut View, c: &Snapshot, indexes: &super::index::Indexes) {
     let t = mib::server_table();
-    for (i, s) in c.servers.iter().enumerate() {
+    let numbers = indexes.of("server", c.servers.iter().map(|s| s.name.as_str()));
+    for s in &c.servers {
         row(
             view,
             &t,
-            i as u32 + 1,
+            numbers[&s.name],
             vec![
                 text(&s.name, 64),
                 server_state(s.state),
@@ -101,10 +104,11 @@ fn servers(view: &mut View, c: &Snapshot) {
 }
 
 /// telagentCheckTable, and the line, gateway and queue tables that share its index.
-fn checks(view: &mut View, targets: &BTreeMap<String, Target>) {
+fn checks(view: &mut View, targets: &BTreeMap<String, Target>, indexes: &super::index::Indexes) {
     let checks = mib::check_table();
-    for (i, t) in targets.values().enumerate() {
-        let index = i as u32 + 1;
+    let numbers = indexes.of("check", targets.keys().map(String::as_str));
+    for t in targets.values() {
+        let index = numbers[&t.name];
         let detail = t
             .last
             .as_ref()
@@ -193,7 +197,7 @@ fn queue(view: &mut View, index: u32, t: &Target) {
 }
 
 /// telagentTrafficTable: lifetime counters per server.
-fn traffic(view: &mut View, lifetime: &BTreeMap<Key, Count>) {
+fn traffic(view: &mut View, lifetime: &BTreeMap<Key, Count>, indexes: &super::index::Indexes) {
     let mut per_server: BTreeMap<&str, crate::traffic::totals::Row> = BTreeMap::new();
     for (k, c) in lifetime {
         per_server.entry(k.server.as_str()).or_default().add(
@@ -204,11 +208,12 @@ fn traffic(view: &mut View, lifetime: &BTreeMap<Key, Count>) {
         );
     }
     let t = mib::traffic_table();
-    for (i, (server, r)) in per_server.iter().enumerate() {
+    let numbers = indexes.of("traffic", per_server.keys().copied());
+    for (server, r) in &per_server {
         row(
             view,
             &t,
-            i as u32 + 1,
+            numbers[*server],
             vec![
                 text(server, 64),
                 Val::Counter64(r.sent),
