@@ -70,6 +70,11 @@ pub enum AuthProtocol {
 pub struct CustomProfile {
     /// The column holding one state per channel (dotted OID).
     pub state_oid: String,
+    /// What the index arcs after the column are, in order (`["trunk", "channel"]`,
+    /// `["slot", "port", "channel"]`): the arcs named `channel` tell channels of one trunk
+    /// apart, the others name the trunk (`1.2`). Empty: every row is a channel, no trunks.
+    #[serde(default)]
+    pub index: Vec<String>,
     /// Values meaning idle.
     pub idle: Vec<i64>,
     /// Values meaning busy (in a call).
@@ -141,6 +146,13 @@ check_config! {
         /// GETBULK max-repetitions.
         #[serde(default = "default_max_repetitions")]
         max_repetitions: u32,
+        /// Most trunks with their own series (the rest are counted, not exported).
+        #[serde(default = "default_max_trunks")]
+        max_trunks: usize,
+        /// IF-MIB ifOperStatus values of a B-channel's interface that are in service:
+        /// up(1) and dormant(5) (RFC 2863: waiting for a call) by default.
+        #[serde(default = "default_if_in_service")]
+        if_in_service: Vec<i64>,
         /// SIP OPTIONS ping of the same gateway, combined into its state.
         #[serde(default)]
         sip: Option<GatewaySip>,
@@ -170,6 +182,12 @@ fn default_retries() -> u32 {
 }
 fn default_max_repetitions() -> u32 {
     25
+}
+fn default_max_trunks() -> usize {
+    64
+}
+fn default_if_in_service() -> Vec<i64> {
+    vec![1, 5]
 }
 
 impl GatewayConfig {
@@ -220,6 +238,17 @@ impl GatewayConfig {
         }
         if self.max_repetitions == 0 || self.max_repetitions > 100 {
             return Err(("max_repetitions", "must be between 1 and 100".into()));
+        }
+        if self.max_trunks == 0 || self.max_trunks > 1024 {
+            return Err(("max_trunks", "must be between 1 and 1024".into()));
+        }
+        if let Some(c) = &self.custom {
+            if !c.index.is_empty() && !c.index.iter().any(|n| n == "channel") {
+                return Err((
+                    "custom",
+                    "index names the arcs after the column and needs one named \"channel\", such as [\"trunk\", \"channel\"]".into(),
+                ));
+            }
         }
         if let Some(sip) = &self.sip {
             self.sip_config(sip)
@@ -297,40 +326,90 @@ impl Channels {
     }
 }
 
-fn last_arc(rows: &[Row], root: &[u64]) -> BTreeMap<u64, i64> {
+/// Rows keyed by their whole index (every arc after the column): a multi-part index
+/// (`trunk.channel`) keeps every row. A value that is not an integer is None.
+fn by_index(rows: &[Row], root: &[u64]) -> BTreeMap<Vec<u64>, Option<i64>> {
+    rows.iter()
+        .filter_map(|(oid, v)| Some((oid.get(root.len()..)?.to_vec(), v.as_i64())))
+        .collect()
+}
+
+/// The first index arc of each row (tables indexed by ifIndex or trunk number).
+fn by_first_arc(rows: &[Row], root: &[u64]) -> BTreeMap<u64, i64> {
     rows.iter()
         .filter_map(|(oid, v)| Some((*oid.get(root.len())?, v.as_i64()?)))
         .collect()
 }
 
-/// Counts ISDN bearer channels: bearer state by ifIndex, ifOperStatus by ifIndex.
-pub fn isdn_channels(bearer: &BTreeMap<u64, i64>, if_oper: &BTreeMap<u64, i64>) -> Channels {
+/// Counts ISDN bearer channels: bearer state by ifIndex; a channel is in service while
+/// its interface's ifOperStatus is one of `in_service` (or unknown).
+pub fn isdn_channels(
+    bearer: &BTreeMap<Vec<u64>, Option<i64>>,
+    if_oper: &BTreeMap<u64, i64>,
+    in_service: &[i64],
+) -> Channels {
     let mut c = Channels::default();
-    for (if_index, state) in bearer {
-        let up = if_oper.get(if_index).is_none_or(|s| *s == 1);
+    for (index, state) in bearer {
+        let up = index
+            .first()
+            .and_then(|i| if_oper.get(i))
+            .is_none_or(|s| in_service.contains(s));
         match (up, state) {
             (false, _) => c.out_of_service += 1,
-            (true, 1) => c.idle += 1,
-            (true, 2..=4) => c.busy += 1,
+            (true, Some(1)) => c.idle += 1,
+            (true, Some(2..=4)) => c.busy += 1,
             _ => c.out_of_service += 1,
         }
     }
     c
 }
 
-/// Counts channels of a custom column.
-pub fn custom_channels(states: &BTreeMap<u64, i64>, map: &CustomProfile) -> Channels {
-    let mut c = Channels::default();
-    for v in states.values() {
-        if map.idle.contains(v) {
-            c.idle += 1;
-        } else if map.busy.contains(v) {
-            c.busy += 1;
+/// Counts channels of a custom column, in all and per trunk (the index arcs not named
+/// `channel`). A row whose index has another number of arcs than the profile names is an
+/// error: the profile does not fit the table.
+#[allow(clippy::type_complexity)]
+pub fn custom_channels(
+    states: &BTreeMap<Vec<u64>, Option<i64>>,
+    map: &CustomProfile,
+) -> Result<(Channels, BTreeMap<Vec<u64>, Channels>), String> {
+    let mut all = Channels::default();
+    let mut trunks: BTreeMap<Vec<u64>, Channels> = BTreeMap::new();
+    for (index, v) in states {
+        if !map.index.is_empty() && index.len() != map.index.len() {
+            return Err(format!(
+                "row {} has {} index arcs; the profile names {} ({})",
+                index
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("."),
+                index.len(),
+                map.index.len(),
+                map.index.join(".")
+            ));
+        }
+        let trunk: Vec<u64> = index
+            .iter()
+            .zip(&map.index)
+            .filter(|(_, name)| *name != "channel")
+            .map(|(arc, _)| *arc)
+            .collect();
+        let c = if map.index.is_empty() {
+            None
         } else {
-            c.out_of_service += 1;
+            Some(trunks.entry(trunk).or_default())
+        };
+        let slot = |ch: &mut Channels| match v {
+            Some(v) if map.idle.contains(v) => ch.idle += 1,
+            Some(v) if map.busy.contains(v) => ch.busy += 1,
+            _ => ch.out_of_service += 1,
+        };
+        slot(&mut all);
+        if let Some(c) = c {
+            slot(c);
         }
     }
-    c
+    Ok((all, trunks))
 }
 
 /// The alarms named by a DS1-MIB dsx1LineStatus bitmap (empty: noAlarm).
@@ -396,38 +475,55 @@ impl GatewayCheck {
         let mut client = self.client.lock().await;
         let fail =
             |e: crate::snmp::client::PollError| Observation::fail(e.error_type(), e.to_string());
-        let (channels, trunks) = match &c.profile {
+        let (channels, per_trunk) = match &c.profile {
             Profile::Isdn => {
                 let bearer = match client.walk(BEARER_OPER_STATUS).await {
-                    Ok(r) => last_arc(&r, BEARER_OPER_STATUS),
+                    Ok(r) => by_index(&r, BEARER_OPER_STATUS),
                     Err(e) => return fail(e),
                 };
                 let if_oper = match client.walk(IF_OPER_STATUS).await {
-                    Ok(r) => last_arc(&r, IF_OPER_STATUS),
+                    Ok(r) => by_first_arc(&r, IF_OPER_STATUS),
                     Err(e) => return fail(e),
                 };
-                let trunks = match client.walk(DSX1_LINE_STATUS).await {
-                    Ok(r) => last_arc(&r, DSX1_LINE_STATUS),
-                    Err(e) => return fail(e),
-                };
-                (isdn_channels(&bearer, &if_oper), trunks)
+                (
+                    isdn_channels(&bearer, &if_oper, &c.if_in_service),
+                    BTreeMap::new(),
+                )
             }
             Profile::Custom => {
                 let Some(map) = &c.custom else {
                     return Observation::fail("bad_response", "profile custom without a mapping");
                 };
                 let root = parse_oid(&map.state_oid).unwrap_or_default();
-                match client.walk(&root).await {
-                    Ok(r) => (custom_channels(&last_arc(&r, &root), map), BTreeMap::new()),
+                let rows = match client.walk(&root).await {
+                    Ok(r) => r,
                     Err(e) => return fail(e),
+                };
+                match custom_channels(&by_index(&rows, &root), map) {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        return Observation::fail(
+                            "bad_response",
+                            format!("{}: {e}; check the profile's index", c.address),
+                        )
+                    }
                 }
             }
         };
+        let trunks = match client.walk(DSX1_LINE_STATUS).await {
+            Ok(r) => by_first_arc(&r, DSX1_LINE_STATUS),
+            Err(e) => return fail(e),
+        };
         drop(client);
-        self.judge(channels, &trunks)
+        self.judge(channels, &per_trunk, &trunks)
     }
 
-    fn judge(&self, ch: Channels, trunks: &BTreeMap<u64, i64>) -> Observation {
+    fn judge(
+        &self,
+        ch: Channels,
+        per_trunk: &BTreeMap<Vec<u64>, Channels>,
+        trunks: &BTreeMap<u64, i64>,
+    ) -> Observation {
         let c = &self.config;
         let mut alarms = Vec::new();
         for (trunk, status) in trunks {
@@ -483,7 +579,31 @@ impl GatewayCheck {
                 value: n.into(),
             });
         }
-        for (trunk, status) in trunks {
+        // One device never floods /metrics: at most `max_trunks` trunks get series.
+        let dotted = |t: &[u64]| t.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+        for (trunk, counts) in per_trunk.iter().take(c.max_trunks) {
+            for (state, n) in [
+                ("idle", counts.idle),
+                ("busy", counts.busy),
+                ("out_of_service", counts.out_of_service),
+            ] {
+                obs.values.push(super::Value {
+                    name: "trunk_channels",
+                    help: "Channels of one trunk by state at the last poll (the trunk as the profile's index names it).",
+                    labels: vec![("trunk", dotted(trunk)), ("state", state.to_string())],
+                    value: n.into(),
+                });
+            }
+        }
+        let hidden = per_trunk.len().saturating_sub(c.max_trunks)
+            + trunks.len().saturating_sub(c.max_trunks);
+        if hidden > 0 {
+            obs.detail.push_str(&format!(
+                "; {hidden} trunk series over max_trunks ({}) not exported",
+                c.max_trunks
+            ));
+        }
+        for (trunk, status) in trunks.iter().take(c.max_trunks) {
             obs.values.push(super::Value {
                 name: "trunk_alarm",
                 help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm).",
@@ -560,14 +680,16 @@ impl Check for GatewayCheck {
 mod tests {
     use super::*;
 
+    fn one_arc(m: impl IntoIterator<Item = (u64, i64)>) -> BTreeMap<Vec<u64>, Option<i64>> {
+        m.into_iter().map(|(k, v)| (vec![k], Some(v))).collect()
+    }
+
     #[test]
     fn isdn_counts_follow_bearer_and_interface_state() {
-        let bearer: BTreeMap<u64, i64> = (101..=130)
-            .map(|i| (i, if i <= 105 { 4 } else { 1 }))
-            .collect();
+        let bearer = one_arc((101..=130).map(|i| (i, if i <= 105 { 4 } else { 1 })));
         let up: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 1)).collect();
         assert_eq!(
-            isdn_channels(&bearer, &up),
+            isdn_channels(&bearer, &up, &[1, 5]),
             Channels {
                 idle: 25,
                 busy: 5,
@@ -575,14 +697,51 @@ mod tests {
             }
         );
         let down: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 2)).collect();
+        assert_eq!(isdn_channels(&bearer, &down, &[1, 5]).out_of_service, 30);
+        // RFC 2863 dormant(5): an idle B-channel waiting for a call is usable.
+        let dormant: BTreeMap<u64, i64> = (101..=130)
+            .map(|i| (i, if i <= 105 { 1 } else { 5 }))
+            .collect();
         assert_eq!(
-            isdn_channels(&bearer, &down),
+            isdn_channels(&bearer, &dormant, &[1, 5]),
             Channels {
-                idle: 0,
-                busy: 0,
-                out_of_service: 30
+                idle: 25,
+                busy: 5,
+                out_of_service: 0
             }
         );
+        assert_eq!(
+            isdn_channels(&bearer, &dormant, &[1]).out_of_service,
+            25,
+            "the profile may say otherwise"
+        );
+    }
+
+    #[test]
+    fn a_two_part_index_keeps_every_channel_and_counts_per_trunk() {
+        let map = CustomProfile {
+            state_oid: "1.3.6.1.4.1.99999.2.1.5".into(),
+            index: vec!["trunk".into(), "channel".into()],
+            idle: vec![1],
+            busy: vec![2, 3],
+            out_of_service: vec![4],
+        };
+        let states: BTreeMap<Vec<u64>, Option<i64>> = (1..=2u64)
+            .flat_map(|t| {
+                (1..=30u64)
+                    .map(move |ch| (vec![t, ch], Some(if t == 2 && ch <= 10 { 2 } else { 1 })))
+            })
+            .collect();
+        let (all, per) = custom_channels(&states, &map).unwrap();
+        assert_eq!((all.total(), all.idle, all.busy), (60, 50, 10));
+        assert_eq!(per[&vec![1]].idle, 30);
+        assert_eq!((per[&vec![2]].idle, per[&vec![2]].busy), (20, 10));
+        // A row with a three-arc index does not fit the profile: an error, not a count.
+        let mut odd = states.clone();
+        odd.insert(vec![3, 1, 1], Some(1));
+        assert!(custom_channels(&odd, &map)
+            .unwrap_err()
+            .contains("3 index arcs"));
     }
 
     #[test]
@@ -601,9 +760,9 @@ mod tests {
         let mut rng = crate::testing::Lcg(99);
         let mut next = || rng.next_u64() as i64;
         for _ in 0..500 {
-            let bearer: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
+            let bearer = one_arc((0..40).map(|i| (i, next() % 8)));
             let oper: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
-            let c = isdn_channels(&bearer, &oper);
+            let c = isdn_channels(&bearer, &oper, &[1, 5]);
             assert_eq!(c.total(), 40);
             let _ = dsx1_alarms(next());
         }
@@ -613,20 +772,23 @@ mod tests {
     fn custom_mapping() {
         let map = CustomProfile {
             state_oid: "1.3.6.1.4.1.99999.2".into(),
+            index: vec![],
             idle: vec![0],
             busy: vec![1, 2],
             out_of_service: vec![9],
         };
-        let states: BTreeMap<u64, i64> = [(1, 0), (2, 1), (3, 2), (4, 9), (5, 77)]
-            .into_iter()
-            .collect();
+        let mut states = one_arc([(1, 0), (2, 1), (3, 2), (4, 9), (5, 77)]);
+        states.insert(vec![6], None);
+        let (all, per) = custom_channels(&states, &map).unwrap();
         assert_eq!(
-            custom_channels(&states, &map),
+            all,
             Channels {
                 idle: 1,
                 busy: 2,
-                out_of_service: 2
-            }
+                out_of_service: 3
+            },
+            "unknown values and non-integers are out of service"
         );
+        assert!(per.is_empty());
     }
 }

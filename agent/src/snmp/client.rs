@@ -3,9 +3,10 @@
 //!
 //! snmp2 has no timeout of its own and a late reply to an abandoned request breaks the next
 //! call (request id mismatch), so every request is bounded here and the session is dropped
-//! and made anew after any failure. Walks use GETBULK with bounded repetitions and stop at
-//! endOfMibView, at the first OID outside the subtree, at an OID that does not increase
-//! (an agent looping), or after `MAX_ROWS` rows.
+//! and made anew after any failure. Walks use GETBULK with bounded repetitions and end at
+//! endOfMibView or at the first OID outside the subtree; an OID that does not increase (an
+//! agent looping, a table that starts again) or more than `MAX_ROWS` rows is a broken
+//! agent: an error, never a short or endless table taken as true.
 
 use std::time::Duration;
 
@@ -44,6 +45,13 @@ pub enum Step {
     Continue(Vec<u64>),
     /// The subtree is done.
     Done,
+    /// The agent is broken: its table does not end (an OID that does not increase, a
+    /// table that starts again, more than `MAX_ROWS` rows). Nothing it sent is trusted.
+    Broken(String),
+}
+
+fn dotted(oid: &[u64]) -> String {
+    oid.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
 }
 
 /// Takes the varbinds of one GETBULK response (already copied out) into `rows` and says
@@ -61,12 +69,23 @@ pub fn walk_step(
         let Some(value) = value else {
             return Step::Done;
         };
-        if !oid.starts_with(root)
-            || oid.len() == root.len()
-            || oid <= prev
-            || rows.len() >= MAX_ROWS
-        {
+        if !oid.starts_with(root) || oid.len() == root.len() {
             return Step::Done;
+        }
+        if oid <= prev {
+            return Step::Broken(format!(
+                "the agent's table does not end: {} came after {} (OIDs must increase; a broken or looping agent), after {} rows",
+                dotted(&oid),
+                dotted(&prev),
+                rows.len()
+            ));
+        }
+        if rows.len() >= MAX_ROWS {
+            return Step::Broken(format!(
+                "the agent's table under {} goes past {MAX_ROWS} rows (still going at {}): a table that never ends, or not a channel table",
+                dotted(root),
+                dotted(&oid)
+            ));
         }
         prev = oid.clone();
         rows.push((oid, value));
@@ -127,6 +146,13 @@ pub enum PollError {
         address: String,
         source: std::io::Error,
     },
+    #[error("nothing answers SNMP at {address}: the host refused the datagram (ICMP port unreachable); is the agent running and on this port?")]
+    Refused { address: String },
+    #[error("cannot resolve {address}: {source}; check the name and DNS")]
+    Dns {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 impl PollError {
@@ -135,12 +161,14 @@ impl PollError {
             PollError::Timeout { .. } => "no_response",
             PollError::Auth { .. } => "auth_error",
             PollError::Protocol { .. } => "bad_response",
+            PollError::Refused { .. } => "connect_refused",
             PollError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::ConnectionRefused =>
             {
                 "connect_refused"
             }
             PollError::Io { .. } => "io_error",
+            PollError::Dns { .. } => "dns",
         }
     }
 }
@@ -179,9 +207,22 @@ impl Client {
             source,
         };
         let req_id = (std::process::id() as i32).wrapping_mul(7919) & 0x3fff_ffff;
+        // Resolved here, so that a name that does not resolve is told apart.
+        let resolved = tokio::net::lookup_host(&self.address)
+            .await
+            .map_err(|source| PollError::Dns {
+                address: self.address.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| PollError::Dns {
+                address: self.address.clone(),
+                source: std::io::Error::other("no address"),
+            })?
+            .to_string();
         match &self.credentials {
             Credentials::V2c { community } => {
-                AsyncSession::new_v2c(&self.address, community.as_bytes(), req_id)
+                AsyncSession::new_v2c(&resolved, community.as_bytes(), req_id)
                     .await
                     .map_err(io)
             }
@@ -199,7 +240,7 @@ impl Client {
                         privacy_password: priv_password.as_bytes().to_vec(),
                     })
                     .with_context_name(context);
-                let mut s = AsyncSession::new_v3(&self.address, req_id, security)
+                let mut s = AsyncSession::new_v3(&resolved, req_id, security)
                     .await
                     .map_err(io)?;
                 match tokio::time::timeout(self.timeout, s.init()).await {
@@ -215,6 +256,13 @@ impl Client {
     }
 
     fn classify(&self, e: snmp2::Error) -> PollError {
+        // On a connected UDP socket, a failed receive is the ICMP port unreachable the
+        // host sent back.
+        if matches!(e, snmp2::Error::Receive | snmp2::Error::Send) {
+            return PollError::Refused {
+                address: self.address.clone(),
+            };
+        }
         let reason = format!("{e:?}");
         let auth = matches!(e, snmp2::Error::CommunityMismatch) || reason.contains("Auth");
         if auth {
@@ -297,6 +345,12 @@ impl Client {
             match walk_step(root, &from, varbinds, &mut rows) {
                 Step::Continue(next) => from = next,
                 Step::Done => return Ok(rows),
+                Step::Broken(reason) => {
+                    return Err(PollError::Protocol {
+                        address: self.address.clone(),
+                        reason,
+                    })
+                }
             }
         }
     }
@@ -346,12 +400,22 @@ mod tests {
         );
         assert_eq!(step, Step::Done);
         assert_eq!(rows.len(), 3);
-        // An agent that answers the same OID again (a loop) ends the walk.
+        // An agent that answers the same OID again (a loop), or starts the table again,
+        // is broken.
         let last = [1, 3, 6, 1, 2, 1, 2, 2, 1, 8, 3];
-        assert_eq!(
+        assert!(matches!(
             walk_step(&root, &last, vec![vb(&last, 1)], &mut rows),
-            Step::Done
-        );
+            Step::Broken(why) if why.contains("came after")
+        ));
+        assert!(matches!(
+            walk_step(
+                &root,
+                &last,
+                vec![vb(&[1, 3, 6, 1, 2, 1, 2, 2, 1, 8, 1], 1)],
+                &mut rows
+            ),
+            Step::Broken(_)
+        ));
         // endOfMibView.
         assert_eq!(
             walk_step(
@@ -382,7 +446,11 @@ mod tests {
                 .collect();
             match walk_step(&root, &from, batch, &mut rows) {
                 Step::Continue(next) => from = next,
-                Step::Done => break,
+                Step::Done => panic!("a table that never ends ended"),
+                Step::Broken(why) => {
+                    assert!(why.contains("past 10000 rows"), "{why}");
+                    break;
+                }
             }
         }
         assert_eq!(rows.len(), MAX_ROWS);
