@@ -29,6 +29,15 @@ pub struct SnmpSim {
 impl SnmpSim {
     /// Serves a gateway with `active` busy B-channels and this dsx1LineStatus (1: no alarm).
     pub fn start(active: u32, line_status: i64) -> SnmpSim {
+        Self::serve_with(&[], |sim| sim.set(active, line_status))
+    }
+
+    /// Serves recordings as they are: (community, .snmprec text).
+    pub fn serve(recordings: &[(&str, String)]) -> SnmpSim {
+        Self::serve_with(recordings, |_| {})
+    }
+
+    fn serve_with(recordings: &[(&str, String)], setup: impl FnOnce(&SnmpSim)) -> SnmpSim {
         let dir = tempfile::Builder::new()
             .prefix("telagent-snmpsim-")
             .tempdir()
@@ -48,7 +57,16 @@ impl SnmpSim {
             dir,
             child: Command::new("true").spawn().unwrap(),
         };
-        sim.set(active, line_status);
+        for (community, text) in recordings {
+            let f = sim
+                .dir
+                .path()
+                .join("data")
+                .join(format!("{community}.snmprec"));
+            std::fs::write(&f, text).unwrap();
+            chmod(&f, 0o644);
+        }
+        setup(&sim);
         let _ = sim.child.wait();
         let log = std::fs::File::create(sim.dir.path().join("snmpsim.log")).unwrap();
         sim.child = Command::new("setpriv")

@@ -162,3 +162,148 @@ fn options_and_channels_combine_into_one_state() {
     ));
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// `telagent check gw` of a v2c gateway at `address` with `extra` keys.
+fn check_at(address: &str, extra: &str) -> (Option<i32>, String) {
+    check(&format!(
+        "[[gateway]]\nname = \"gw\"\naddress = \"{address}\"\nrequest_timeout = \"300ms\"\nretries = 0\n{extra}"
+    ))
+}
+
+#[test]
+fn each_error_type_is_named_for_what_happened() {
+    // Nothing listens on the port: the host answers ICMP port unreachable.
+    let closed = telagent_tests::sip::free_udp_port();
+    let (code, out) = check_at(&format!("127.0.0.1:{closed}"), "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error     connect_refused"), "{out}");
+    assert!(out.contains("port unreachable"), "{out}");
+    // A name that does not resolve.
+    let (code, out) = check_at("no-such-gateway.invalid:161", "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error     dns"), "{out}");
+    // Silence.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (_, out) = check_at(&silent.local_addr().unwrap().to_string(), "");
+    assert!(out.contains("error     no_response"), "{out}");
+    // A profile that matches nothing on the agent: no channels.
+    let sim = SnmpSim::start(5, 1);
+    let (_, out) = check_at(
+        &format!("127.0.0.1:{}", sim.port),
+        "profile = \"custom\"\ncustom = { state_oid = \"1.3.6.1.4.1.99999.7.7\", idle = [1], busy = [2] }\n",
+    );
+    assert!(out.contains("error     no_channels"), "{out}");
+}
+
+/// A recording of `rows` channels in one vendor column (1.3.6.1.4.1.99999.9.1.1.2.<n>),
+/// all idle.
+fn endless_column(rows: u64) -> String {
+    let mut oids: Vec<Vec<u64>> = (1..=rows)
+        .map(|n| vec![1, 3, 6, 1, 4, 1, 99999, 9, 1, 1, 2, n])
+        .collect();
+    oids.sort();
+    oids.iter()
+        .map(|o| {
+            let d: Vec<String> = o.iter().map(u64::to_string).collect();
+            format!("{}|2|1\n", d.join("."))
+        })
+        .collect()
+}
+
+#[test]
+fn a_table_that_does_not_end_is_a_bad_response_not_ten_thousand_channels() {
+    let sim = SnmpSim::serve(&[("endless", endless_column(10_050))]);
+    let (code, out) = check_at(
+        &format!("127.0.0.1:{}", sim.port),
+        "community = \"endless\"\nprofile = \"custom\"\ncustom = { state_oid = \"1.3.6.1.4.1.99999.9.1.1.2\", idle = [1], busy = [2] }\n",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error     bad_response"), "{out}");
+    assert!(out.contains("past 10000 rows"), "{out}");
+    assert!(!out.contains("status    ok"), "{out}");
+}
+
+/// An SNMP v2c agent that answers every GETBULK with a table that starts again: row 1,
+/// row 2, then row 1 (RFC 3416 requires each next OID to be greater).
+fn wrapping_agent() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use telagent::snmp::ber::{self, Val};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let mut r = ber::Reader::new(&buf[..n]);
+            let Ok(mut msg) = r.seq() else { continue };
+            let (Ok(_), Ok(community)) = (msg.int(), msg.octets()) else {
+                continue;
+            };
+            let community = community.to_vec();
+            let Ok((tag, content, _)) = msg.next_tlv() else {
+                continue;
+            };
+            let Ok(pdu) = ber::decode_pdu(&ber::tlv(tag, content)) else {
+                continue;
+            };
+            let col = [1u32, 3, 6, 1, 4, 1, 99999, 9, 1, 1, 2];
+            let row = |n: u32| {
+                let mut o = col.to_vec();
+                o.push(n);
+                (o, Val::Int(1))
+            };
+            let reply = telagent::notify::traps::v2c(
+                std::str::from_utf8(&community).unwrap_or("public"),
+                ber::RESPONSE,
+                pdu.request_id,
+                &[row(1), row(2), row(1)],
+            );
+            let _ = sock.send_to(&reply, from);
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn a_table_that_starts_again_is_a_bad_response() {
+    let (addr, _agent) = wrapping_agent();
+    let (code, out) = check_at(
+        &addr.to_string(),
+        "profile = \"custom\"\ncustom = { state_oid = \"1.3.6.1.4.1.99999.9.1.1.2\", idle = [1], busy = [2] }\n",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error     bad_response"), "{out}");
+    assert!(out.contains("came after"), "{out}");
+}
+
+#[test]
+fn idle_b_channels_reported_dormant_are_usable() {
+    // RFC 2863 dormant(5): the interface waits for an external event (a call). Five
+    // B-channels active, the 25 idle ones dormant.
+    let text: String = telagent_tests::snmpsim::isdn_gateway(5, 1)
+        .lines()
+        .map(|l| {
+            let dormant = (106..=130).any(|i| l == format!("1.3.6.1.2.1.2.2.1.8.{i}|2|1"));
+            if dormant {
+                format!("{}5\n", &l[..l.len() - 1])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let dormant = text
+        .lines()
+        .filter(|l| l.starts_with("1.3.6.1.2.1.2.2.1.8.") && l.ends_with("|2|5"))
+        .count();
+    assert_eq!(dormant, 25, "the recording has 25 dormant B-channels");
+    let sim = SnmpSim::serve(&[("dormant", text)]);
+    let (code, out) = check_at(
+        &format!("127.0.0.1:{}", sim.port),
+        "community = \"dormant\"\nmin_idle = 6\n",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("30 channels: 25 idle, 5 busy, 0 out of service"),
+        "{out}"
+    );
+}
