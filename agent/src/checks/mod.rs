@@ -10,6 +10,7 @@ pub mod http;
 pub mod modem;
 pub mod queue;
 pub mod sip;
+pub mod sip_message;
 pub mod tcp;
 
 use async_trait::async_trait;
