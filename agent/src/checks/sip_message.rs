@@ -117,7 +117,7 @@ impl Response {
             .iter()
             .find(|(n, _)| n == "cseq")
             .map(|(_, v)| v.trim())?;
-        let (n, method) = v.split_once(|c: char| c == ' ' || c == '\t')?;
+        let (n, method) = v.split_once([' ', '\t'])?;
         Some((n.parse().ok()?, method.trim()))
     }
 
