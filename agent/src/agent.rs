@@ -425,7 +425,13 @@ impl Parts {
         let hook = section(&config_rx, |c| c.hook.clone(), &mut tasks, &outputs);
         tasks.spawn(
             "hook",
-            crate::routing::hook::run(snapshot.clone(), hook, hook_stats, outputs.clone()),
+            crate::routing::hook::run(
+                snapshot.clone(),
+                hook,
+                config.agent.state_dir.join("hook-state.json"),
+                hook_stats,
+                outputs.clone(),
+            ),
         );
         if let Some(l) = haproxy {
             let members = section(&config_rx, |c| c.member.clone(), &mut tasks, &outputs);
@@ -560,9 +566,15 @@ fn routing_section(c: &Config) -> crate::routing::Section {
 fn shared_hashes(c: &Config) -> std::collections::BTreeMap<String, String> {
     use crate::routing::hash_of;
     use serde_json::json;
-    let rules = &c.server;
-    let named: Vec<serde_json::Value> = c
-        .checks()
+    // Sorted: the order of the lists and of the checks in the file means nothing.
+    let mut rules = c.server.clone();
+    for list in [&mut rules.critical, &mut rules.drain, &mut rules.lines] {
+        list.sort();
+    }
+    let rules = &rules;
+    let mut checks = c.checks();
+    checks.sort_by(|a, b| a.1.name().cmp(b.1.name()));
+    let named: Vec<serde_json::Value> = checks
         .iter()
         .filter(|(_, s)| {
             let n = s.name().to_string();

@@ -597,6 +597,7 @@ fn validate_routing(c: &Config, check_names: &[String]) -> Result<(), (String, S
         ));
     }
     if let Some(k) = &c.kamailio {
+        k.validate()?;
         crate::http_client::split_url(&k.rpc_url).map_err(|r| {
             (
                 "kamailio.rpc_url".to_string(),
@@ -657,10 +658,10 @@ fn check_flap(path: &str, f: &FlapRule) -> Result<(), (String, String)> {
             "must be at most 24h (0s turns flap detection off)".into(),
         ));
     }
-    if f.transitions == 0 {
+    if f.transitions < 2 {
         return Err((
             format!("{path}.flap_transitions"),
-            "must be at least 1 (flapping is more state changes than this)".into(),
+            "must be at least 2 (flapping is more state changes than this; an outage and its recovery are 2)".into(),
         ));
     }
     if !(f.ratio > 0.0 && f.ratio <= 1.0) {

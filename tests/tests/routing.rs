@@ -841,3 +841,105 @@ async fn capacity_scales_the_weight_in_haproxy_kamailio_and_the_routes() {
         Some(0.3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_takes_out_a_server_its_agent_says_is_down_while_its_port_answers() {
+    // HAProxy's own health check goes to a port that stays up: only the agent's word can
+    // take the server out.
+    let mut ns = nodes(1, |_| Behaviour::Accept).await;
+    let front = Service::start(Behaviour::Reply(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nA".to_vec(),
+    ))
+    .await;
+    let _a = start(&ns, 0, "500ms", "").await;
+    let hap = Haproxy::start(&[Backend {
+        name: "fax1".into(),
+        addr: front.addr,
+        agent_check: ns[0].check_port,
+    }]);
+    poll(LIMIT, "fax1 UP", || async {
+        hap.server("fax1").filter(|(s, _)| s.starts_with("UP"))
+    })
+    .await;
+    ns[0].svc.stop().await;
+    poll(LIMIT, "fax1 DOWN by its agent's word", || async {
+        hap.server("fax1").filter(|(s, _)| s.starts_with("DOWN"))
+    })
+    .await;
+    ns[0].svc.restart().await;
+    poll(LIMIT, "fax1 UP again", || async {
+        hap.server("fax1").filter(|(s, _)| s.starts_with("UP"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hook_runs_once_per_decision_across_restarts_and_retries_every_5s() {
+    let mut ns = nodes(1, |_| Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    let fail = dir.path().join("fail");
+    let hook = format!(
+        "[hook]\ncommand = [\"sh\", \"-c\", \"echo \\\"$TELAGENT_SERVER $TELAGENT_PREVIOUS->$TELAGENT_STATE\\\" >> {}; test ! -e {}\"]\n",
+        log.display(),
+        fail.display()
+    );
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let mut a = start(&ns, 0, "0s", &hook).await;
+    poll(LIMIT, "the first decision told", || async {
+        (lines() == ["fax1 unknown->up"]).then_some(())
+    })
+    .await;
+    // Restarted, nothing changed: nothing to tell.
+    a.kill();
+    a.restart().await;
+    poll(LIMIT, "fax1 up after the restart", || async {
+        (server_state(&a, "fax1").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+    ns[0].svc.stop().await;
+    poll(LIMIT, "the down told", || async {
+        (lines().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(lines(), ["fax1 unknown->up", "fax1 up->down"]);
+    // Restarted while down: still nothing new; the return is told from down.
+    a.kill();
+    a.restart().await;
+    poll(LIMIT, "fax1 down after the restart", || async {
+        (server_state(&a, "fax1").await.as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    // A failing hook is retried every 5 s, not at every evaluation.
+    std::fs::write(&fail, "").unwrap();
+    ns[0].svc.restart().await;
+    poll(LIMIT, "the return tried", || async {
+        (lines().len() >= 3).then_some(())
+    })
+    .await;
+    let since = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await; // a measuring window
+    let tries = lines().len() - 2;
+    assert!(
+        tries <= 2,
+        "{tries} runs of a failing hook in {:?}",
+        since.elapsed()
+    );
+    std::fs::remove_file(&fail).unwrap();
+    poll(LIMIT, "the retry succeeds", || async {
+        let l = lines();
+        (l.len() >= 4).then_some(())
+    })
+    .await;
+    assert!(
+        lines()[2..].iter().all(|l| l == "fax1 down->up"),
+        "{:?}",
+        lines()
+    );
+}

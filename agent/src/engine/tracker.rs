@@ -143,7 +143,7 @@ impl Flaps {
             ));
         } else if ratio > self.rule.ratio {
             self.flapping = Some(format!(
-                "flapping: {transients} of {observations} observations in the last {window} were transient failures ({:.0} %, more than {:.0} %)",
+                "flapping: {transients} of {observations} observations in the last {window} were transient failures ({:.1} %, more than {:.1} %)",
                 ratio * 100.0,
                 self.rule.ratio * 100.0
             ));

@@ -77,9 +77,12 @@ pub fn own_state(
             format!("critical check {n} is down: {}", detail(n)),
         );
     }
+    // Nothing is said before every check that decides it has been observed once: a
+    // server is never told up just before its queue is found over high water.
     if let Some(n) = rules
         .critical
         .iter()
+        .chain(&rules.drain)
         .find(|n| state_of(n) == State::Unknown)
     {
         return (
@@ -155,7 +158,13 @@ pub fn capacity(rules: &ServerRules, targets: &BTreeMap<String, Target>) -> Opti
             }
             ("modem", _) => {
                 slots += 1.0;
-                if t.state == State::Up && t.value("in_use", None) != Some(1.0) {
+                // HylaFAX's status says whether the line is in a session (faxgetty holds
+                // the lock of an idle line too); without it, a held lock is a busy line.
+                let busy = match t.value("session_seconds", None) {
+                    Some(s) => s > 0.0,
+                    None => t.value("in_use", None) == Some(1.0),
+                };
+                if t.state == State::Up && !busy {
                     free += 1.0;
                 }
             }
@@ -170,10 +179,13 @@ pub fn capacity(rules: &ServerRules, targets: &BTreeMap<String, Target>) -> Opti
     let mut share: Option<f64> = (slots > 0.0).then(|| free / slots);
     for t in rules.drain.iter().filter_map(|n| targets.get(n)) {
         if let (Some(depth), Some(high)) = (t.value("depth", None), t.value("high_water", None)) {
+            // high_water 0: any job is too many.
             let room = if high > 0.0 {
                 (1.0 - depth / high).clamp(0.0, 1.0)
-            } else {
+            } else if depth > 0.0 {
                 0.0
+            } else {
+                1.0
             };
             share = Some(share.unwrap_or(1.0) * room);
         }
@@ -181,12 +193,13 @@ pub fn capacity(rules: &ServerRules, targets: &BTreeMap<String, Target>) -> Opti
     share.map(|s| (s * 100.0).round().clamp(0.0, 100.0) as u8)
 }
 
-/// A weight scaled by a capacity in percent; a server that is routed never gets 0 from
-/// its capacity alone (a full server still takes its share when all are full).
+/// A weight scaled by a capacity in percent, down to a tenth of it at most: a routed
+/// server never gets 0 from its capacity alone, and when every server is full they keep
+/// the shares their weights give them.
 pub fn scaled(weight: u8, capacity: Option<u8>) -> u8 {
     match capacity {
         None => weight,
-        Some(c) => ((u32::from(weight) * u32::from(c) + 50) / 100).max(1) as u8,
+        Some(c) => ((u32::from(weight) * u32::from(c.max(10)) + 50) / 100).max(1) as u8,
     }
 }
 
@@ -515,6 +528,24 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        // A passive line: faxgetty holds the lock of an idle line; HylaFAX's status says
+        // whether it is in a session.
+        let passive = |n, session: f64| {
+            measured(
+                n,
+                "modem",
+                Up,
+                &[("in_use", None, 1.0), ("session_seconds", None, session)],
+            )
+        };
+        let hylafax: BTreeMap<String, Target> =
+            [passive("p1", 0.0), passive("p2", 0.0), passive("p3", 42.0)]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            capacity(&rules(&["p1", "p2", "p3"], &[]), &hylafax),
+            Some(67)
+        );
         // 2 of 4 modem lines free.
         assert_eq!(
             capacity(&rules(&["l1", "l2", "l3", "l4"], &[]), &all),
@@ -533,7 +564,13 @@ mod tests {
         assert_eq!(capacity(&rules(&[], &["smtp"]), &all), None);
         assert_eq!(scaled(100, None), 100);
         assert_eq!(scaled(50, Some(50)), 25);
-        assert_eq!(scaled(100, Some(0)), 1, "never 0 from capacity alone");
+        assert_eq!(scaled(100, Some(0)), 10, "never 0 from capacity alone");
+        assert_eq!(
+            (scaled(100, Some(0)), scaled(50, Some(0))),
+            (10, 5),
+            "full servers keep their shares"
+        );
+        assert_eq!(scaled(5, Some(0)), 1);
     }
 
     fn rules() -> ServerRules {
@@ -573,6 +610,11 @@ mod tests {
         assert_eq!(
             own_state(&rules(), &all(Up, Degraded, Up, Up), None).0,
             ServerState::Drain
+        );
+        assert_eq!(
+            own_state(&rules(), &all(Up, Unknown, Up, Up), None).0,
+            ServerState::Unknown,
+            "not up before the queue was looked at"
         );
         assert_eq!(
             own_state(&rules(), &all(Up, Up, Up, Down), None).0,

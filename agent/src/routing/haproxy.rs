@@ -1,7 +1,8 @@
 //! HAProxy's agent-check: HAProxy connects to `[haproxy] listen` and reads one line with
 //! this server's state: `up ready 100%` (the weight in percent: the member's weight scaled
 //! by the server's free capacity, see [`super::decision::capacity`]), `drain`, or
-//! `down#<reason>`. `up` alone would not clear a drain or restore the weight, hence
+//! `down #<reason>` (HAProxy takes the text after `#` as a description only when a space
+//! or comma separates it from the word: `down#x` would be ignored). `up` alone would not clear a drain or restore the weight, hence
 //! `up ready N%`. Until the server's state is known the agent closes without a word, which
 //! leaves HAProxy's view as it was. HAProxy keeps a server UP when its agent is unreachable,
 //! so pair this with `option httpchk GET /v1/server/health` (503 when down). In panic mode
@@ -47,7 +48,7 @@ pub fn agent_line(snapshot: &Snapshot, members: &[Member]) -> Option<String> {
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .take(100)
                 .collect();
-            Some(format!("down#{reason}\n"))
+            Some(format!("down #{reason}\n"))
         }
     }
 }
@@ -111,7 +112,7 @@ mod tests {
         snap.servers = vec![view(ServerState::Down)];
         assert_eq!(
             agent_line(&snap, &[]).as_deref(),
-            Some("down#critical check smtp is down\n")
+            Some("down #critical check smtp is down\n")
         );
         snap.routes = vec![GroupRoutes {
             group: "fax".into(),

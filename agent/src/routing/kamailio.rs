@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use super::cluster::Member;
 use super::decision::ServerState;
@@ -42,6 +42,18 @@ pub struct KamailioConfig {
     /// Keep each server's capacity-scaled weight in its `rweight` attribute.
     #[serde(default)]
     pub rweight: bool,
+}
+
+impl KamailioConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.reassert_interval < Duration::from_millis(100) {
+            return Err((
+                "kamailio.reassert_interval".into(),
+                "must be at least 100ms (each one asks Kamailio for its list)".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_set() -> u32 {
@@ -159,8 +171,13 @@ fn decision(snap: &Snapshot) -> Vec<(String, ServerState, bool, Option<u8>)> {
         .collect()
 }
 
-/// Destinations removed to change their weight and not yet added again.
-type Removed = BTreeMap<String, Dest>;
+/// Destinations removed to change their weight and not yet added again, and whether
+/// Kamailio refused an add (`reload_delta` not 0): weights are then left as they are.
+#[derive(Default)]
+struct Removed {
+    dests: BTreeMap<String, Dest>,
+    refused: bool,
+}
 
 /// Tells Kamailio when the decision changes, and checks it every `reassert_interval`
 /// (a restarted Kamailio, or drift): a snapshot that changed only in what it does not
@@ -172,7 +189,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut told = None;
-    let mut removed = Removed::new();
+    let mut removed = Removed::default();
+    let mut warned = std::collections::BTreeSet::new();
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -192,19 +210,22 @@ pub async fn run(
             continue;
         };
         let want = decision(&snap);
-        if !snap.learned || (now < next && told.as_ref() == Some(&want)) {
+        // Asserted at once when the decision changes; else (and after a failure) every
+        // reassert_interval, never at each evaluation.
+        let changed = told.as_ref().is_some_and(|t| *t != want);
+        if !snap.learned || (now < next && !changed) {
             if now >= next {
                 next = now + interval;
             }
             continue;
         }
         next = now + interval;
-        match assert_states(&snap, &c, k, &stats, &mut removed).await {
+        match assert_states(&snap, &c, k, &stats, &mut removed, &mut warned).await {
             Ok(()) => told = Some(want),
             Err(e) => {
                 told = None;
                 stats.failed();
-                error!(error = %e, "Cannot bring Kamailio's dispatcher in line; retrying.");
+                error!(error = %e, retry_in = ?interval, "Cannot bring Kamailio's dispatcher in line; retrying at the next reassert_interval.");
             }
         }
     }
@@ -216,8 +237,18 @@ async fn assert_states(
     k: &KamailioConfig,
     stats: &OutputStats,
     removed: &mut Removed,
+    warned: &mut std::collections::BTreeSet<String>,
 ) -> Result<(), String> {
-    let mut current = dests(&rpc(&k.rpc_url, "dispatcher.list", json!([])).await?, k.set);
+    let list = match rpc(&k.rpc_url, "dispatcher.list", json!([])).await {
+        Ok(l) => l,
+        // Kamailio's answer for an empty list (every destination removed).
+        Err(e) if e.contains("No Destination Sets") => Value::Null,
+        Err(e) => return Err(e),
+    };
+    let mut current = dests(&list, k.set);
+    // A destination we removed that is back (our add went through after all, or another
+    // hand added it) is no longer ours to add.
+    removed.dests.retain(|uri, _| !current.contains_key(uri));
     for v in snap.servers.iter().filter(|v| v.speaker) {
         let Some(member) = c.members.iter().find(|m| m.name == v.name) else {
             continue;
@@ -232,7 +263,7 @@ async fn assert_states(
             ServerState::Drain | ServerState::Down if panic => "a",
             ServerState::Drain | ServerState::Down => "d",
         };
-        if let (false, Some(gone)) = (current.contains_key(&uri), removed.get(&uri)) {
+        if let (false, Some(gone)) = (current.contains_key(&uri), removed.dests.get(&uri)) {
             // Removed for a new weight, and the add failed: the weight is re-applied below.
             let mut back = gone.clone();
             let probing = gone.flags.get(1..2).unwrap_or("X");
@@ -240,29 +271,37 @@ async fn assert_states(
             current.insert(uri.clone(), back);
         }
         let Some(dest) = current.get(&uri) else {
-            debug!(uri = %uri, "Not in Kamailio's dispatcher set; nothing to assert.");
+            if warned.insert(uri.clone()) {
+                tracing::warn!(server = %v.name, uri = %uri, set = k.set, "This server's sip URI is not in Kamailio's dispatcher set: Kamailio never routes to it; add it to the dispatcher list, or fix [[member]] sip.");
+            }
             continue;
         };
-        let rweight = (k.rweight && v.capacity.is_some())
+        let gone = removed.dests.contains_key(&uri);
+        let rweight = (k.rweight && v.capacity.is_some() && (!removed.refused || gone))
             .then(|| super::decision::scaled(member.weight, v.capacity).clamp(1, 100));
-        if let Some(w) = rweight.filter(|w| dest.rweight != Some(*w) || removed.contains_key(&uri))
-        {
+        if let Some(w) = rweight.filter(|w| dest.rweight != Some(*w) || gone) {
             let attrs = dest.attrs_with_rweight(w);
             let flags = dest.file_flags(want);
-            if !removed.contains_key(&uri) {
-                removed.insert(uri.clone(), dest.clone());
+            if !gone {
+                // Remembered only once it is gone, so that a refused remove never leads to
+                // a second copy.
                 rpc(&k.rpc_url, "dispatcher.remove", json!([k.set, uri])).await?;
+                removed.dests.insert(uri.clone(), dest.clone());
             }
-            rpc(
+            let added = rpc(
                 &k.rpc_url,
                 "dispatcher.add",
                 json!([k.set, uri, flags, dest.priority, attrs]),
             )
-            .await
-            .map_err(|e| {
-                format!("{e} (set modparam(\"dispatcher\", \"reload_delta\", 0) for rweight)")
-            })?;
-            removed.remove(&uri);
+            .await;
+            if let Err(e) = added {
+                if e.contains("Ongoing reload") && !removed.refused {
+                    removed.refused = true;
+                    error!(uri = %uri, "Kamailio refuses a second reload within its reload_delta: set modparam(\"dispatcher\", \"reload_delta\", 0). Weights are no longer changed; the destination is added again at the next attempt.");
+                }
+                return Err(e);
+            }
+            removed.dests.remove(&uri);
             stats.changed();
             info!(server = %v.name, uri = %uri, rweight = w, was = ?dest.rweight, state = want, "Kamailio dispatcher weight set.");
             continue;

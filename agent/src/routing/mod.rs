@@ -659,8 +659,12 @@ fn damp_capacity(
 ) -> Option<u8> {
     let moves = match *last {
         None => true,
+        // A step of 10 points, or reaching an end (empty, full: facts, not noise, and
+        // never left a few points short), once per hold.
         Some((Some(was), at)) if raw.is_some() => {
-            raw.unwrap_or(was).abs_diff(was) >= 10 && now.duration_since(at) >= hold
+            let to = raw.unwrap_or(was);
+            (to.abs_diff(was) >= 10 || to != was && (to == 0 || to == 100))
+                && now.duration_since(at) >= hold
         }
         Some((was, _)) => was.is_some() != raw.is_some(),
     };
@@ -873,6 +877,14 @@ mod tests {
         assert_eq!(at(Some(20)), Some(60), "not twice within hold");
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(at(Some(20)), Some(20));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(at(Some(25)), Some(20));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(at(Some(100)), Some(100));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(at(Some(95)), Some(100));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(at(Some(100)), Some(100));
         assert_eq!(at(None), None, "no longer measured: at once");
         assert_eq!(at(Some(90)), Some(90), "measured again: at once");
     }
