@@ -155,6 +155,13 @@ fn options_and_channels_combine_into_one_state() {
         "{out}"
     );
 
+    // The gateway's own list of codes: a 503 that this gateway sends when all is well.
+    let (code, out) = check(&format!(
+        "[[gateway]]\nname = \"gw\"\naddress = \"127.0.0.1:{}\"\nsip = {{ uri = \"sip:127.0.0.1:{}\", alive_codes = [503], degraded_codes = [] }}\n",
+        sim.port, busy.port
+    ));
+    assert_eq!(code, Some(0), "{out}");
+
     let fine = Sipp::start("u1", "200 OK");
     let (code, out) = check(&format!(
         "[[gateway]]\nname = \"gw\"\naddress = \"127.0.0.1:{}\"\nsip = {{ uri = \"sip:127.0.0.1:{}\" }}\n",
@@ -304,6 +311,111 @@ fn idle_b_channels_reported_dormant_are_usable() {
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("30 channels: 25 idle, 5 busy, 0 out of service"),
+        "{out}"
+    );
+}
+
+/// A recording of tests/peers/snmpsim (written from the vendor MIBs, with its answer key
+/// in ANSWERS.md there), served under its own name as community.
+fn recording(name: &str) -> (String, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers/snmpsim")
+        .join(format!("{name}.snmprec"));
+    (
+        name.to_string(),
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+}
+
+/// `telagent check` of `name`'s recording with `profile_keys`, and the metrics it prints.
+fn check_recording(sim: &SnmpSim, name: &str, profile_keys: &str) -> String {
+    let (_, out) = check_at(
+        &format!("127.0.0.1:{}", sim.port),
+        &format!("community = \"{name}\"\n{profile_keys}"),
+    );
+    out
+}
+
+#[test]
+fn vendor_tables_are_counted_as_their_mibs_define_them() {
+    let names = [
+        "cisco-ds0",
+        "audiocodes-channels",
+        "isdn-dormant",
+        "custom-two-part",
+    ];
+    let recs: Vec<(String, String)> = names.iter().map(|n| recording(n)).collect();
+    let served: Vec<(&str, String)> = recs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let sim = SnmpSim::serve(&served);
+
+    // CISCO-POP-MGMT-MIB: two E1s, slot 1 ports 0 and 3; TS16 (the D-channel) is not a
+    // channel; port 3 in LOS. Answer key: 15 idle, 13 busy, 32 out of service.
+    let out = check_recording(&sim, "cisco-ds0", "profile = \"cisco-ds0\"\n");
+    assert!(
+        out.contains("60 channels: 15 idle, 13 busy, 32 out of service"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error     trunk_alarm") && out.contains("LOS"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "telagent_gateway_trunk_channels{check=\"gw\",trunk=\"1.0\",state=\"idle\"} 15"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("telagent_gateway_trunk_channels{check=\"gw\",trunk=\"1.3\",state=\"out_of_service\"} 30"),
+        "{out}"
+    );
+
+    // AC-PSTN-MIB: a nibble per timeslot; trunk 1 in LOS/LOF with "None" nibbles. Key:
+    // 12 idle, 14 busy, 33 out of service + 1 unknown (counted out of service).
+    let out = check_recording(&sim, "audiocodes-channels", "profile = \"audiocodes\"\n");
+    assert!(
+        out.contains("60 channels: 12 idle, 14 busy, 34 out of service"),
+        "{out}"
+    );
+    assert!(out.contains("trunk 1: LOS/LOF (red)"), "{out}");
+    assert!(
+        out.contains("telagent_gateway_trunk_alarm{check=\"gw\",trunk=\"1\"} 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("telagent_gateway_trunk_alarm{check=\"gw\",trunk=\"0\"} 0"),
+        "{out}"
+    );
+
+    // ISDN-MIB with dormant idle B-channels, two in call setup, B23 without its bearer
+    // state, two administratively down. Key: 20 idle, 8 busy, 2 out of service.
+    let out = check_recording(&sim, "isdn-dormant", "");
+    assert!(
+        out.contains("30 channels: 20 idle, 8 busy, 2 out of service"),
+        "{out}"
+    );
+    assert!(out.contains("status    ok"), "{out}");
+
+    // An invented trunk.channel table: trunks 2 and 10 (numeric order), row 10.7 without
+    // its state, value 5 outside the enumeration. Key (unknown as out of service):
+    // 32 idle, 16 busy, 12 out of service.
+    let out = check_recording(
+        &sim,
+        "custom-two-part",
+        "profile = \"custom\"\ncustom = { state_oid = \"1.3.6.1.4.1.99999.2.1.1.2\", rows_oid = \"1.3.6.1.4.1.99999.2.1.1.1\", index = [\"trunk\", \"channel\"], idle = [1], busy = [2, 3], out_of_service = [4] }\n",
+    );
+    assert!(
+        out.contains("60 channels: 32 idle, 16 busy, 12 out of service"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "telagent_gateway_trunk_channels{check=\"gw\",trunk=\"10\",state=\"out_of_service\"} 8"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("telagent_gateway_trunk_channels{check=\"gw\",trunk=\"2\",state=\"busy\"} 12"),
         "{out}"
     );
 }

@@ -258,3 +258,86 @@ fn srv_answers_too_big_for_udp_are_asked_again_over_tcp() {
     assert_eq!(r.code, Some(0), "{}", r.out);
     assert!(r.out.contains("answered 200"), "{}", r.out);
 }
+
+/// A TCP peer that answers the first request with `answer(request)`, as one write.
+fn tcp_peer(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = l.accept() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(&answer(&String::from_utf8_lossy(&req)));
+            let _ = s.read(&mut buf); // held open until the agent closes
+        }
+    });
+    port
+}
+
+#[test]
+fn legal_tcp_framings_of_rfc_3261_and_5626_are_accepted() {
+    // Each from the standard, not from a stack: CRLFs before the status line (RFC 3261
+    // §7.5), a CRLFCRLF keep-alive first (RFC 5626 §4.4.1), upper-case compact headers
+    // (§7.3.3), LWS around `=` in the Via branch (§25.1 EQUAL), a folded CSeq (§7.3.1).
+    let framings: [fn(&str, &str, &str, &str) -> String; 4] = [
+        |via, from, call_id, cseq| {
+            format!("\r\nSIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {from}\r\nTo: <sip:gw>;tag=x\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n")
+        },
+        |via, from, call_id, cseq| {
+            format!("\r\n\r\nSIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {from}\r\nTo: <sip:gw>;tag=x\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nL: 0\r\n\r\n")
+        },
+        |via, from, call_id, cseq| {
+            format!("SIP/2.0 200 OK\r\nV: {via}\r\nF: {from}\r\nT: <sip:gw>;tag=x\r\nI: {call_id}\r\nCSeq: {cseq}\r\nL: 0\r\n\r\n")
+        },
+        |via, from, call_id, cseq| {
+            let spaced = via.replace(";branch=", " ; branch = ");
+            let (n, m) = cseq.split_once(' ').unwrap();
+            format!("SIP/2.0 200 OK\r\nvia: {spaced}\r\nfrom: {from}\r\nto: <sip:gw>;tag=x\r\ncall-id: {call_id}\r\ncseq: {n}\r\n\t{m}\r\ncontent-length: 0\r\n\r\n")
+        },
+    ];
+    for (i, f) in framings.into_iter().enumerate() {
+        let port = tcp_peer(move |req| {
+            f(
+                header(req, "Via"),
+                header(req, "From"),
+                header(req, "Call-ID"),
+                header(req, "CSeq"),
+            )
+            .into_bytes()
+        });
+        let r = check(&format!("sip:127.0.0.1:{port}"), "tcp", "");
+        assert_eq!(r.code, Some(0), "framing {i}: {}", r.out);
+        assert!(r.out.contains("answered 200"), "framing {i}: {}", r.out);
+    }
+}
+
+#[test]
+fn retry_after_of_a_503_is_exported() {
+    let (port, _) = peer(|req| {
+        let ok = String::from_utf8(answer_with(req, header(req, "Call-ID"))).unwrap();
+        Some(
+            ok.replace("200 OK", "503 Service Unavailable")
+                .replace(
+                    "Content-Length",
+                    "Retry-After: 120 (maintenance)\r\nContent-Length",
+                )
+                .into_bytes(),
+        )
+    });
+    let r = check(&format!("sip:127.0.0.1:{port}"), "udp", "");
+    assert!(r.out.contains("error     no_capacity"), "{}", r.out);
+    assert!(r.out.contains("Retry-After 120 s"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("telagent_sip_retry_after_seconds{check=\"gw\"} 120"),
+        "{}",
+        r.out
+    );
+}

@@ -40,6 +40,9 @@ use crate::vocab::check_config;
 
 const BEARER_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 20, 1, 2, 1, 1, 2];
 const IF_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 8];
+const IF_TYPE: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 3];
+/// IANAifType ds0(81): a B-channel (RFC 2127: "The B channels have an ifType value of ds0(81)").
+const IF_TYPE_DS0: i64 = 81;
 const DSX1_LINE_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 18, 6, 1, 10];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -51,10 +54,123 @@ pub enum SnmpVersion {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Profile {
     Isdn,
     Custom,
+    /// CISCO-POP-MGMT-MIB cpmDS0StatusTable / cpmDS0UsageTable (AS5x00 and IOS voice
+    /// gateways): one row per DS0, indexed slot.port.timeslot.
+    CiscoDs0,
+    /// AudioCodes AC-PSTN-MIB acTrunkStatusTable (Mediant): a nibble per timeslot in
+    /// acTrunkStatusChannels, and acTrunkStatusAlarm per trunk.
+    Audiocodes,
+}
+
+// CISCO-POP-MGMT-MIB (ciscoPopMgmtMIB 1.3.6.1.4.1.9.10.19).
+const CPM_DS0_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 4, 1, 9, 10, 19, 1, 5, 2, 1, 1];
+const CPM_DS0_CALL_TYPE: &[u64] = &[1, 3, 6, 1, 4, 1, 9, 10, 19, 1, 1, 1, 1, 5];
+const CPM_DS0_CONFIG_FUNCTION: &[u64] = &[1, 3, 6, 1, 4, 1, 9, 10, 19, 1, 5, 2, 1, 7];
+// AC-PSTN-MIB (acPSTN 1.3.6.1.4.1.5003.9.10.9).
+const AC_TRUNK_STATUS_CHANNELS: &[u64] = &[1, 3, 6, 1, 4, 1, 5003, 9, 10, 9, 2, 1, 1, 1, 3];
+const AC_TRUNK_STATUS_ALARM: &[u64] = &[1, 3, 6, 1, 4, 1, 5003, 9, 10, 9, 2, 1, 1, 1, 7];
+
+/// Counts Cisco DS0s: cpmDS0OperStatus idle(3) is idle, setup(4) and connected(5) busy,
+/// down(2), test(6) and unknown(1) out of service; a row without it falls back to
+/// cpmDS0CallType (idle(1) idle, a call type busy); rows whose cpmDS0ConfigFunction is
+/// e1CcsSignallingChan(4) (the PRI D-channel in timeslot 16) are not channels. Trunks
+/// are slot.port.
+#[allow(clippy::type_complexity)]
+pub fn cisco_ds0_channels(
+    oper: &BTreeMap<Vec<u64>, Option<i64>>,
+    call_type: &BTreeMap<Vec<u64>, Option<i64>>,
+    function: &BTreeMap<Vec<u64>, Option<i64>>,
+) -> (Channels, BTreeMap<Vec<u64>, Channels>) {
+    let mut all = Channels::default();
+    let mut trunks: BTreeMap<Vec<u64>, Channels> = BTreeMap::new();
+    let rows: std::collections::BTreeSet<&Vec<u64>> = oper.keys().chain(call_type.keys()).collect();
+    for index in rows {
+        if function.get(index) == Some(&Some(4)) {
+            continue;
+        }
+        let class = match (
+            oper.get(index).copied().flatten(),
+            call_type.get(index).copied().flatten(),
+        ) {
+            (Some(3), _) => 0,
+            (Some(4 | 5), _) => 1,
+            (Some(_), _) => 2,
+            (None, Some(1)) => 0,
+            (None, Some(2..=7)) => 1,
+            (None, _) => 2,
+        };
+        let trunk = trunks
+            .entry(index.iter().take(2).copied().collect())
+            .or_default();
+        for c in [&mut all, trunk] {
+            match class {
+                0 => c.idle += 1,
+                1 => c.busy += 1,
+                _ => c.out_of_service += 1,
+            }
+        }
+    }
+    (all, trunks)
+}
+
+/// Counts AudioCodes channels from acTrunkStatusChannels (a nibble per timeslot, high
+/// nibble first): 1 is not a bearer channel (E1 timeslots 0 and 16), 2 "None" idle, 3
+/// "Open" and 4 "Media" busy, anything else out of service (9 "Out Of Service", 10
+/// "Maintenance", and values the MIB does not list). A trunk whose acTrunkStatusAlarm is
+/// not greenActive(1) has every channel out of service, whatever its nibbles say (the
+/// firmware keeps "None" on a dead trunk). Returns the counts and the trunks in alarm.
+#[allow(clippy::type_complexity)]
+pub fn audiocodes_channels(
+    channels: &BTreeMap<u64, Vec<u8>>,
+    alarm: &BTreeMap<u64, i64>,
+) -> (
+    Channels,
+    BTreeMap<Vec<u64>, Channels>,
+    BTreeMap<u64, String>,
+) {
+    const ALARMS: [&str; 8] = [
+        "disabled (grey)",
+        "ok",
+        "LOS/LOF (red)",
+        "AIS (blue)",
+        "RAI (yellow)",
+        "D-channel (orange)",
+        "lower layer down (purple)",
+        "NFAS alarm (dark orange)",
+    ];
+    let mut all = Channels::default();
+    let mut trunks: BTreeMap<Vec<u64>, Channels> = BTreeMap::new();
+    let mut alarms = BTreeMap::new();
+    for (trunk, packed) in channels {
+        let a = alarm.get(trunk).copied();
+        let dead = a != Some(1);
+        if dead {
+            let name = a
+                .and_then(|v| usize::try_from(v).ok())
+                .and_then(|v| ALARMS.get(v).copied())
+                .map_or_else(|| format!("acTrunkStatusAlarm {a:?}"), str::to_string);
+            alarms.insert(*trunk, name);
+        }
+        let c = trunks.entry(vec![*trunk]).or_default();
+        for nibble in packed.iter().flat_map(|b| [b >> 4, b & 0x0f]) {
+            let slot = match nibble {
+                1 => continue,
+                _ if dead => &mut c.out_of_service,
+                2 => &mut c.idle,
+                3 | 4 => &mut c.busy,
+                _ => &mut c.out_of_service,
+            };
+            *slot += 1;
+        }
+        all.idle += c.idle;
+        all.busy += c.busy;
+        all.out_of_service += c.out_of_service;
+    }
+    (all, trunks, alarms)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,6 +186,10 @@ pub enum AuthProtocol {
 pub struct CustomProfile {
     /// The column holding one state per channel (dotted OID).
     pub state_oid: String,
+    /// A column every channel row has (a description, say): rows it lists that lack a
+    /// state count as out of service, not as missing channels. Optional.
+    #[serde(default)]
+    pub rows_oid: Option<String>,
     /// What the index arcs after the column are, in order (`["trunk", "channel"]`,
     /// `["slot", "port", "channel"]`): the arcs named `channel` tell channels of one trunk
     /// apart, the others name the trunk (`1.2`). Empty: every row is a channel, no trunks.
@@ -93,6 +213,16 @@ pub struct GatewaySip {
     pub target: Option<String>,
     #[serde(default = "default_sip_transport")]
     pub transport: SipTransport,
+    /// Final codes besides 2xx that mean alive and well (as a `[[sip]]` check's).
+    #[serde(default)]
+    pub alive_codes: Vec<u16>,
+    /// Final codes that mean alive without capacity (default 503, 486, 480).
+    #[serde(default = "default_sip_degraded_codes")]
+    pub degraded_codes: Vec<u16>,
+}
+
+fn default_sip_degraded_codes() -> Vec<u16> {
+    vec![503, 486, 480]
 }
 
 fn default_sip_transport() -> SipTransport {
@@ -230,7 +360,10 @@ impl GatewayConfig {
             (Profile::Custom, Some(c)) if parse_oid(&c.state_oid).is_none() => {
                 return Err(("custom", format!("state_oid `{}` is not a dotted OID such as \"1.3.6.1.4.1.9.9\"", c.state_oid)))
             }
-            (Profile::Isdn, Some(_)) => return Err(("custom", "only used with profile = \"custom\"".into())),
+            (Profile::Custom, Some(c)) if c.rows_oid.as_deref().is_some_and(|r| parse_oid(r).is_none()) => {
+                return Err(("custom", "rows_oid is not a dotted OID".into()))
+            }
+            (p, Some(_)) if *p != Profile::Custom => return Err(("custom", "only used with profile = \"custom\"".into())),
             _ => {}
         }
         if self.request_timeout.is_zero() {
@@ -300,8 +433,8 @@ impl GatewayConfig {
             uri: sip.uri.clone(),
             target: sip.target.clone(),
             transport: sip.transport,
-            alive_codes: Vec::new(),
-            degraded_codes: vec![503, 486, 480],
+            alive_codes: sip.alive_codes.clone(),
+            degraded_codes: sip.degraded_codes.clone(),
             from_user: "telagent".into(),
             srv: false,
             dns_server: None,
@@ -341,23 +474,30 @@ fn by_first_arc(rows: &[Row], root: &[u64]) -> BTreeMap<u64, i64> {
         .collect()
 }
 
-/// Counts ISDN bearer channels: bearer state by ifIndex; a channel is in service while
-/// its interface's ifOperStatus is one of `in_service` (or unknown).
+/// Counts ISDN bearer channels. The channels are the isdnBearerTable rows and the ds0(81)
+/// interfaces (`ds0`: a B-channel whose bearer row lacks its state still exists). A
+/// channel is in service while its interface's ifOperStatus is one of `in_service`
+/// (or unknown); then the bearer state says idle(1) or busy (connecting, connected,
+/// active), and without one ifOperStatus does: dormant(5) idle, up(1) busy.
 pub fn isdn_channels(
     bearer: &BTreeMap<Vec<u64>, Option<i64>>,
     if_oper: &BTreeMap<u64, i64>,
+    ds0: &[u64],
     in_service: &[i64],
 ) -> Channels {
     let mut c = Channels::default();
-    for (index, state) in bearer {
-        let up = index
-            .first()
-            .and_then(|i| if_oper.get(i))
-            .is_none_or(|s| in_service.contains(s));
-        match (up, state) {
-            (false, _) => c.out_of_service += 1,
-            (true, Some(1)) => c.idle += 1,
-            (true, Some(2..=4)) => c.busy += 1,
+    let mut rows: std::collections::BTreeSet<u64> =
+        bearer.keys().filter_map(|k| k.first().copied()).collect();
+    rows.extend(ds0);
+    for if_index in rows {
+        let oper = if_oper.get(&if_index).copied();
+        let up = oper.is_none_or(|s| in_service.contains(&s));
+        match (up, bearer.get(&vec![if_index]).copied().flatten(), oper) {
+            (false, ..) => c.out_of_service += 1,
+            (true, Some(1), _) => c.idle += 1,
+            (true, Some(2..=4), _) => c.busy += 1,
+            (true, None, Some(5)) => c.idle += 1,
+            (true, None, Some(1)) => c.busy += 1,
             _ => c.out_of_service += 1,
         }
     }
@@ -475,6 +615,7 @@ impl GatewayCheck {
         let mut client = self.client.lock().await;
         let fail =
             |e: crate::snmp::client::PollError| Observation::fail(e.error_type(), e.to_string());
+        let mut vendor_alarms: BTreeMap<u64, String> = BTreeMap::new();
         let (channels, per_trunk) = match &c.profile {
             Profile::Isdn => {
                 let bearer = match client.walk(BEARER_OPER_STATUS).await {
@@ -485,10 +626,54 @@ impl GatewayCheck {
                     Ok(r) => by_first_arc(&r, IF_OPER_STATUS),
                     Err(e) => return fail(e),
                 };
+                let ds0: Vec<u64> = match client.walk(IF_TYPE).await {
+                    Ok(r) => by_first_arc(&r, IF_TYPE)
+                        .into_iter()
+                        .filter(|(_, t)| *t == IF_TYPE_DS0)
+                        .map(|(i, _)| i)
+                        .collect(),
+                    Err(e) => return fail(e),
+                };
                 (
-                    isdn_channels(&bearer, &if_oper, &c.if_in_service),
+                    isdn_channels(&bearer, &if_oper, &ds0, &c.if_in_service),
                     BTreeMap::new(),
                 )
+            }
+            Profile::CiscoDs0 => {
+                let mut cols = Vec::new();
+                for col in [
+                    CPM_DS0_OPER_STATUS,
+                    CPM_DS0_CALL_TYPE,
+                    CPM_DS0_CONFIG_FUNCTION,
+                ] {
+                    match client.walk(col).await {
+                        Ok(r) => cols.push(by_index(&r, col)),
+                        Err(e) => return fail(e),
+                    }
+                }
+                cisco_ds0_channels(&cols[0], &cols[1], &cols[2])
+            }
+            Profile::Audiocodes => {
+                let packed: BTreeMap<u64, Vec<u8>> =
+                    match client.walk(AC_TRUNK_STATUS_CHANNELS).await {
+                        Ok(r) => r
+                            .into_iter()
+                            .filter_map(|(oid, v)| match v {
+                                crate::snmp::client::Value::Bytes(b) => {
+                                    Some((*oid.get(AC_TRUNK_STATUS_CHANNELS.len())?, b))
+                                }
+                                _ => None,
+                            })
+                            .collect(),
+                        Err(e) => return fail(e),
+                    };
+                let alarm = match client.walk(AC_TRUNK_STATUS_ALARM).await {
+                    Ok(r) => by_first_arc(&r, AC_TRUNK_STATUS_ALARM),
+                    Err(e) => return fail(e),
+                };
+                let (all, per, alarms) = audiocodes_channels(&packed, &alarm);
+                vendor_alarms = alarms;
+                (all, per)
             }
             Profile::Custom => {
                 let Some(map) = &c.custom else {
@@ -499,7 +684,19 @@ impl GatewayCheck {
                     Ok(r) => r,
                     Err(e) => return fail(e),
                 };
-                match custom_channels(&by_index(&rows, &root), map) {
+                let mut states = by_index(&rows, &root);
+                if let Some(every) = map.rows_oid.as_deref().and_then(parse_oid) {
+                    match client.walk(&every).await {
+                        // A row without its state: out of service, never left out.
+                        Ok(r) => {
+                            for index in by_index(&r, &every).into_keys() {
+                                states.entry(index).or_insert(None);
+                            }
+                        }
+                        Err(e) => return fail(e),
+                    }
+                }
+                match custom_channels(&states, map) {
                     Ok(counts) => counts,
                     Err(e) => {
                         return Observation::fail(
@@ -515,7 +712,7 @@ impl GatewayCheck {
             Err(e) => return fail(e),
         };
         drop(client);
-        self.judge(channels, &per_trunk, &trunks)
+        self.judge(channels, &per_trunk, &trunks, &vendor_alarms)
     }
 
     fn judge(
@@ -523,9 +720,13 @@ impl GatewayCheck {
         ch: Channels,
         per_trunk: &BTreeMap<Vec<u64>, Channels>,
         trunks: &BTreeMap<u64, i64>,
+        vendor_alarms: &BTreeMap<u64, String>,
     ) -> Observation {
         let c = &self.config;
-        let mut alarms = Vec::new();
+        let mut alarms: Vec<String> = vendor_alarms
+            .iter()
+            .map(|(t, a)| format!("trunk {t}: {a}"))
+            .collect();
         for (trunk, status) in trunks {
             let a = dsx1_alarms(*status);
             if !a.is_empty() {
@@ -603,10 +804,21 @@ impl GatewayCheck {
                 c.max_trunks
             ));
         }
+        if c.profile == Profile::Audiocodes {
+            for trunk in per_trunk.keys().take(c.max_trunks) {
+                let t = trunk.first().copied().unwrap_or_default();
+                obs.values.push(super::Value {
+                    name: "trunk_alarm",
+                    help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm; or the vendor profile's trunk alarm).",
+                    labels: vec![("trunk", t.to_string())],
+                    value: if vendor_alarms.contains_key(&t) { 1.0 } else { 0.0 },
+                });
+            }
+        }
         for (trunk, status) in trunks.iter().take(c.max_trunks) {
             obs.values.push(super::Value {
                 name: "trunk_alarm",
-                help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm).",
+                help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm; or the vendor profile's trunk alarm).",
                 labels: vec![("trunk", trunk.to_string())],
                 value: if *status == 1 { 0.0 } else { 1.0 },
             });
@@ -689,7 +901,7 @@ mod tests {
         let bearer = one_arc((101..=130).map(|i| (i, if i <= 105 { 4 } else { 1 })));
         let up: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 1)).collect();
         assert_eq!(
-            isdn_channels(&bearer, &up, &[1, 5]),
+            isdn_channels(&bearer, &up, &[], &[1, 5]),
             Channels {
                 idle: 25,
                 busy: 5,
@@ -697,13 +909,16 @@ mod tests {
             }
         );
         let down: BTreeMap<u64, i64> = (101..=130).map(|i| (i, 2)).collect();
-        assert_eq!(isdn_channels(&bearer, &down, &[1, 5]).out_of_service, 30);
+        assert_eq!(
+            isdn_channels(&bearer, &down, &[], &[1, 5]).out_of_service,
+            30
+        );
         // RFC 2863 dormant(5): an idle B-channel waiting for a call is usable.
         let dormant: BTreeMap<u64, i64> = (101..=130)
             .map(|i| (i, if i <= 105 { 1 } else { 5 }))
             .collect();
         assert_eq!(
-            isdn_channels(&bearer, &dormant, &[1, 5]),
+            isdn_channels(&bearer, &dormant, &[], &[1, 5]),
             Channels {
                 idle: 25,
                 busy: 5,
@@ -711,7 +926,7 @@ mod tests {
             }
         );
         assert_eq!(
-            isdn_channels(&bearer, &dormant, &[1]).out_of_service,
+            isdn_channels(&bearer, &dormant, &[], &[1]).out_of_service,
             25,
             "the profile may say otherwise"
         );
@@ -721,6 +936,7 @@ mod tests {
     fn a_two_part_index_keeps_every_channel_and_counts_per_trunk() {
         let map = CustomProfile {
             state_oid: "1.3.6.1.4.1.99999.2.1.5".into(),
+            rows_oid: None,
             index: vec!["trunk".into(), "channel".into()],
             idle: vec![1],
             busy: vec![2, 3],
@@ -762,7 +978,7 @@ mod tests {
         for _ in 0..500 {
             let bearer = one_arc((0..40).map(|i| (i, next() % 8)));
             let oper: BTreeMap<u64, i64> = (0..40).map(|i| (i, next() % 8)).collect();
-            let c = isdn_channels(&bearer, &oper, &[1, 5]);
+            let c = isdn_channels(&bearer, &oper, &[], &[1, 5]);
             assert_eq!(c.total(), 40);
             let _ = dsx1_alarms(next());
         }
@@ -772,6 +988,7 @@ mod tests {
     fn custom_mapping() {
         let map = CustomProfile {
             state_oid: "1.3.6.1.4.1.99999.2".into(),
+            rows_oid: None,
             index: vec![],
             idle: vec![0],
             busy: vec![1, 2],
