@@ -281,12 +281,15 @@ fn tcp_peer(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> u16 {
     port
 }
 
+/// An answer written from the request's Via, From, Call-ID and CSeq.
+type Framing = fn(&str, &str, &str, &str) -> String;
+
 #[test]
 fn legal_tcp_framings_of_rfc_3261_and_5626_are_accepted() {
     // Each from the standard, not from a stack: CRLFs before the status line (RFC 3261
     // §7.5), a CRLFCRLF keep-alive first (RFC 5626 §4.4.1), upper-case compact headers
     // (§7.3.3), LWS around `=` in the Via branch (§25.1 EQUAL), a folded CSeq (§7.3.1).
-    let framings: [fn(&str, &str, &str, &str) -> String; 4] = [
+    let framings: [Framing; 4] = [
         |via, from, call_id, cseq| {
             format!("\r\nSIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {from}\r\nTo: <sip:gw>;tag=x\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n")
         },
