@@ -4,14 +4,21 @@
 //!
 //! Profiles:
 //! - `isdn`: ISDN-MIB `isdnBearerOperStatus` (1.3.6.1.2.1.10.20.1.2.1.1.2; idle(1) is idle,
-//!   connecting(2) / connected(3) / active(4) are busy) per B-channel, with the channel out
-//!   of service when IF-MIB `ifOperStatus` (1.3.6.1.2.1.2.2.1.8) of its ifIndex is not
-//!   up(1); DS1-MIB `dsx1LineStatus` (1.3.6.1.2.1.10.18.6.1.10) per trunk, in alarm when
-//!   it is not noAlarm(1) (LOS, LOF, AIS, RAI, ...).
-//! - `custom`: one column of a vendor MIB (`state_oid`), one row per channel, and the values
-//!   that mean idle, busy and out of service (anything else counts as out of service).
+//!   connecting(2) / connected(3) / active(4) are busy) per B-channel (the bearer rows and
+//!   the ds0(81) interfaces), out of service when IF-MIB `ifOperStatus`
+//!   (1.3.6.1.2.1.2.2.1.8) is not in `if_in_service` (up(1), dormant(5)).
+//! - `cisco-ds0`: CISCO-POP-MGMT-MIB cpmDS0OperStatus / cpmDS0CallType per DS0, the
+//!   D-channel left out by cpmDS0ConfigFunction; trunks slot.port.
+//! - `audiocodes`: AC-PSTN-MIB acTrunkStatusChannels (a nibble per timeslot) and
+//!   acTrunkStatusAlarm per trunk.
+//! - `custom`: one column of a vendor MIB (`state_oid`), one row per channel keyed by its
+//!   whole index (`index` names the arcs: trunk and channel), and the values that mean
+//!   idle, busy and out of service (anything else, or a row of `rows_oid` without a state,
+//!   counts as out of service).
 //!
-//! Table walks use GETBULK with bounded repetitions and always end (see `snmp::client`).
+//! DS1-MIB `dsx1LineStatus` (1.3.6.1.2.1.10.18.6.1.10) per trunk, in alarm when it is not
+//! noAlarm(1). Table walks use GETBULK with bounded repetitions and always end; a table
+//! that does not end is an error (see `snmp::client`).
 //!
 //! - **ok**: enough usable channels (`min_usable`, default 1; usable = idle + busy), enough
 //!   idle ones (`min_idle`, default 0), no trunk in alarm, and the OPTIONS ping (if any) ok.
@@ -19,11 +26,12 @@
 //!   below `min_idle` (`channels_exhausted`), a trunk in alarm (`trunk_alarm`), or a
 //!   degraded OPTIONS answer.
 //! - **fail**: no usable channel (`no_usable_channel`), no channel listed (`no_channels`),
-//!   the agent does not answer (`no_response`), refuses the connection
-//!   (`connect_refused`), rejects our credentials (`auth_error`), `bad_response`,
-//!   `io_error`, or the OPTIONS ping failed.
+//!   the agent is silent (`no_response`), ICMP port unreachable (`connect_refused`), an
+//!   unresolvable name (`dns`), rejects our credentials (`auth_error`), a broken table or
+//!   a profile that does not fit (`bad_response`), `io_error`, or the OPTIONS ping failed.
 //!
 //! Metrics: `telagent_gateway_channels{check,state}` (state idle / busy / out_of_service),
+//! `telagent_gateway_trunk_channels{check,trunk,state}` (at most `max_trunks` trunks),
 //! `telagent_gateway_trunk_alarm{check,trunk}` (1 in alarm), and
 //! `telagent_gateway_dsx1_line_status{check,trunk}` (the raw DS1-MIB bitmap).
 
