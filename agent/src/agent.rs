@@ -599,7 +599,15 @@ fn shared_hashes(c: &Config) -> std::collections::BTreeMap<String, String> {
         .collect();
     [
         ("server", json!({ "rules": rules, "checks": named })),
-        ("kamailio", json!(c.kamailio)),
+        // Not the RPC URL: agents may reach one Kamailio by different addresses.
+        (
+            "kamailio",
+            json!(c.kamailio.as_ref().map(|k| (
+                k.set,
+                k.reassert_interval.as_millis() as u64,
+                k.rweight
+            ))),
+        ),
         (
             "haproxy",
             json!(c.haproxy.as_ref().map(|h| h.listen.port())),

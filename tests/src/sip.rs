@@ -19,6 +19,17 @@ pub fn udp_listening(port: u16) -> bool {
         .unwrap_or(false)
 }
 
+/// A port on 127.0.0.1 free for both UDP and TCP (a DNS server takes both).
+pub fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        let port = udp.local_addr().expect("udp address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -365,7 +376,7 @@ impl Dnsmasq {
     /// `records`: (service name, target, port, priority, weight). dnsmasq answers over UDP
     /// and TCP on the same port, and sets TC when an answer does not fit in 512 bytes.
     pub fn start_weighted(records: &[(&str, String, u16, u16, u16)]) -> Dnsmasq {
-        let port = free_udp_port();
+        let port = free_udp_and_tcp_port();
         let mut cmd = Command::new("dnsmasq");
         cmd.args([
             "-k",

@@ -189,6 +189,10 @@ fn each_error_type_is_named_for_what_happened() {
     let (code, out) = check_at("no-such-gateway.invalid:161", "");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("error     dns"), "{out}");
+    // The host itself refuses to send: a broadcast address.
+    let (code, out) = check_at("255.255.255.255:161", "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error     io_error"), "{out}");
     // Silence.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (_, out) = check_at(&silent.local_addr().unwrap().to_string(), "");

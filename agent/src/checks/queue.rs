@@ -426,7 +426,8 @@ fn depth_of(rows: &[Vec<Option<String>>]) -> Result<Depth, String> {
         text.trim()
             .parse::<f64>()
             .ok()
-            .filter(|n| n.is_finite() && *n >= 0.0)
+            // A count beyond 2^53 is no queue: a wrong command, not a number to round.
+            .filter(|n| n.is_finite() && *n >= 0.0 && *n <= 9_007_199_254_740_992.0)
             .map(|n| n.round() as u64)
             .ok_or_else(|| format!("`{}` is not a count", super::excerpt(text.as_bytes(), 40)))
     };

@@ -102,20 +102,23 @@ pub fn render(doc: &StatusDoc, now: SystemTime) -> String {
     if let Some(c) = doc.cluster.as_ref().filter(|c| !c.servers.is_empty()) {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(["SERVER", "STATE", "SINCE", "AGENT", "SPEAKS", "REASON"]);
+        t.set_header([
+            "SERVER", "STATE", "SINCE", "AGENT", "SPEAKS", "CAPACITY", "REASON",
+        ]);
         for s in &c.servers {
             let agent = match (s.name == c.me, s.agent_reachable, s.config_drift) {
-                (true, _, _) => "this one",
-                (_, _, true) => "CONFIG DRIFT",
-                (_, true, _) => "answers",
-                (_, false, _) => "unreachable",
+                (true, _, _) => "this one".to_string(),
+                (_, _, true) => format!("CONFIG DRIFT: {}", s.drift_sections.join(", ")),
+                (_, true, _) => "answers".to_string(),
+                (_, false, _) => "unreachable".to_string(),
             };
             t.add_row([
                 s.name.clone(),
                 s.state.as_str().to_string(),
                 ago(now, s.since),
-                agent.to_string(),
+                agent,
                 if s.speaker { "yes" } else { "" }.to_string(),
+                s.capacity.map_or(String::new(), |c| format!("{c} %")),
                 s.reason.clone(),
             ]);
         }

@@ -615,12 +615,15 @@ fn announce(
 ) {
     let after = d.state;
     let by = speaker.unwrap_or("none (no quorum here)");
-    match after {
-        ServerState::Up => {
+    match (before, after) {
+        (_, ServerState::Up) => {
             info!(server = %server, from = before.as_str(), reason = %d.reason, speaker = %by, "Server is up.")
         }
-        _ => {
+        (ServerState::Up | ServerState::Unknown, _) => {
             warn!(server = %server, from = before.as_str(), to = after.as_str(), reason = %d.reason, speaker = %by, "Server is no longer up.")
+        }
+        _ => {
+            warn!(server = %server, from = before.as_str(), to = after.as_str(), reason = %d.reason, speaker = %by, "Server is still not up; its state changed.")
         }
     }
     bus.publish(Transition {

@@ -257,11 +257,22 @@ impl Client {
 
     fn classify(&self, e: snmp2::Error) -> PollError {
         // On a connected UDP socket, a failed receive is the ICMP port unreachable the
-        // host sent back.
-        if matches!(e, snmp2::Error::Receive | snmp2::Error::Send) {
-            return PollError::Refused {
-                address: self.address.clone(),
-            };
+        // host sent back; a failed send is the host's own refusal (no route, a broadcast).
+        match e {
+            snmp2::Error::Receive => {
+                return PollError::Refused {
+                    address: self.address.clone(),
+                }
+            }
+            snmp2::Error::Send => {
+                return PollError::Io {
+                    address: self.address.clone(),
+                    source: std::io::Error::other(
+                        "the datagram could not be sent (no route, or a broadcast address)",
+                    ),
+                }
+            }
+            _ => {}
         }
         let reason = format!("{e:?}");
         let auth = matches!(e, snmp2::Error::CommunityMismatch) || reason.contains("Auth");
