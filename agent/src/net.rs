@@ -39,6 +39,19 @@ impl ConnectError {
 
 /// Resolves `host:port` and connects to the first address that accepts.
 pub async fn connect(address: &str) -> Result<TcpStream, ConnectError> {
+    connect_redundant(address, std::time::Duration::from_secs(3600), 1).await
+}
+
+/// [`connect`], with our own retransmission of a lost SYN: a new attempt every `every`
+/// (at most `attempts` in all) while none has answered, the first connection wins. Linux
+/// sends a lost SYN again only after a second, longer than many probe timeouts; without
+/// this, one lost packet of twenty would fail a probe. A refusal or an error is an
+/// answer: it ends the wait at once.
+pub async fn connect_redundant(
+    address: &str,
+    every: std::time::Duration,
+    attempts: u32,
+) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<_> = tokio::net::lookup_host(address)
         .await
         .map_err(|source| ConnectError::Dns {
@@ -47,10 +60,27 @@ pub async fn connect(address: &str) -> Result<TcpStream, ConnectError> {
         })?
         .collect();
     let mut last = None;
-    for addr in &addrs {
-        match TcpStream::connect(addr).await {
+    for addr in addrs {
+        let mut set = tokio::task::JoinSet::new();
+        set.spawn(TcpStream::connect(addr));
+        let mut started = 1;
+        let outcome = loop {
+            tokio::select! {
+                r = set.join_next() => match r {
+                    Some(Ok(Ok(s))) => break Ok(s),
+                    Some(Ok(Err(e))) => break Err(e),
+                    // A task cannot panic or be cancelled here; take it as no answer.
+                    Some(Err(_)) => {}
+                    None => break Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                },
+                _ = tokio::time::sleep(every), if started < attempts => {
+                    set.spawn(TcpStream::connect(addr));
+                    started += 1;
+                }
+            }
+        };
+        match outcome {
             Ok(s) => {
-                // Probes are small request/response exchanges: send at once.
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }

@@ -271,3 +271,74 @@ fn partitions_never_take_a_healthy_server_out_and_one_agent_speaks_for_each() {
         );
     }
 }
+
+#[test]
+fn a_lost_syn_does_not_fail_a_tcp_probe() {
+    // The kernel drops every other SYN to the service: Linux would send it again only
+    // after a second, longer than the probe's 600 ms timeout.
+    let mut lab = Lab::new();
+    let dir = tempfile::Builder::new()
+        .prefix("telagent-lab-")
+        .tempdir()
+        .unwrap();
+    lab.service(&service_addr(0), 8000, dir.path());
+    lab.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "lab",
+        "out",
+        "tcp",
+        "dport",
+        "8000",
+        "tcp",
+        "flags",
+        "&",
+        "(syn|ack)",
+        "==",
+        "syn",
+        "numgen",
+        "inc",
+        "mod",
+        "2",
+        "==",
+        "0",
+        "drop",
+    ]);
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[tcp]]\nname = \"svc\"\naddress = \"{}:8000\"\ninterval = \"2s\"\ntimeout = \"600ms\"\n",
+            service_addr(0)
+        ),
+    )
+    .unwrap();
+    for run in 0..6 {
+        let out = lab
+            .command(telagent_tests::agent_bin())
+            .args(["check", "svc", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "run {run}: {text}");
+    }
+    // And a dead service is still dead at once: a refusal is an answer.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[tcp]]\nname = \"svc\"\naddress = \"{}:8001\"\ninterval = \"2s\"\ntimeout = \"600ms\"\n",
+            service_addr(0)
+        ),
+    )
+    .unwrap();
+    let out = lab
+        .command(telagent_tests::agent_bin())
+        .args(["check", "svc", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("error     connect_refused"), "{text}");
+}

@@ -229,7 +229,7 @@ impl CheckSpec {
 /// The one place a check kind becomes a check.
 pub fn build(spec: &CheckSpec, schedule: &Schedule) -> Box<dyn Check> {
     match spec {
-        CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone())),
+        CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone(), schedule.timeout)),
         CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),
         CheckSpec::Command(c) => Box::new(command::CommandCheck::new(c.clone())),
         CheckSpec::Modem(c) => Box::new(modem::ModemCheck::new(c.clone())),

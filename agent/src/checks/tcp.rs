@@ -1,4 +1,7 @@
 //! `tcp`: connects to `host:port`, optionally sends a line and expects a string back.
+//! While the connection is not answered, a new SYN is sent every third of the timeout
+//! (three attempts, the first connection wins): a lost packet does not fail a probe the
+//! way a dead service does (Linux itself retries a SYN only after one second).
 //!
 //! - **ok**: the connection was accepted (and `expect`, if set, was read).
 //! - **degraded**: never; a TCP service either answers or it does not.
@@ -51,11 +54,19 @@ impl TcpConfig {
 
 pub struct TcpCheck {
     config: TcpConfig,
+    /// Time between two connection attempts while none answered.
+    retry: std::time::Duration,
 }
 
+/// Connection attempts per probe.
+const ATTEMPTS: u32 = 3;
+
 impl TcpCheck {
-    pub fn new(config: TcpConfig) -> Self {
-        TcpCheck { config }
+    pub fn new(config: TcpConfig, timeout: std::time::Duration) -> Self {
+        TcpCheck {
+            config,
+            retry: timeout / ATTEMPTS,
+        }
     }
 }
 
@@ -79,7 +90,8 @@ impl Check for TcpCheck {
 
     async fn probe(&self) -> Observation {
         let c = &self.config;
-        let mut stream = match crate::net::connect(&c.address).await {
+        let mut stream = match crate::net::connect_redundant(&c.address, self.retry, ATTEMPTS).await
+        {
             Ok(s) => s,
             Err(e) => return Observation::fail(e.error_type(), e.to_string()),
         };

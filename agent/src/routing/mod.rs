@@ -413,7 +413,11 @@ async fn poll_peer(
         };
         let service_ok = match (&result, &member.service) {
             (Err(_), Some(addr)) => Some(matches!(
-                tokio::time::timeout(cl.poll_timeout, crate::net::connect(addr)).await,
+                tokio::time::timeout(
+                    cl.poll_timeout,
+                    crate::net::connect_redundant(addr, cl.poll_timeout / 3, 3)
+                )
+                .await,
                 Ok(Ok(_))
             )),
             _ => None,
