@@ -360,7 +360,16 @@ fn vendor_tables_are_counted_as_their_mibs_define_them() {
         "{out}"
     );
     assert!(
-        out.contains("error     trunk_alarm") && out.contains("LOS"),
+        out.contains("error     trunk_alarm") && out.contains("trunk 1.3:") && out.contains("LOS"),
+        "{out}"
+    );
+    // The alarm is named as the channel table names the trunk (slot.port, from ifDescr).
+    assert!(
+        out.contains("telagent_gateway_trunk_alarm{check=\"gw\",trunk=\"1.3\"} 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("telagent_gateway_trunks_in_alarm{check=\"gw\"} 1"),
         "{out}"
     );
     assert!(

@@ -49,6 +49,7 @@ use crate::vocab::check_config;
 const BEARER_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 20, 1, 2, 1, 1, 2];
 const IF_OPER_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 8];
 const IF_TYPE: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 3];
+const IF_DESCR: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 2];
 /// IANAifType ds0(81): a B-channel (RFC 2127: "The B channels have an ifType value of ds0(81)").
 const IF_TYPE_DS0: i64 = 81;
 const DSX1_LINE_STATUS: &[u64] = &[1, 3, 6, 1, 2, 1, 10, 18, 6, 1, 10];
@@ -84,26 +85,35 @@ const AC_TRUNK_STATUS_ALARM: &[u64] = &[1, 3, 6, 1, 4, 1, 5003, 9, 10, 9, 2, 1, 
 
 /// Counts Cisco DS0s: cpmDS0OperStatus idle(3) is idle, setup(4) and connected(5) busy,
 /// down(2), test(6) and unknown(1) out of service; a row without it falls back to
-/// cpmDS0CallType (idle(1) idle, a call type busy); rows whose cpmDS0ConfigFunction is
-/// e1CcsSignallingChan(4) (the PRI D-channel in timeslot 16) are not channels. Trunks
-/// are slot.port.
+/// cpmDS0CallType (idle(1) idle, a call type busy), and a row with neither (listed by
+/// cpmDS0ConfigFunction only) is out of service; rows whose cpmDS0ConfigFunction is
+/// t1CcsSignallingChan(2) or e1CcsSignallingChan(4) (the PRI D-channel: T1 channel 24, E1
+/// timeslot 16) are not channels. Trunks are slot.port; the channels of a trunk in
+/// `alarmed` are out of service whatever their rows say (a trunk in LOS keeps idle rows).
 #[allow(clippy::type_complexity)]
 pub fn cisco_ds0_channels(
     oper: &BTreeMap<Vec<u64>, Option<i64>>,
     call_type: &BTreeMap<Vec<u64>, Option<i64>>,
     function: &BTreeMap<Vec<u64>, Option<i64>>,
+    alarmed: &std::collections::BTreeSet<Vec<u64>>,
 ) -> (Channels, BTreeMap<Vec<u64>, Channels>) {
     let mut all = Channels::default();
     let mut trunks: BTreeMap<Vec<u64>, Channels> = BTreeMap::new();
-    let rows: std::collections::BTreeSet<&Vec<u64>> = oper.keys().chain(call_type.keys()).collect();
+    let rows: std::collections::BTreeSet<&Vec<u64>> = oper
+        .keys()
+        .chain(call_type.keys())
+        .chain(function.keys())
+        .collect();
     for index in rows {
-        if function.get(index) == Some(&Some(4)) {
+        if matches!(function.get(index), Some(Some(2 | 4))) {
             continue;
         }
+        let trunk_key: Vec<u64> = index.iter().take(2).copied().collect();
         let class = match (
             oper.get(index).copied().flatten(),
             call_type.get(index).copied().flatten(),
         ) {
+            _ if alarmed.contains(&trunk_key) => 2,
             (Some(3), _) => 0,
             (Some(4 | 5), _) => 1,
             (Some(_), _) => 2,
@@ -111,9 +121,7 @@ pub fn cisco_ds0_channels(
             (None, Some(2..=7)) => 1,
             (None, _) => 2,
         };
-        let trunk = trunks
-            .entry(index.iter().take(2).copied().collect())
-            .or_default();
+        let trunk = trunks.entry(trunk_key).or_default();
         for c in [&mut all, trunk] {
             match class {
                 0 => c.idle += 1,
@@ -123,6 +131,19 @@ pub fn cisco_ds0_channels(
         }
     }
     (all, trunks)
+}
+
+/// The trunk an interface name stands for on a Cisco box: `E1 1/3` or `T1 0/0/1` is
+/// slot/port (the last two numbers), as cpmDS0UsageTable indexes its DS0s.
+fn cisco_trunk_of(if_descr: &str) -> Option<Vec<u64>> {
+    let rest = if_descr
+        .strip_prefix("E1 ")
+        .or_else(|| if_descr.strip_prefix("T1 "))?;
+    let arcs: Vec<u64> = rest
+        .split('/')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    (arcs.len() >= 2).then(|| arcs[arcs.len() - 2..].to_vec())
 }
 
 /// Counts AudioCodes channels from acTrunkStatusChannels (a nibble per timeslot, high
@@ -384,11 +405,28 @@ impl GatewayConfig {
             return Err(("max_trunks", "must be between 1 and 1024".into()));
         }
         if let Some(c) = &self.custom {
-            if !c.index.is_empty() && !c.index.iter().any(|n| n == "channel") {
+            if !c.index.is_empty() && c.index.iter().filter(|n| *n == "channel").count() != 1 {
                 return Err((
                     "custom",
-                    "index names the arcs after the column and needs one named \"channel\", such as [\"trunk\", \"channel\"]".into(),
+                    "index names the arcs after the column and needs exactly one named \"channel\", such as [\"trunk\", \"channel\"]".into(),
                 ));
+            }
+            let lists = [
+                ("idle", &c.idle),
+                ("busy", &c.busy),
+                ("out_of_service", &c.out_of_service),
+            ];
+            for (i, (a, x)) in lists.iter().enumerate() {
+                for (b, y) in &lists[i + 1..] {
+                    if let Some(v) = x.iter().find(|v| y.contains(v)) {
+                        return Err((
+                            "custom",
+                            format!(
+                                "the value {v} is in both {a} and {b}: a state means one thing"
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if let Some(sip) = &self.sip {
@@ -624,6 +662,9 @@ impl GatewayCheck {
         let fail =
             |e: crate::snmp::client::PollError| Observation::fail(e.error_type(), e.to_string());
         let mut vendor_alarms: BTreeMap<u64, String> = BTreeMap::new();
+        // Cisco: the slot/port of each DS1 ifIndex, and the trunks in alarm.
+        let mut trunk_names: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut alarmed = std::collections::BTreeSet::new();
         let (channels, per_trunk) = match &c.profile {
             Profile::Isdn => {
                 let bearer = match client.walk(BEARER_OPER_STATUS).await {
@@ -659,7 +700,32 @@ impl GatewayCheck {
                         Err(e) => return fail(e),
                     }
                 }
-                cisco_ds0_channels(&cols[0], &cols[1], &cols[2])
+                // The DS1 alarms are by ifIndex; the interface's name says its slot/port.
+                let dsx1 = match client.walk(DSX1_LINE_STATUS).await {
+                    Ok(r) => by_first_arc(&r, DSX1_LINE_STATUS),
+                    Err(e) => return fail(e),
+                };
+                let names = match client.walk(IF_DESCR).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                for (oid, v) in names {
+                    let (Some(if_index), crate::snmp::client::Value::Bytes(b)) =
+                        (oid.get(IF_DESCR.len()), v)
+                    else {
+                        continue;
+                    };
+                    if let (Some(status), Some(t)) = (
+                        dsx1.get(if_index),
+                        cisco_trunk_of(&String::from_utf8_lossy(&b)),
+                    ) {
+                        trunk_names.insert(*if_index, t.clone());
+                        if *status != 1 {
+                            alarmed.insert(t);
+                        }
+                    }
+                }
+                cisco_ds0_channels(&cols[0], &cols[1], &cols[2], &alarmed)
             }
             Profile::Audiocodes => {
                 let packed: BTreeMap<u64, Vec<u8>> =
@@ -720,14 +786,24 @@ impl GatewayCheck {
             Err(e) => return fail(e),
         };
         drop(client);
-        self.judge(channels, &per_trunk, &trunks, &vendor_alarms)
+        // DS1 trunks named as the channel table names them, where the profile knows how.
+        let named: Vec<(String, i64)> = trunks
+            .iter()
+            .map(|(i, status)| {
+                let name = trunk_names.get(i).map_or(i.to_string(), |t| {
+                    t.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+                });
+                (name, *status)
+            })
+            .collect();
+        self.judge(channels, &per_trunk, &named, &vendor_alarms)
     }
 
     fn judge(
         &self,
         ch: Channels,
         per_trunk: &BTreeMap<Vec<u64>, Channels>,
-        trunks: &BTreeMap<u64, i64>,
+        trunks: &[(String, i64)],
         vendor_alarms: &BTreeMap<u64, String>,
     ) -> Observation {
         let c = &self.config;
@@ -823,7 +899,17 @@ impl GatewayCheck {
                 });
             }
         }
-        for (trunk, status) in trunks.iter().take(c.max_trunks) {
+        // Trunks in alarm first: the cap never hides an alarm.
+        let mut ordered: Vec<&(String, i64)> = trunks.iter().collect();
+        ordered.sort_by_key(|(_, status)| *status == 1);
+        let in_alarm = trunks.iter().filter(|(_, s)| *s != 1).count() + vendor_alarms.len();
+        obs.values.push(super::Value {
+            name: "trunks_in_alarm",
+            help: "Trunks in alarm at the last poll (all of them, whatever max_trunks).",
+            labels: vec![],
+            value: in_alarm as f64,
+        });
+        for (trunk, status) in ordered.into_iter().take(c.max_trunks) {
             obs.values.push(super::Value {
                 name: "trunk_alarm",
                 help: "1 if the trunk is in alarm (DS1-MIB dsx1LineStatus, 1.3.6.1.2.1.10.18.6.1.10, not noAlarm; or the vendor profile's trunk alarm).",
@@ -882,6 +968,7 @@ impl Check for GatewayCheck {
                     name: match v.name {
                         "rtt_seconds" => "sip_rtt_seconds",
                         "status_code" => "sip_status_code",
+                        "retry_after_seconds" => "sip_retry_after_seconds",
                         other => other,
                     },
                     ..v
@@ -966,6 +1053,38 @@ mod tests {
         assert!(custom_channels(&odd, &map)
             .unwrap_err()
             .contains("3 index arcs"));
+    }
+
+    #[test]
+    fn cisco_ds0_rows_as_the_mib_defines_them() {
+        let key = |p: u64, ch: u64| vec![0, p, ch];
+        let mut oper = BTreeMap::new();
+        let mut call = BTreeMap::new();
+        let mut function = BTreeMap::new();
+        // A T1: channel 24 is the D-channel (t1CcsSignallingChan(2)).
+        for ch in 1..=24 {
+            function.insert(key(0, ch), Some(if ch == 24 { 2 } else { 3 }));
+            oper.insert(key(0, ch), Some(if ch <= 10 { 5 } else { 3 }));
+        }
+        // A row with neither state column, only its configuration: out of service.
+        function.insert(key(1, 1), Some(3));
+        // A row without cpmDS0OperStatus: read from cpmDS0CallType.
+        call.insert(key(1, 2), Some(7));
+        let none = std::collections::BTreeSet::new();
+        let (all, per) = cisco_ds0_channels(&oper, &call, &function, &none);
+        assert_eq!((all.idle, all.busy, all.out_of_service), (13, 11, 1));
+        assert_eq!(
+            per[&vec![0, 0]].total(),
+            23,
+            "the D-channel is not a channel"
+        );
+        // Port 0 in LOS: its idle rows are out of service.
+        let alarmed = [vec![0, 0]].into_iter().collect();
+        let (all, _) = cisco_ds0_channels(&oper, &call, &function, &alarmed);
+        assert_eq!((all.idle, all.busy, all.out_of_service), (0, 1, 24));
+        assert_eq!(cisco_trunk_of("E1 1/3"), Some(vec![1, 3]));
+        assert_eq!(cisco_trunk_of("T1 0/0/1"), Some(vec![0, 1]));
+        assert_eq!(cisco_trunk_of("Serial0/0:15"), None);
     }
 
     #[test]

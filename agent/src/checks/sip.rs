@@ -238,7 +238,7 @@ pub enum Match {
 }
 
 /// Parses a message and matches it against `t`: its top Via branch, Call-ID and CSeq
-/// (number, and method OPTIONS in any case).
+/// (number, and method OPTIONS: methods are case-sensitive, RFC 3261 §7.1).
 pub fn classify(bytes: &[u8], t: &Transaction) -> Match {
     let resp = match sip_message::parse(bytes) {
         Ok(r) => r,
@@ -254,7 +254,7 @@ pub fn classify(bytes: &[u8], t: &Transaction) -> Match {
     let ours = resp.top_via_branch() == Some(t.branch.as_str())
         && call_id == Some(t.call_id.as_str())
         && seq == t.cseq
-        && method.eq_ignore_ascii_case("OPTIONS");
+        && method == "OPTIONS";
     if !ours {
         return Match::Stray(format!(
             "{} for Call-ID {}",

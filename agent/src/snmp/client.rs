@@ -69,9 +69,8 @@ pub fn walk_step(
         let Some(value) = value else {
             return Step::Done;
         };
-        if !oid.starts_with(root) || oid.len() == root.len() {
-            return Step::Done;
-        }
+        // A decreasing OID is a broken agent even when it leaves the table: the next
+        // OID must be greater than the one asked from (RFC 3416 4.2.2).
         if oid <= prev {
             return Step::Broken(format!(
                 "the agent's table does not end: {} came after {} (OIDs must increase; a broken or looping agent), after {} rows",
@@ -79,6 +78,9 @@ pub fn walk_step(
                 dotted(&prev),
                 rows.len()
             ));
+        }
+        if !oid.starts_with(root) || oid.len() == root.len() {
+            return Step::Done;
         }
         if rows.len() >= MAX_ROWS {
             return Step::Broken(format!(
@@ -309,6 +311,7 @@ impl Client {
             let Some(session) = self.session.as_mut() else {
                 continue;
             };
+            let v3 = matches!(self.credentials, Credentials::V3 { .. });
             let result = tokio::time::timeout(self.timeout, async {
                 let pdu = session.getbulk(&[&oid], 0, self.max_repetitions).await?;
                 if pdu.error_status != 0 {
@@ -331,6 +334,15 @@ impl Client {
                 Ok(Err(e)) => {
                     self.session = None;
                     last = Some(self.classify(e));
+                }
+                // The agent answered engine discovery (the session opened) and then not
+                // our encrypted request: what agents do with a wrong privacy password.
+                Err(_) if v3 => {
+                    self.session = None;
+                    last = Some(PollError::Auth {
+                        address: self.address.clone(),
+                        reason: "the agent answered engine discovery but not our encrypted request: most likely a wrong priv_password".into(),
+                    });
                 }
                 Err(_) => {
                     self.session = None;
@@ -423,6 +435,16 @@ mod tests {
                 &root,
                 &last,
                 vec![vb(&[1, 3, 6, 1, 2, 1, 2, 2, 1, 8, 1], 1)],
+                &mut rows
+            ),
+            Step::Broken(_)
+        ));
+        // A decreasing OID that leaves the table is a broken agent, not the table's end.
+        assert!(matches!(
+            walk_step(
+                &root,
+                &last,
+                vec![vb(&[1, 3, 6, 1, 2, 1, 2, 2, 1, 7, 9], 1)],
                 &mut rows
             ),
             Step::Broken(_)
