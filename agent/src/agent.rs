@@ -206,6 +206,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 /// Everything the agent is made of, built before anything runs: a file, port or store
 /// that cannot be had stops the start with a message saying which and what to do.
 struct Parts {
+    /// Held for the life of the process: one agent per state directory.
+    _lock: std::fs::File,
     listen: SocketAddr,
     info: Arc<Info>,
     model: Arc<Model>,
@@ -245,6 +247,7 @@ impl Parts {
                 state_dir.display()
             )
         })?;
+        let lock = lock_state_dir(&state_dir)?;
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::empty(&server)));
         // An operator's drain lasts until it is ended, restarts included.
         let kept = crate::routing::load_maintenance(&crate::routing::maintenance_file(&state_dir));
@@ -266,6 +269,7 @@ impl Parts {
                 None => None,
             };
         Ok(Parts {
+            _lock: lock,
             info: Arc::new(Info::new(&server, source)),
             model: Arc::new(Model::new()),
             bus: Arc::new(Bus::default()),
@@ -353,6 +357,7 @@ impl Parts {
     /// last.
     fn start(self, config: &Config) -> anyhow::Result<Running> {
         let Parts {
+            _lock: lock,
             listen,
             info,
             model,
@@ -393,6 +398,19 @@ impl Parts {
         )
         .context("cannot start the audit writer thread")?;
         if let Some(n) = notifier {
+            // Alarms of checks removed while the agent was stopped are cleared.
+            let mut targets: Vec<(String, String)> = config
+                .checks()
+                .iter()
+                .map(|(_, c)| (c.kind().to_string(), c.name().to_string()))
+                .collect();
+            targets.extend(
+                config
+                    .member
+                    .iter()
+                    .map(|m| ("server".to_string(), m.name.clone())),
+            );
+            n.clear_removed(&targets);
             drained.add(
                 "notify",
                 n.start(bus.subscribe(), snapshot.clone(), traffic.problem.clone()),
@@ -534,6 +552,7 @@ impl Parts {
             "telagent started."
         );
         Ok(Running {
+            _lock: lock,
             scheduler,
             config_tx,
             api,
@@ -547,6 +566,36 @@ impl Parts {
             traffic,
         })
     }
+}
+
+/// Takes `<state_dir>/telagent.lock` (flock, released by the kernel when the process
+/// ends, kill -9 included): a second agent on the same state directory would send the
+/// first one's AgentStop, raise its engineBoots and share its outbox and stores.
+fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = state_dir.join("telagent.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: a valid descriptor of an open file.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        anyhow::bail!(
+            "another telagent (pid {}) runs with the state directory {}; stop it, or give this one another agent.state_dir",
+            holder.trim(),
+            state_dir.display()
+        );
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(f)
 }
 
 /// What routing reads of the config.
@@ -628,6 +677,8 @@ fn kamailio_section(c: &Config) -> crate::routing::kamailio::Section {
 
 /// The running agent.
 struct Running {
+    /// The state directory's lock, held while the agent runs.
+    _lock: std::fs::File,
     scheduler: Scheduler,
     config_tx: watch::Sender<Config>,
     api: Arc<crate::api::ApiState>,

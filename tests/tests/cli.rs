@@ -157,3 +157,28 @@ async fn status_shows_the_live_table_and_json() {
     assert_eq!(dead.status.code(), Some(2));
     assert!(text(&dead.stderr).contains("is the agent running?"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_agent_on_the_same_state_directory_is_refused() {
+    let svc = Service::start(Behaviour::Accept).await;
+    let agent = Agent::start(&format!(
+        "[[tcp]]\nname = \"svc\"\naddress = \"{}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+        svc.addr
+    ))
+    .await;
+    // The same config (so the same state dir) on another port.
+    let port = telagent_tests::free_port();
+    let out = Command::new(agent_bin())
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("another telagent") && said.contains(&agent.pid().to_string()),
+        "{said}"
+    );
+    // The first one runs on untouched.
+    assert!(agent.get("/healthz").await.is_some());
+}

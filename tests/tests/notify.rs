@@ -869,3 +869,48 @@ async fn failover_drains_200_through_the_standby_while_the_primary_is_silent() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alarms_of_removed_checks_and_of_a_check_named_like_the_server_are_cleared() {
+    let trapd = Snmptrapd::start(&trapd_conf());
+    let mut svc = Service::start(Behaviour::Accept).await;
+    svc.stop().await;
+    // A check named like the server ("test"), and one that will be removed.
+    let checks = |with_gone: bool| {
+        let mut c = format!(
+            "[[tcp]]\nname = \"test\"\naddress = \"{}\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nrise = 1\nflap_window = \"0s\"\n\n",
+            svc.addr
+        );
+        if with_gone {
+            c.push_str("[[tcp]]\nname = \"gone\"\naddress = \"127.0.0.1:1\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nflap_window = \"0s\"\n\n");
+        }
+        c
+    };
+    let nms = receiver("nms", trapd.port, &format!("{V2C}inform = true\n"));
+    let mut agent = Agent::start(&format!("{}{}{nms}", checks(true), notify_section(""))).await;
+    poll(LIMIT, "both downs", || async {
+        let n = about(&trapd, "test").len() + about(&trapd, "gone").len();
+        (n >= 2).then_some(())
+    })
+    .await;
+    assert!(agent.stop());
+    // While stopped: "gone" leaves the config, the service comes back.
+    agent.write_config(&format!("{}{}{nms}", checks(false), notify_section("")));
+    svc.restart().await;
+    agent.restart().await;
+    poll(LIMIT, "both cleared", || async {
+        // The agent's own start and stop carry the server's name too: the check's only.
+        let checks_of = |t: &str| -> Vec<String> {
+            about(&trapd, t)
+                .into_iter()
+                .map(|g| g.name)
+                .filter(|n| n.starts_with("telagentCheck"))
+                .collect()
+        };
+        let (test, gone) = (checks_of("test"), checks_of("gone"));
+        (test == ["telagentCheckDown", "telagentCheckUp"]
+            && gone == ["telagentCheckDown", "telagentCheckUp"])
+        .then_some(())
+    })
+    .await;
+}

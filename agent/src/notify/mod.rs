@@ -638,6 +638,7 @@ impl Notifier {
                         ),
                     );
                     n.target = o.queue.clone();
+                    n.time = o.oldest.unwrap_or(n.time);
                     n.dropped = Some(o.rows.min(u32::MAX as usize) as u32);
                     self.enqueue(&n);
                 }
@@ -727,6 +728,54 @@ impl Notifier {
         }
     }
 
+    /// Logs the drops of `queue` not logged yet (delivery resumed: the summary is due).
+    fn flush_drop_log(&self, queue: &str) {
+        let mut log = self
+            .drop_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = log.get_mut(queue).filter(|e| e.1 > 0) {
+            tracing::warn!(queue = %queue, dropped = e.1, limit = self.config.outbox_limit, "Outbox full: the oldest notifications were dropped (the last of them, logged as delivery resumes). The receiver is told how many.");
+            *e = (Instant::now(), 0);
+        }
+    }
+
+    /// Clears, once, the problems notified for targets that are no longer configured (a
+    /// check removed): the NMS would keep their alarms open forever. `targets`: (kind,
+    /// name) of every check and server now.
+    pub fn clear_removed(&self, targets: &[(String, String)]) {
+        let open = self.outbox(|o| o.open_problems()).unwrap_or_default();
+        for (kind, target) in open {
+            if targets.iter().any(|(k, t)| *k == kind && *t == target) {
+                continue;
+            }
+            for q in queues(&self.config) {
+                let Some((problem, severity)) =
+                    self.outbox(|o| o.last_notified(&q, &kind, &target))
+                else {
+                    continue;
+                };
+                if severity == Severity::Cleared {
+                    continue;
+                }
+                let n = Notification {
+                    kind: problem.clear(),
+                    target: target.clone(),
+                    state: NState::Unknown,
+                    reason: "no longer monitored: removed from the configuration".into(),
+                    severity: Severity::Cleared,
+                    server: self.server.clone(),
+                    suppressed: None,
+                    time: std::time::SystemTime::now(),
+                    sequence: 0,
+                    check_kind: kind.clone(),
+                    dropped: None,
+                };
+                self.enqueue_to(&[q], &n);
+            }
+        }
+    }
+
     /// What a target's first observation (at start, after a reload) means to each queue:
     /// the queue was told of a problem that has ended since (its clear), or of another
     /// state (the new one); nothing when it already knows. `speaker`: this agent speaks for
@@ -747,7 +796,7 @@ impl Notifier {
             return out;
         };
         for q in self.queues_for(&probe) {
-            let last = self.outbox(|o| o.last_notified(&q, &t.target));
+            let last = self.outbox(|o| o.last_notified(&q, t.kind, &t.target));
             let n = match (&fault, last) {
                 (Some(f), Some((kind, severity))) if kind == f.kind && severity == f.severity => {
                     None
@@ -1073,12 +1122,15 @@ async fn deliver(n: Arc<Notifier>, queue: String, cancel: CancellationToken) {
                 }
             }
             drop(m);
-            breakers[i].record(delivered.is_some(), n.config.max_backoff, &name);
+            if n.config.mode == Mode::Failover {
+                breakers[i].record(delivered.is_some(), n.config.max_backoff, &name);
+            }
             if delivered.is_some() {
                 break;
             }
         }
         if let Some(i) = delivered {
+            n.flush_drop_log(&queue);
             report_lost(&n, &queue, &mut senders[i]).await;
             let _ = n.outbox(|o| o.remove(seq));
             let depth = n.outbox(|o| o.depth(&queue)).unwrap_or(0);

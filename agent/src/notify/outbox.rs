@@ -39,6 +39,8 @@ pub struct Orphans {
     pub rows: usize,
     /// The queue they were moved to (same address), or None: dropped.
     pub moved_to: Option<String>,
+    /// The event time of the oldest of them.
+    pub oldest: Option<SystemTime>,
 }
 
 fn secs(t: SystemTime) -> f64 {
@@ -100,12 +102,13 @@ impl Outbox {
                 params![q, text],
             )?;
             if tracks_state(n.kind) {
+                let target = state_key(&n.check_kind, &n.target);
                 tx.execute(
                     "INSERT INTO notified (queue, target, kind, severity) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (queue, target) DO UPDATE SET kind = ?3, severity = ?4",
                     params![
                         q,
-                        n.target,
+                        target,
                         n.kind.name(),
                         serde_json::to_string(&n.severity).unwrap_or_default()
                     ],
@@ -150,9 +153,10 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// The last state queued for `target` on `queue`: the notification's kind and
-    /// severity.
-    pub fn last_notified(&self, queue: &str, target: &str) -> Option<(Kind, Severity)> {
+    /// The last state queued for `target` of `kind` (a check kind, or `server`) on
+    /// `queue`: the notification's kind and severity.
+    pub fn last_notified(&self, queue: &str, kind: &str, target: &str) -> Option<(Kind, Severity)> {
+        let target = state_key(kind, target);
         let row: Option<(String, String)> = self
             .conn
             .query_row(
@@ -186,19 +190,43 @@ impl Outbox {
             .optional()
     }
 
-    /// `reported` drops of `queue` were told to its receiver.
+    /// `reported` drops of `queue` were told to its receiver: forgotten, the oldest time
+    /// with them (drops since then start a new count and a new oldest).
     pub fn reported(&self, queue: &str, reported: u64) -> rusqlite::Result<()> {
         self.conn
             .execute(
-                "UPDATE lost SET count = max(count - ?2, 0) WHERE queue = ?1",
+                "DELETE FROM lost WHERE queue = ?1 AND count <= ?2",
                 params![queue, reported as i64],
             )
+            .and_then(|_| {
+                self.conn.execute(
+                    "UPDATE lost SET count = count - ?2 WHERE queue = ?1",
+                    params![queue, reported as i64],
+                )
+            })
             .map(|_| ())
     }
 
-    /// Records the queues of the config with their receivers' addresses, and settles the
-    /// rows of queues that no longer exist: moved to the queue sharing an address (in
-    /// their order), else dropped.
+    /// The targets whose last state queued on some queue is a problem: (kind, target).
+    pub fn open_problems(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT target FROM notified WHERE severity != '\"cleared\"'")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows
+            .filter_map(|r| r.ok())
+            .filter_map(|k| {
+                k.split_once('/')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect())
+    }
+
+    /// Records the queues of the config with their receivers' addresses, and settles what
+    /// queues that no longer exist left: their rows move, in order, to the queue sharing
+    /// an address (one event once, when two old queues move into one), else they are
+    /// dropped; what they were told and what they lost goes with them to every queue
+    /// sharing an address.
     pub fn adopt(&mut self, current: &[(String, Vec<String>)]) -> rusqlite::Result<Vec<Orphans>> {
         let tx = self.conn.transaction()?;
         let known: Vec<(String, Vec<String>)> = {
@@ -209,44 +237,93 @@ impl Outbox {
                 .map(|(q, a)| (q, serde_json::from_str(&a).unwrap_or_default()))
                 .collect()
         };
-        let with_rows: Vec<String> = {
-            let mut st = tx.prepare("SELECT DISTINCT queue FROM outbox")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.filter_map(|r| r.ok()).collect()
+        let gone: std::collections::BTreeSet<String> = {
+            let mut names = std::collections::BTreeSet::new();
+            for sql in [
+                "SELECT DISTINCT queue FROM outbox",
+                "SELECT DISTINCT queue FROM notified",
+                "SELECT DISTINCT queue FROM lost",
+            ] {
+                let mut st = tx.prepare(sql)?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+                names.extend(rows.filter_map(|r| r.ok()));
+            }
+            names
+                .into_iter()
+                .filter(|q| !current.iter().any(|(c, _)| c == q))
+                .collect()
         };
         let mut out = Vec::new();
-        for q in with_rows {
-            if current.iter().any(|(c, _)| *c == q) {
-                continue;
-            }
+        let mut filled = std::collections::BTreeSet::new();
+        for q in gone {
             let addresses = known
                 .iter()
                 .find(|(k, _)| *k == q)
                 .map(|(_, a)| a.clone())
                 .unwrap_or_default();
-            let to = current
+            let heirs: Vec<&String> = current
                 .iter()
-                .find(|(_, a)| a.iter().any(|x| addresses.contains(x)))
-                .map(|(c, _)| c.clone());
-            let rows = match &to {
-                Some(to) => tx.execute(
-                    "UPDATE outbox SET queue = ?2 WHERE queue = ?1",
-                    params![q, to],
-                )?,
-                None => tx.execute("DELETE FROM outbox WHERE queue = ?1", params![q])?,
-            };
-            if let Some(to) = &to {
+                .filter(|(_, a)| a.iter().any(|x| addresses.contains(x)))
+                .map(|(c, _)| c)
+                .collect();
+            for h in &heirs {
                 tx.execute(
                     "INSERT OR IGNORE INTO notified (queue, target, kind, severity)
                      SELECT ?2, target, kind, severity FROM notified WHERE queue = ?1",
-                    params![q, to],
+                    params![q, h],
+                )?;
+                tx.execute(
+                    "INSERT INTO lost (queue, count, oldest) SELECT ?2, count, oldest FROM lost WHERE queue = ?1
+                     ON CONFLICT (queue) DO UPDATE SET count = count + excluded.count, oldest = min(oldest, excluded.oldest)",
+                    params![q, h],
                 )?;
             }
-            out.push(Orphans {
-                queue: q,
-                rows,
-                moved_to: to,
-            });
+            let rows: i64 = tx.query_row(
+                "SELECT count(*) FROM outbox WHERE queue = ?1",
+                params![q],
+                |r| r.get(0),
+            )?;
+            let oldest: Option<String> = tx
+                .query_row(
+                    "SELECT notification FROM outbox WHERE queue = ?1 ORDER BY seq LIMIT 1",
+                    params![q],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let moved_to = heirs.first().map(|h| (*h).clone());
+            match &moved_to {
+                Some(to) => {
+                    tx.execute(
+                        "UPDATE outbox SET queue = ?2 WHERE queue = ?1",
+                        params![q, to],
+                    )?;
+                    filled.insert(to.clone());
+                }
+                None => {
+                    tx.execute("DELETE FROM outbox WHERE queue = ?1", params![q])?;
+                }
+            }
+            tx.execute("DELETE FROM notified WHERE queue = ?1", params![q])?;
+            tx.execute("DELETE FROM lost WHERE queue = ?1", params![q])?;
+            if rows > 0 {
+                out.push(Orphans {
+                    queue: q,
+                    rows: rows as usize,
+                    moved_to,
+                    oldest: oldest
+                        .and_then(|t| serde_json::from_str::<Notification>(&t).ok())
+                        .map(|n| n.time),
+                });
+            }
+        }
+        // Two old queues moved into one (all -> failover): each event once.
+        for q in filled {
+            tx.execute(
+                "DELETE FROM outbox WHERE queue = ?1 AND seq NOT IN (
+                     SELECT min(seq) FROM outbox WHERE queue = ?1
+                     GROUP BY json_extract(notification, '$.sequence'))",
+                params![q],
+            )?;
         }
         tx.execute("DELETE FROM queues", [])?;
         for (q, a) in current {
@@ -301,6 +378,12 @@ fn tracks_state(kind: Kind) -> bool {
             | Kind::NotificationsSuppressed
             | Kind::NotificationsDropped
     )
+}
+
+/// How the last state of a target is keyed: its kind and name (a check may be named like
+/// its server).
+fn state_key(kind: &str, target: &str) -> String {
+    format!("{kind}/{target}")
 }
 
 fn next_sequence(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
@@ -377,12 +460,23 @@ mod tests {
         assert_eq!(o.next_sequence().unwrap(), 6, "numbers survive a reopen");
         o.reported("a", 2).unwrap();
         assert_eq!(o.lost("a").unwrap(), None);
+        // A new overflow after a report has its own oldest time.
+        for i in 10..12 {
+            o.push(&["a".to_string()], &mut n(i)).unwrap();
+        }
+        assert_eq!(o.lost("a").unwrap().unwrap().oldest, n(3).time);
+        o.reported("a", 2).unwrap();
         assert_eq!(o.lost("b").unwrap().unwrap().count, 2);
         assert_eq!(
-            o.last_notified("a", "t4"),
+            o.last_notified("a", "agent", "t4"),
             Some((Kind::CheckDown, Severity::Critical))
         );
-        assert_eq!(o.last_notified("a", "t9"), None);
+        assert_eq!(o.last_notified("a", "agent", "t9"), None);
+        assert_eq!(
+            o.last_notified("a", "tcp", "t4"),
+            None,
+            "keyed by kind and name"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -407,12 +501,14 @@ mod tests {
                 Orphans {
                     queue: "nms".into(),
                     rows: 3,
-                    moved_to: Some("scom".into())
+                    moved_to: Some("scom".into()),
+                    oldest: Some(n(0).time),
                 },
                 Orphans {
                     queue: "old".into(),
                     rows: 3,
-                    moved_to: None
+                    moved_to: None,
+                    oldest: Some(n(0).time),
                 }
             ]
         );
@@ -420,10 +516,26 @@ mod tests {
         assert_eq!(o.peek("scom").unwrap().unwrap().1.unwrap().target, "t0");
         assert_eq!(o.depth("old").unwrap(), 0);
         assert_eq!(
-            o.last_notified("scom", "t2"),
+            o.last_notified("scom", "agent", "t2"),
             Some((Kind::CheckDown, Severity::Critical)),
             "what the receiver was told moves with it"
         );
+        // all -> failover: two queues with the same events become one, each event once.
+        let both = [at("p", "10.0.0.5:162"), at("s", "10.0.0.6:162")];
+        o.adopt(&both).unwrap();
+        for i in 0..2 {
+            o.push(&["p".into(), "s".into()], &mut n(i)).unwrap();
+        }
+        let failover = (
+            "failover".to_string(),
+            vec!["10.0.0.5:162".into(), "10.0.0.6:162".into()],
+        );
+        o.adopt(std::slice::from_ref(&failover)).unwrap();
+        assert_eq!(o.depth("failover").unwrap(), 2);
+        // failover -> all: what the failover queue was told goes to both receivers.
+        o.adopt(&both).unwrap();
+        assert!(o.last_notified("p", "agent", "t1").is_some());
+        assert!(o.last_notified("s", "agent", "t1").is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
