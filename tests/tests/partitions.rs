@@ -306,39 +306,32 @@ fn a_lost_syn_does_not_fail_a_tcp_probe() {
         "drop",
     ]);
     let cfg = dir.path().join("t.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[tcp]]\nname = \"svc\"\naddress = \"{}:8000\"\ninterval = \"2s\"\ntimeout = \"600ms\"\n",
-            service_addr(0)
-        ),
-    )
-    .unwrap();
-    for run in 0..6 {
+    // One probe of a tcp check of `port`, from inside the lab: exit code and output.
+    let probe = |port: u16| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[tcp]]\nname = \"svc\"\naddress = \"{}:{port}\"\ninterval = \"2s\"\ntimeout = \"600ms\"\n",
+                service_addr(0)
+            ),
+        )
+        .unwrap();
         let out = lab
             .command(telagent_tests::agent_bin())
             .args(["check", "svc", "--config"])
             .arg(&cfg)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "run {run}: {text}");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for run in 0..6 {
+        let (code, text) = probe(8000);
+        assert_eq!(code, Some(0), "run {run}: {text}");
     }
     // And a dead service is still dead at once: a refusal is an answer.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[tcp]]\nname = \"svc\"\naddress = \"{}:8001\"\ninterval = \"2s\"\ntimeout = \"600ms\"\n",
-            service_addr(0)
-        ),
-    )
-    .unwrap();
-    let out = lab
-        .command(telagent_tests::agent_bin())
-        .args(["check", "svc", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = probe(8001);
     assert!(text.contains("error     connect_refused"), "{text}");
 }

@@ -503,6 +503,33 @@ impl Channels {
     pub fn usable(&self) -> u32 {
         self.idle + self.busy
     }
+
+    /// The counts as one series per state (of one trunk, when given).
+    fn values(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        trunk: Option<String>,
+    ) -> Vec<super::Value> {
+        [
+            ("idle", self.idle),
+            ("busy", self.busy),
+            ("out_of_service", self.out_of_service),
+        ]
+        .into_iter()
+        .map(|(state, n)| {
+            let mut labels: Vec<(&'static str, String)> =
+                trunk.iter().map(|t| ("trunk", t.clone())).collect();
+            labels.push(("state", state.to_string()));
+            super::Value {
+                name,
+                help,
+                labels,
+                value: n.into(),
+            }
+        })
+        .collect()
+    }
 }
 
 /// Rows keyed by their whole index (every arc after the column): a multi-part index
@@ -852,33 +879,16 @@ impl GatewayCheck {
         } else {
             Observation::ok(summary)
         };
-        for (state, n) in [
-            ("idle", ch.idle),
-            ("busy", ch.busy),
-            ("out_of_service", ch.out_of_service),
-        ] {
-            obs.values.push(super::Value {
-                name: "channels",
-                help: "Channels by state at the last poll.",
-                labels: vec![("state", state.to_string())],
-                value: n.into(),
-            });
-        }
+        obs.values
+            .extend(ch.values("channels", "Channels by state at the last poll.", None));
         // One device never floods /metrics: at most `max_trunks` trunks get series.
         let dotted = |t: &[u64]| t.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
         for (trunk, counts) in per_trunk.iter().take(c.max_trunks) {
-            for (state, n) in [
-                ("idle", counts.idle),
-                ("busy", counts.busy),
-                ("out_of_service", counts.out_of_service),
-            ] {
-                obs.values.push(super::Value {
-                    name: "trunk_channels",
-                    help: "Channels of one trunk by state at the last poll (the trunk as the profile's index names it).",
-                    labels: vec![("trunk", dotted(trunk)), ("state", state.to_string())],
-                    value: n.into(),
-                });
-            }
+            obs.values.extend(counts.values(
+                "trunk_channels",
+                "Channels of one trunk by state at the last poll (the trunk as the profile's index names it).",
+                Some(dotted(trunk)),
+            ));
         }
         let hidden = per_trunk.len().saturating_sub(c.max_trunks)
             + trunks.len().saturating_sub(c.max_trunks);
