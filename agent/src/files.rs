@@ -1,10 +1,30 @@
 //! Bounded reads of the files other programs write (HylaFAX's spool, UUCP locks, the
 //! kernel's tables): a FIFO, a device, a socket or a huge file never blocks the agent,
-//! never opens a device (opening a tty raises DTR) and never fills its memory.
+//! never opens a device (opening a tty raises DTR) and never fills its memory. And the
+//! durable write of the agent's own small state files.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+
+/// Replaces `path` with `bytes` durably: written to `<path>.tmp`, synced, renamed over
+/// it, and the directory synced, so that a crash leaves the old file or the new one.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
 
 fn not_regular(path: &Path) -> io::Error {
     io::Error::new(

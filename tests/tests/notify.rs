@@ -659,6 +659,15 @@ async fn forged_answers_never_abort_a_v3_inform() {
     );
 }
 
+/// Starts the agent again and waits until svc is decided `state`.
+async fn restarted(agent: &mut Agent, state: &str) {
+    agent.restart().await;
+    poll(LIMIT, &format!("svc {state} after the restart"), || async {
+        agent.target("svc").await.filter(|t| t["state"] == state)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alarm_that_cleared_while_the_agent_was_stopped_is_cleared_once() {
     let trapd = Snmptrapd::start(&trapd_conf());
@@ -677,11 +686,7 @@ async fn an_alarm_that_cleared_while_the_agent_was_stopped_is_cleared_once() {
     .await;
     // Restarted while still down: the NMS knows already, nothing is sent again.
     assert!(agent.stop());
-    agent.restart().await;
-    poll(LIMIT, "svc decided after the restart", || async {
-        agent.target("svc").await.filter(|t| t["state"] == "down")
-    })
-    .await;
+    restarted(&mut agent, "down").await;
     // Stopped; the service recovers meanwhile; started again.
     assert!(agent.stop());
     svc.restart().await;
@@ -692,11 +697,7 @@ async fn an_alarm_that_cleared_while_the_agent_was_stopped_is_cleared_once() {
     .await;
     // Once more, with nothing changed: no second clear.
     assert!(agent.stop());
-    agent.restart().await;
-    poll(LIMIT, "svc up after the last restart", || async {
-        agent.target("svc").await.filter(|t| t["state"] == "up")
-    })
-    .await;
+    restarted(&mut agent, "up").await;
     poll(LIMIT, "the last start notified", || async {
         let starts = trapd
             .received()

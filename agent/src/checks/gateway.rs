@@ -688,6 +688,11 @@ impl GatewayCheck {
         let mut client = self.client.lock().await;
         let fail =
             |e: crate::snmp::client::PollError| Observation::fail(e.error_type(), e.to_string());
+        // DS1-MIB line status per trunk (every profile), read once.
+        let trunks = match client.walk(DSX1_LINE_STATUS).await {
+            Ok(r) => by_first_arc(&r, DSX1_LINE_STATUS),
+            Err(e) => return fail(e),
+        };
         let mut vendor_alarms: BTreeMap<u64, String> = BTreeMap::new();
         // Cisco: the slot/port of each DS1 ifIndex, and the trunks in alarm.
         let mut trunk_names: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -728,10 +733,6 @@ impl GatewayCheck {
                     }
                 }
                 // The DS1 alarms are by ifIndex; the interface's name says its slot/port.
-                let dsx1 = match client.walk(DSX1_LINE_STATUS).await {
-                    Ok(r) => by_first_arc(&r, DSX1_LINE_STATUS),
-                    Err(e) => return fail(e),
-                };
                 let names = match client.walk(IF_DESCR).await {
                     Ok(r) => r,
                     Err(e) => return fail(e),
@@ -743,7 +744,7 @@ impl GatewayCheck {
                         continue;
                     };
                     if let (Some(status), Some(t)) = (
-                        dsx1.get(if_index),
+                        trunks.get(if_index),
                         cisco_trunk_of(&String::from_utf8_lossy(&b)),
                     ) {
                         trunk_names.insert(*if_index, t.clone());
@@ -807,10 +808,6 @@ impl GatewayCheck {
                     }
                 }
             }
-        };
-        let trunks = match client.walk(DSX1_LINE_STATUS).await {
-            Ok(r) => by_first_arc(&r, DSX1_LINE_STATUS),
-            Err(e) => return fail(e),
         };
         drop(client);
         // DS1 trunks named as the channel table names them, where the profile knows how.

@@ -515,18 +515,13 @@ pub struct ReceiverStats {
 /// Reads and increments engineBoots in `<state_dir>/snmp-engine-boots` (fsynced): receivers
 /// drop v3 messages whose boots go back.
 pub fn next_boots(state_dir: &std::path::Path) -> std::io::Result<u32> {
-    use std::io::Write;
     let path = state_dir.join("snmp-engine-boots");
     let old: u32 = std::fs::read_to_string(&path)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     let boots = old.saturating_add(1).min(2_147_483_647);
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{boots}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    crate::files::write_durably(&path, format!("{boots}\n").as_bytes())?;
     Ok(boots)
 }
 

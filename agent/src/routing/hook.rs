@@ -149,9 +149,10 @@ fn load(file: &std::path::Path) -> BTreeMap<String, ServerState> {
 }
 
 fn save(file: &std::path::Path, known: &BTreeMap<String, ServerState>) {
-    let tmp = file.with_extension("json.tmp");
-    let written = std::fs::write(&tmp, serde_json::to_string(known).unwrap_or_default())
-        .and_then(|()| std::fs::rename(&tmp, file));
+    let written = crate::files::write_durably(
+        file,
+        serde_json::to_string(known).unwrap_or_default().as_bytes(),
+    );
     if let Err(e) = written {
         tracing::warn!(file = %file.display(), error = %e, "Cannot keep the hook's decisions; after a restart the hook may run again for an unchanged state.");
     }

@@ -240,8 +240,7 @@ pub fn load_maintenance(file: &std::path::Path) -> Option<String> {
     }
 }
 
-/// Keeps (or, with None, removes) the maintenance drain in `file`, durably: written to a
-/// temp file, synced, renamed.
+/// Keeps (or, with None, removes) the maintenance drain in `file`, durably.
 pub fn save_maintenance(file: &std::path::Path, reason: Option<&str>) -> std::io::Result<()> {
     let Some(reason) = reason else {
         return match std::fs::remove_file(file) {
@@ -249,22 +248,12 @@ pub fn save_maintenance(file: &std::path::Path, reason: Option<&str>) -> std::io
             _ => Ok(()),
         };
     };
-    let tmp = file.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(
-            serde_json::json!({ "reason": reason })
-                .to_string()
-                .as_bytes(),
-        )?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::files::write_durably(
+        file,
+        serde_json::json!({ "reason": reason })
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 /// What an agent publishes about its own server (`GET /v1/server`).

@@ -68,12 +68,10 @@ impl Indexes {
 }
 
 fn save(path: &Path, map: &BTreeMap<String, BTreeMap<String, u32>>) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(serde_json::to_string(map).unwrap_or_default().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::files::write_durably(
+        path,
+        serde_json::to_string(map).unwrap_or_default().as_bytes(),
+    )
 }
 
 #[cfg(test)]
