@@ -544,6 +544,7 @@ impl Parts {
             faults,
             &server,
             config.agent.max_concurrent_probes,
+            traffic.stats.clone(),
         );
         scheduler.apply(config);
         info!(

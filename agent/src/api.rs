@@ -87,6 +87,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/server", get(server))
         .route("/v1/routes", get(routes))
         .route("/v1/totals", get(totals))
+        .route("/v1/lines", get(lines))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard_reads));
     Router::new()
         .route("/", get(index))
@@ -420,6 +421,69 @@ async fn events(
         }
     }
     response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinesParams {
+    since: i64,
+    server: Option<String>,
+    by: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most destinations one answer lists.
+const MAX_DESTINATIONS: usize = 1000;
+
+/// `GET /v1/lines?since=<unix seconds>[&server=NAME][&by=destination[&limit=N]]`: per line
+/// and direction (or per remote end) since `since`: attempts, success, pages, rates,
+/// failure classes, last success.
+async fn lines(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<LinesParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let usage =
+        "expected ?since=<unix seconds>[&server=NAME][&by=line|destination][&limit=1..1000]\n";
+    let Ok(Query(p)) = q else {
+        return (StatusCode::BAD_REQUEST, usage).into_response();
+    };
+    let now = crate::traffic::events::unix_now();
+    let by_destination = match p.by.as_deref() {
+        None | Some("line") => false,
+        Some("destination") => true,
+        Some(_) => return (StatusCode::BAD_REQUEST, usage).into_response(),
+    };
+    let limit = p.limit.unwrap_or(20);
+    if !(0..=now).contains(&p.since) || !(1..=MAX_DESTINATIONS).contains(&limit) {
+        return (StatusCode::BAD_REQUEST, usage).into_response();
+    }
+    let traffic = s.traffic.clone();
+    let server = p.server.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        if by_destination {
+            traffic
+                .destinations(p.since, server.as_deref(), limit)
+                .map(|d| serde_json::json!({ "destinations": d }))
+        } else {
+            traffic
+                .lines(p.since, server.as_deref())
+                .map(|l| serde_json::json!({ "lines": l }))
+        }
+    })
+    .await;
+    match answer {
+        Ok(Ok(mut body)) => {
+            body["server"] = serde_json::json!(s.traffic.server);
+            body["since"] = serde_json::json!(p.since);
+            Json(body).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the query ended abnormally: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

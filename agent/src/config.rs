@@ -24,8 +24,9 @@ use crate::routing::cluster::{ClusterConfig, Group, Member, ServerRules};
 use crate::routing::{haproxy::HaproxyConfig, hook::HookConfig, kamailio::KamailioConfig};
 
 use crate::checks::{
-    command::CommandConfig, gateway::GatewayConfig, http::HttpConfig, modem::ModemConfig,
-    queue::QueueConfig, sip::SipConfig, tcp::TcpConfig, CheckSpec,
+    canary::CanaryConfig, command::CommandConfig, gateway::GatewayConfig, http::HttpConfig,
+    line_quality::LineQualityConfig, modem::ModemConfig, queue::QueueConfig, sip::SipConfig,
+    tcp::TcpConfig, CheckSpec,
 };
 use crate::vocab::name_rule;
 pub use crate::vocab::{valid_name, Common, Defaults, FlapRule, Schedule};
@@ -70,6 +71,12 @@ pub struct Config {
     /// Outbound queues: depth and oldest item.
     #[serde(default)]
     pub queue: Vec<QueueConfig>,
+    /// Success of fax lines, from their attempts.
+    #[serde(default)]
+    pub line_quality: Vec<LineQualityConfig>,
+    /// Test faxes, end to end.
+    #[serde(default)]
+    pub canary: Vec<CanaryConfig>,
     /// Cluster timing: peer polling, inactivity, damping, panic threshold.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -296,6 +303,15 @@ impl Config {
         for (i, c) in self.queue.iter().enumerate() {
             out.push((format!("queue[{i}]"), CheckSpec::Queue(c.clone())));
         }
+        for (i, c) in self.line_quality.iter().enumerate() {
+            out.push((
+                format!("line_quality[{i}]"),
+                CheckSpec::LineQuality(c.clone()),
+            ));
+        }
+        for (i, c) in self.canary.iter().enumerate() {
+            out.push((format!("canary[{i}]"), CheckSpec::Canary(c.clone())));
+        }
         out
     }
 
@@ -467,6 +483,14 @@ impl Config {
                 ));
             }
             let s = spec.schedule(d);
+            if matches!(spec, CheckSpec::Canary(_))
+                && s.interval < crate::checks::canary::MIN_INTERVAL
+            {
+                return Err((
+                    format!("{path}.interval"),
+                    "must be at least 5m: every canary is a real call".into(),
+                ));
+            }
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
             check_flap(&path, &s.flap)?;
             let talks_to_a_line = matches!(&spec, CheckSpec::Modem(m) if !m.passive);

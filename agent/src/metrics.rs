@@ -208,6 +208,7 @@ fn process_registry() -> Registry {
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// One metric family: its HELP, TYPE and sample lines so far.
@@ -228,46 +229,51 @@ pub struct Families {
 impl Families {
     /// One sample of family `name` (created with `help` and `kind` at its first sample).
     pub fn add(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], v: f64) {
-        let i = match self.index.get(name) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(name.to_string(), self.families.len());
-                self.families.push(Family {
-                    name: name.to_string(),
-                    help: help.to_string(),
-                    kind,
-                    samples: String::new(),
-                });
-                self.families.len() - 1
-            }
-        };
+        let i = self.family(name, help, kind);
+        sample(&mut self.families[i].samples, name, labels, v);
+    }
+
+    /// The index of family `name`, created with `help` and `kind` at its first use.
+    fn family(&mut self, name: &str, help: &str, kind: Kind) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.index.insert(name.to_string(), self.families.len());
+        self.families.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            samples: String::new(),
+        });
+        self.families.len() - 1
+    }
+
+    /// One histogram: `buckets` are (upper bound, observations at most that), ascending;
+    /// the `+Inf` bucket is `count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        let i = self.family(name, help, Kind::Histogram);
         let out = &mut self.families[i].samples;
-        out.push_str(name);
-        if !labels.is_empty() {
-            out.push('{');
-            for (n, (k, v)) in labels.iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                out.push_str(k);
-                out.push_str("=\"");
-                escape(out, v, true);
-                out.push('"');
-            }
-            out.push('}');
+        let bucket = format!("{name}_bucket");
+        let bounds: Vec<(String, u64)> = buckets
+            .iter()
+            .map(|(le, n)| (le.to_string(), *n))
+            .chain([("+Inf".to_string(), count)])
+            .collect();
+        for (le, n) in &bounds {
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", le));
+            sample(out, &bucket, &with_le, *n as f64);
         }
-        out.push(' ');
-        if v.is_nan() {
-            out.push_str("NaN");
-        } else if v.is_infinite() {
-            out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-        } else if v.fract() == 0.0 && v.abs() < 1e15 {
-            // Counts and flags: integer formatting is several times cheaper than float.
-            let _ = write!(out, "{}", v as i64);
-        } else {
-            let _ = write!(out, "{v}");
-        }
-        out.push('\n');
+        sample(out, &format!("{name}_sum"), labels, sum);
+        sample(out, &format!("{name}_count"), labels, count as f64);
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
@@ -295,11 +301,42 @@ impl Families {
             out.push_str(match f.kind {
                 Kind::Counter => " counter\n",
                 Kind::Gauge => " gauge\n",
+                Kind::Histogram => " histogram\n",
             });
             out.push_str(&f.samples);
         }
         out
     }
+}
+
+/// One sample line.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (n, (k, v)) in labels.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(out, v, true);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Counts and flags: integer formatting is several times cheaper than float.
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+    out.push('\n');
 }
 
 /// Escapes `\\` and line feeds, and in label values `"` too (the text format's rules).
@@ -480,6 +517,34 @@ mod tests {
                 offset: 4096,
             },
         );
+        // Attempts long ago: the success ratio over the last hour is absent, the one over
+        // the last 32 attempts is not.
+        let mut quality = crate::traffic::quality::Memory::default();
+        let attempts: Vec<crate::traffic::Event> = (0..5)
+            .map(|i| crate::traffic::Event {
+                time: 1_000_000 + i,
+                server: "fax1".into(),
+                direction: Direction::Sent,
+                ok: i != 2,
+                line: "ttyS0".into(),
+                pages: 1,
+                seconds: 20,
+                detail: crate::traffic::Detail {
+                    class: (i == 2).then_some(crate::traffic::outcome::Class::Busy),
+                    rate: Some(if i == 4 { 9600 } else { 14400 }),
+                    ecm: Some(i != 4),
+                    canary: i == 3,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        quality.add(
+            &attempts
+                .iter()
+                .map(|e| (e.line.clone(), e))
+                .collect::<Vec<_>>(),
+        );
+        traffic.set_quality(quality);
         for _ in 0..7 {
             traffic.batch("counted");
         }

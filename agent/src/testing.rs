@@ -13,6 +13,11 @@ impl Lcg {
         self.0
     }
 
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 33) % n as u64) as usize
+    }
+
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| (self.next_u64() >> 56) as u8).collect()
     }

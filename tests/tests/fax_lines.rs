@@ -506,7 +506,11 @@ async fn conversation(seed: u64, holder: u32) -> (bool, bool, usize) {
     let c = telagent::config::parse(&text, "property").unwrap();
     let spec = c.check("line1").unwrap();
     let schedule = spec.schedule(&c.defaults);
-    let check = telagent::checks::build(&spec, &schedule);
+    let check = telagent::checks::build(
+        &spec,
+        &schedule,
+        &telagent::checks::Context::standalone("fax1"),
+    );
     let (obs, _) = telagent::engine::scheduler::probe_once(check.as_ref(), schedule.timeout).await;
     let context = format!(
         "seed {seed}: {:?} {:?}\nsent {:?}\nunsolicited {:?}",
@@ -602,7 +606,11 @@ async fn a_probe_cancelled_by_the_schedulers_timeout_hangs_up_and_unlocks() {
     );
     let c = telagent::config::parse(&text, "cancel").unwrap();
     let spec = c.check("line1").unwrap();
-    let check = telagent::checks::build(&spec, &spec.schedule(&c.defaults));
+    let check = telagent::checks::build(
+        &spec,
+        &spec.schedule(&c.defaults),
+        &telagent::checks::Context::standalone("fax1"),
+    );
     let (obs, _) =
         telagent::engine::scheduler::probe_once(check.as_ref(), Duration::from_millis(1500)).await;
     assert_eq!(obs.error_type, Some("timeout"), "{obs:?}");

@@ -4,9 +4,11 @@
 //! notifications or routing; the scheduler applies the timeout and times the call, the
 //! tracker decides the state.
 
+pub mod canary;
 pub mod command;
 pub mod gateway;
 pub mod http;
+pub mod line_quality;
 pub mod modem;
 pub mod queue;
 pub mod sip;
@@ -17,9 +19,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::vocab::{Common, Defaults, Schedule, SERIAL_INTERVAL, SERIAL_TIMEOUT};
+use canary::CanaryConfig;
 use command::CommandConfig;
 use gateway::GatewayConfig;
 use http::HttpConfig;
+use line_quality::LineQualityConfig;
 use modem::ModemConfig;
 use queue::QueueConfig;
 use sip::SipConfig;
@@ -159,6 +163,27 @@ pub enum CheckSpec {
     Sip(SipConfig),
     Gateway(GatewayConfig),
     Queue(QueueConfig),
+    LineQuality(LineQualityConfig),
+    Canary(CanaryConfig),
+}
+
+/// What checks that judge the agent's own data are built with.
+#[derive(Clone)]
+pub struct Context {
+    /// This agent's server.
+    pub server: String,
+    /// The committed fax attempts (line_quality).
+    pub traffic: std::sync::Arc<crate::traffic::Stats>,
+}
+
+impl Context {
+    /// For a check that reads nothing of the agent's own (no traffic store).
+    pub fn standalone(server: &str) -> Context {
+        Context {
+            server: server.to_string(),
+            traffic: std::sync::Arc::default(),
+        }
+    }
 }
 
 impl CheckSpec {
@@ -172,6 +197,8 @@ impl CheckSpec {
             CheckSpec::Sip(_) => "sip",
             CheckSpec::Gateway(_) => "gateway",
             CheckSpec::Queue(_) => "queue",
+            CheckSpec::LineQuality(_) => "line_quality",
+            CheckSpec::Canary(_) => "canary",
         }
     }
 
@@ -185,12 +212,16 @@ impl CheckSpec {
             CheckSpec::Sip(c) => c.common(),
             CheckSpec::Gateway(c) => c.common(),
             CheckSpec::Queue(c) => c.common(),
+            CheckSpec::LineQuality(c) => c.common(),
+            CheckSpec::Canary(c) => c.common(),
         }
     }
 
     /// The check's schedule once defaults apply. A serial line has its own defaults
     /// (5m interval, 30s timeout) and is never probed faster while failing; a passive
-    /// line only reads files and follows `[defaults]`.
+    /// line only reads files and follows `[defaults]`. A canary is a real call: every
+    /// hour by default, never more often than every 5 minutes, its timeout the longest a
+    /// canary can take, and one canary decides (rise and fall 1 unless set).
     pub fn schedule(&self, d: &Defaults) -> Schedule {
         let c = self.common();
         match self {
@@ -200,6 +231,21 @@ impl CheckSpec {
                     interval,
                     timeout: c.timeout.unwrap_or(SERIAL_TIMEOUT),
                     failing_interval: interval,
+                    ..c.schedule(d)
+                }
+            }
+            CheckSpec::Canary(k) => {
+                let interval = c.interval.unwrap_or(std::time::Duration::from_secs(3600));
+                Schedule {
+                    interval,
+                    timeout: c.timeout.unwrap_or_else(|| k.longest()),
+                    failing_interval: c
+                        .failing_interval
+                        .unwrap_or(interval)
+                        .max(canary::MIN_INTERVAL)
+                        .min(interval),
+                    rise: c.rise.unwrap_or(1),
+                    fall: c.fall.unwrap_or(1),
                     ..c.schedule(d)
                 }
             }
@@ -222,12 +268,14 @@ impl CheckSpec {
             CheckSpec::Sip(c) => c.validate(),
             CheckSpec::Gateway(c) => c.validate(),
             CheckSpec::Queue(c) => c.validate(),
+            CheckSpec::LineQuality(c) => c.validate(),
+            CheckSpec::Canary(c) => c.validate(),
         }
     }
 }
 
 /// The one place a check kind becomes a check.
-pub fn build(spec: &CheckSpec, schedule: &Schedule) -> Box<dyn Check> {
+pub fn build(spec: &CheckSpec, schedule: &Schedule, ctx: &Context) -> Box<dyn Check> {
     match spec {
         CheckSpec::Tcp(c) => Box::new(tcp::TcpCheck::new(c.clone(), schedule.timeout)),
         CheckSpec::Http(c) => Box::new(http::HttpCheck::new(c.clone())),
@@ -236,6 +284,8 @@ pub fn build(spec: &CheckSpec, schedule: &Schedule) -> Box<dyn Check> {
         CheckSpec::Sip(c) => Box::new(sip::SipCheck::new(c.clone(), schedule.timeout)),
         CheckSpec::Gateway(c) => Box::new(gateway::GatewayCheck::new(c.clone(), schedule.timeout)),
         CheckSpec::Queue(c) => Box::new(queue::QueueCheck::new(c.clone())),
+        CheckSpec::LineQuality(c) => Box::new(line_quality::LineQualityCheck::new(c.clone(), ctx)),
+        CheckSpec::Canary(c) => Box::new(canary::CanaryCheck::new(c.clone(), ctx)),
     }
 }
 
@@ -249,12 +299,24 @@ pub fn sample(kind: &str) -> Option<&'static str> {
         "sip" => Some(include_str!("sip.sample.toml")),
         "gateway" => Some(include_str!("gateway.sample.toml")),
         "queue" => Some(include_str!("queue.sample.toml")),
+        "line_quality" => Some(include_str!("line_quality.sample.toml")),
+        "canary" => Some(include_str!("canary.sample.toml")),
         _ => None,
     }
 }
 
 /// Every check kind this build knows.
-pub const KINDS: &[&str] = &["tcp", "http", "command", "modem", "sip", "gateway", "queue"];
+pub const KINDS: &[&str] = &[
+    "tcp",
+    "http",
+    "command",
+    "modem",
+    "sip",
+    "gateway",
+    "queue",
+    "line_quality",
+    "canary",
+];
 
 /// Shortens outside text for a detail line: one line, at most `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {

@@ -79,7 +79,11 @@ pub async fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     };
     let schedule = spec.schedule(&c.defaults);
-    let check = checks::build(&spec, &schedule);
+    let ctx = checks::Context {
+        server: c.agent.server.clone(),
+        traffic: crate::traffic::Traffic::read_only(&c.agent.state_dir, &c.traffic),
+    };
+    let check = checks::build(&spec, &schedule, &ctx);
     // Ctrl-C or a TERM mid-probe drops the probe: its lock is removed and a modem that
     // was off-hook is hung up, before the process exits.
     let (obs, duration) = tokio::select! {

@@ -4,6 +4,7 @@
 mod check;
 mod check_config;
 mod discover;
+mod lines;
 mod route;
 mod run;
 mod status;
@@ -41,6 +42,10 @@ pub enum Command {
     /// Traffic per server (sent, failed, received, pages, share) over a window, from this
     /// agent, the whole cluster or Prometheus (exit 1 if a source did not answer).
     Totals(totals::Args),
+    /// Per fax line and direction: attempts, success, pages, average rate, top failure
+    /// class, last success (like xferfaxstats); --by destination for the remote ends with
+    /// the most failures.
+    Lines(lines::Args),
     /// Send test notifications to the configured SNMP receivers and report what each
     /// acknowledged (exit 1 if any was not delivered).
     TestNotification(test_notification::Args),
@@ -92,6 +97,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Check(args) => check::run(args).await,
             Command::Route(args) => route::run(args).await,
             Command::Totals(args) => totals::run(args).await,
+            Command::Lines(args) => lines::run(args).await,
             Command::TestNotification(args) => test_notification::run(args).await,
             Command::CheckConfig { file } => check_config::run(file),
             Command::Discover(args) => discover::run(args),

@@ -115,15 +115,7 @@ async fn report(args: &Args) -> Result<Report, String> {
         return from_store(dir, &q, args.config.as_deref());
     }
     if !args.cluster {
-        let url = match (&args.url, &args.config) {
-            (Some(u), _) => u.clone(),
-            (None, Some(file)) => {
-                let c = crate::config::load(&crate::config::Source::File(file.clone()))
-                    .map_err(|e| e.to_string())?;
-                local_url(c.agent.listen)
-            }
-            (None, None) => "http://127.0.0.1:9847".to_string(),
-        };
+        let url = agent_url(args.url.as_deref(), args.config.as_ref())?;
         let (mut status, answer) = ask_agent(&url, None, &q).await;
         let rows = match answer {
             Answer::Rows(rows) => rows,
@@ -172,6 +164,19 @@ async fn report(args: &Args) -> Result<Report, String> {
         ));
     }
     Ok(Report::new(&q, sources, rows))
+}
+
+/// The agent asked: `--url`, else the listen address of `--config`, else the default.
+pub(super) fn agent_url(url: Option<&str>, config: Option<&PathBuf>) -> Result<String, String> {
+    Ok(match (url, config) {
+        (Some(u), _) => u.to_string(),
+        (None, Some(file)) => {
+            let c = crate::config::load(&crate::config::Source::File(file.clone()))
+                .map_err(|e| e.to_string())?;
+            local_url(c.agent.listen)
+        }
+        (None, None) => "http://127.0.0.1:9847".to_string(),
+    })
 }
 
 /// The URL of an agent listening on `listen`, from this host.
@@ -258,7 +263,9 @@ struct AgentTotals {
 
 /// GETs JSON within [`SOURCE_TIMEOUT`]; the error has the HTTP status, if there was one,
 /// and says what went wrong with the URL.
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, (Option<u16>, String)> {
+pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+) -> Result<T, (Option<u16>, String)> {
     let resp =
         match tokio::time::timeout(SOURCE_TIMEOUT, crate::http_client::get(url, 64 << 20)).await {
             Ok(Ok(r)) => r,
@@ -356,7 +363,7 @@ fn ask_agent(
 }
 
 /// Percent-encodes a query parameter value.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

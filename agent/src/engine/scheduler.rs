@@ -49,6 +49,8 @@ struct Shared {
     faults: Arc<Faults>,
     permits: Semaphore,
     server: String,
+    /// What checks of the agent's own data are built with.
+    context: checks::Context,
 }
 
 struct Running {
@@ -71,6 +73,7 @@ impl Scheduler {
         faults: Arc<Faults>,
         server: &str,
         max_concurrent: usize,
+        traffic: Arc<crate::traffic::Stats>,
     ) -> Self {
         Scheduler {
             shared: Arc::new(Shared {
@@ -79,6 +82,10 @@ impl Scheduler {
                 faults,
                 permits: Semaphore::new(max_concurrent),
                 server: server.to_string(),
+                context: checks::Context {
+                    server: server.to_string(),
+                    traffic,
+                },
             }),
             running: HashMap::new(),
             cancel: CancellationToken::new(),
@@ -119,7 +126,7 @@ impl Scheduler {
                 continue;
             }
             let schedule = spec.schedule(&config.defaults);
-            let check = checks::build(&spec, &schedule);
+            let check = checks::build(&spec, &schedule, &self.shared.context);
             let mut target =
                 Target::new(&name, check.kind(), check.error_types(), schedule.interval);
             target.discovered = discovered;

@@ -239,9 +239,11 @@ pub enum Kind {
     CheckUp,
     NotificationsSuppressed,
     NotificationsDropped,
+    LineQualityLow,
+    LineQualityOk,
 }
 
-const KINDS: [Kind; 18] = [
+const KINDS: [Kind; 20] = [
     Kind::ServerDown,
     Kind::ServerUp,
     Kind::ServerDrain,
@@ -260,6 +262,8 @@ const KINDS: [Kind; 18] = [
     Kind::CheckUp,
     Kind::NotificationsSuppressed,
     Kind::NotificationsDropped,
+    Kind::LineQualityLow,
+    Kind::LineQualityOk,
 ];
 
 impl Kind {
@@ -285,6 +289,7 @@ impl Kind {
             Kind::GatewayChannelsExhausted => Kind::GatewayChannelsRestored,
             Kind::TrunkAlarm => Kind::TrunkClear,
             Kind::QueueHigh => Kind::QueueNormal,
+            Kind::LineQualityLow => Kind::LineQualityOk,
             _ => Kind::CheckUp,
         }
     }
@@ -411,12 +416,14 @@ pub fn from_transition(t: &Transition, speaker: bool, last: Option<Kind>) -> Opt
                 "modem" => Kind::LineUp,
                 "queue" => Kind::QueueNormal,
                 "gateway" => Kind::GatewayChannelsRestored,
+                "line_quality" => Kind::LineQualityOk,
                 _ => Kind::CheckUp,
             },
             Kind::clear,
         ),
         (_, State::Unknown) => return None,
         ("modem", _) => Kind::LineDown,
+        ("line_quality", _) => Kind::LineQualityLow,
         ("gateway", _) => match t.error_type {
             Some("trunk_alarm") => Kind::TrunkAlarm,
             Some("channels_exhausted" | "few_channels" | "no_usable_channel" | "no_channels") => {

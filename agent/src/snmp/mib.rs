@@ -172,7 +172,7 @@ pub fn notify_object(n: u32) -> Vec<u32> {
 }
 
 /// Notification types: (number under telagentNotifications, MIB name).
-pub const NOTIFICATIONS: [(u32, &str); 18] = [
+pub const NOTIFICATIONS: [(u32, &str); 20] = [
     (1, "telagentServerDown"),
     (2, "telagentServerUp"),
     (3, "telagentServerDrain"),
@@ -191,6 +191,8 @@ pub const NOTIFICATIONS: [(u32, &str); 18] = [
     (16, "telagentCheckUp"),
     (17, "telagentNotificationsSuppressed"),
     (18, "telagentNotificationsDropped"),
+    (19, "telagentLineQualityLow"),
+    (20, "telagentLineQualityOk"),
 ];
 
 pub fn notification_oid(n: u32) -> Vec<u32> {

@@ -8,14 +8,20 @@
 //!
 //! `time` is seconds since the Unix epoch or an RFC 3339 UTC time (default: now);
 //! `direction` is `sent` or `received`; `result` is `ok` or `failed`; `line` (or
-//! `channel`) names the fax line or channel; `server` defaults to this agent's server. A
+//! `channel`) names the fax line or channel; `server` defaults to this agent's server.
+//! Optional, for the line statistics: `reason` (why it failed: a HylaFAX reason text, a
+//! T.32 hangup code `+FHS:NN` or a failure class such as `busy`), `remote` (the number
+//! dialled or the remote's CSI/TSI), `rate` (bit/s), `ecm` (true/false),
+//! `pages_attempted`, and `kind` (`traffic`, or `canary` for a test fax that the totals
+//! leave out). A
 //! batch is counted whole or not at all, and only then acknowledged. With a `batch` id, a
 //! batch posted again (after a lost answer) is acknowledged as a duplicate and not counted
 //! twice: that makes delivery exactly once for a sender that retries until it gets a 200.
 
 use serde::Deserialize;
 
-use super::{Direction, Event};
+use super::outcome::{self, Class};
+use super::{quality, Detail, Direction, Event};
 
 /// Most events in one batch.
 pub const MAX_EVENTS: usize = 100_000;
@@ -53,6 +59,18 @@ struct EventIn {
     duration: Option<f64>,
     #[serde(default)]
     server: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    remote: Option<String>,
+    #[serde(default)]
+    rate: Option<u32>,
+    #[serde(default)]
+    ecm: Option<bool>,
+    #[serde(default)]
+    pages_attempted: Option<u32>,
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 /// The line of an event that names none.
@@ -131,6 +149,36 @@ pub fn decode(
                 "duration {seconds} is not 0 to 604800 seconds"
             )));
         }
+        let reason = e.reason.unwrap_or_default();
+        if reason.len() > 255 || reason.chars().any(char::is_control) {
+            return Err(bad("reason must be at most 255 printable characters".into()));
+        }
+        let remote = e.remote.unwrap_or_default();
+        if remote.chars().count() > quality::MAX_REMOTE || remote.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "remote must be at most {} printable characters",
+                quality::MAX_REMOTE
+            )));
+        }
+        if let Some(r) = e.rate {
+            if !(300..=100_000).contains(&r) {
+                return Err(bad(format!("rate {r} is not 300 to 100000 bit/s")));
+            }
+        }
+        if e.pages_attempted.is_some_and(|a| a < e.pages) {
+            return Err(bad(format!(
+                "pages_attempted {} is less than pages {}",
+                e.pages_attempted.unwrap_or(0),
+                e.pages
+            )));
+        }
+        let canary = match e.kind.as_deref() {
+            None | Some("traffic") => false,
+            Some("canary") => true,
+            Some(other) => return Err(bad(format!("kind `{other}` is not traffic or canary"))),
+        };
+        // The result decides success; the reason only says why a failure failed.
+        let class = (!ok).then(|| outcome::classify(&reason, None).unwrap_or(Class::Other));
         out.push(Event {
             time,
             server,
@@ -139,6 +187,14 @@ pub fn decode(
             line,
             pages: e.pages,
             seconds: seconds.round() as u32,
+            detail: Detail {
+                class,
+                remote: quality::clean_remote(&remote),
+                rate: e.rate,
+                ecm: e.ecm,
+                pages_attempted: e.pages_attempted,
+                canary,
+            },
         });
     }
     Ok((b.batch, out))
@@ -164,6 +220,45 @@ mod tests {
             (ev[2].time, ev[2].server.as_str(), ev[2].line.as_str()),
             (NOW, "mx2", NO_LINE)
         );
+    }
+
+    #[test]
+    fn line_fields_give_class_rate_and_kind() {
+        let body = br#"{"events": [
+            {"direction": "sent", "result": "failed", "reason": "Busy signal detected", "remote": "+1 555 0100"},
+            {"direction": "sent", "result": "failed", "reason": "+FHS:25", "rate": 9600, "ecm": false, "pages": 1, "pages_attempted": 3},
+            {"direction": "sent", "result": "failed"},
+            {"direction": "received", "result": "ok", "reason": "busy", "kind": "canary"}]}"#;
+        let (_, ev) = decode(body, "s", NOW).unwrap();
+        let classes: Vec<_> = ev.iter().map(|e| e.detail.class).collect();
+        assert_eq!(
+            classes,
+            [
+                Some(Class::Busy),
+                Some(Class::TrainingFailed),
+                Some(Class::Other),
+                None
+            ]
+        );
+        assert_eq!(ev[0].detail.remote, "+1 555 0100");
+        assert_eq!(
+            (ev[1].detail.rate, ev[1].pages_attempted()),
+            (Some(9600), 3)
+        );
+        assert!(ev[3].detail.canary && !ev[0].detail.canary);
+        for (bad, want) in [
+            (r#""rate": 5"#, "rate 5 is not"),
+            (
+                r#""pages": 2, "pages_attempted": 1"#,
+                "pages_attempted 1 is less",
+            ),
+            (r#""kind": "test""#, "kind `test`"),
+            (r#""remote": "a\u0007b""#, "remote must be"),
+        ] {
+            let body = format!(r#"{{"events": [{{"direction": "sent", "result": "ok", {bad}}}]}}"#);
+            let e = decode(body.as_bytes(), "s", NOW).unwrap_err();
+            assert!(e.starts_with("event 0: ") && e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! `telagent totals`.
 
 pub mod events;
+pub mod outcome;
+pub mod quality;
 pub mod store;
 pub mod totals;
 pub mod xferfaxlog;
@@ -137,9 +139,12 @@ impl TrafficConfig {
 }
 
 /// Which way a message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    #[default]
     Sent,
     Received,
 }
@@ -175,6 +180,33 @@ pub struct Event {
     pub pages: u32,
     /// Time on the line, seconds.
     pub seconds: u32,
+    pub detail: Detail,
+}
+
+impl Event {
+    /// The pages the attempt tried to move: as reported, else the pages it moved.
+    pub fn pages_attempted(&self) -> u32 {
+        self.detail
+            .pages_attempted
+            .unwrap_or(self.pages)
+            .max(self.pages)
+    }
+}
+
+/// What a source knows of an attempt beyond the counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// Why it failed; `None` for a success.
+    pub class: Option<outcome::Class>,
+    /// The number dialled, or the remote's CSI/TSI (see [`quality::clean_remote`]).
+    pub remote: String,
+    /// Negotiated signalling rate, bit/s.
+    pub rate: Option<u32>,
+    pub ecm: Option<bool>,
+    /// Pages the attempt tried to move.
+    pub pages_attempted: Option<u32>,
+    /// A canary fax: evidence of its line's quality, never counted in the totals.
+    pub canary: bool,
 }
 
 /// Identity of a lifetime counter: one per server / line / direction / result.
@@ -210,6 +242,7 @@ pub struct SourceStats {
 #[derive(Debug, Default)]
 pub struct Stats {
     lifetime: std::sync::RwLock<std::collections::BTreeMap<Key, Count>>,
+    quality: std::sync::RwLock<quality::Memory>,
     sources: std::sync::RwLock<std::collections::BTreeMap<String, SourceStats>>,
     event_batches: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// The store opened (false: the agent runs without it).
@@ -217,6 +250,11 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Whether the traffic store is open.
+    pub fn available(&self) -> bool {
+        self.available.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn set_available(&self, yes: bool) {
         self.available
             .store(yes, std::sync::atomic::Ordering::Relaxed);
@@ -228,6 +266,27 @@ impl Stats {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Copies what the store has committed: lifetime counters and attempts.
+    pub(crate) fn publish(&self, s: &store::Store) {
+        self.set_lifetime(s.lifetime());
+        self.set_quality(s.quality().clone());
+    }
+
+    pub(crate) fn set_quality(&self, q: quality::Memory) {
+        *self
+            .quality
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = q;
+    }
+
+    /// Reads the committed attempts of every line.
+    pub fn with_quality<T>(&self, f: impl FnOnce(&quality::Memory) -> T) -> T {
+        f(&self
+            .quality
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     pub(crate) fn set_lifetime(&self, l: &std::collections::BTreeMap<Key, Count>) {
@@ -340,6 +399,7 @@ impl crate::metrics::Collector for Stats {
                 st.offset as f64,
             );
         }
+        self.with_quality(|q| collect_quality(q, events::unix_now(), f));
         let batches = self
             .event_batches
             .lock()
@@ -359,6 +419,96 @@ impl crate::metrics::Collector for Stats {
             &[],
             crate::metrics::bool01(self.available.load(std::sync::atomic::Ordering::Relaxed)),
         );
+    }
+}
+
+/// Attempts in the last this many per line feed `telagent_fax_success_ratio{window="last_32"}`.
+pub const RATIO_ATTEMPTS: usize = 32;
+
+/// Fax attempts per line: by class and kind, ECM, signalling rates, success ratios.
+fn collect_quality(q: &quality::Memory, now: i64, f: &mut crate::metrics::Families) {
+    use std::collections::BTreeMap;
+    let mut by_class: BTreeMap<(&str, &str, Direction, &str, &str), u64> = BTreeMap::new();
+    let mut ecm: BTreeMap<(&str, &str, Direction), u64> = BTreeMap::new();
+    let mut rates: BTreeMap<(&str, &str, Direction), BTreeMap<u32, u64>> = BTreeMap::new();
+    for (k, n) in &q.lifetime {
+        let line = (k.server.as_str(), k.line.as_str(), k.direction);
+        let class = k.class.map_or("ok", outcome::Class::as_str);
+        let kind = if k.canary { "canary" } else { "traffic" };
+        *by_class
+            .entry((line.0, line.1, line.2, class, kind))
+            .or_default() += n;
+        *ecm.entry(line).or_default() += if k.ecm { *n } else { 0 };
+        let r = rates.entry(line).or_default();
+        if k.rate > 0 {
+            *r.entry(k.rate).or_default() += n;
+        }
+    }
+    for ((server, line, direction, class, kind), n) in by_class {
+        f.counter(
+            "telagent_fax_attempts_total",
+            "Fax attempts per line and direction by outcome: class ok, or the failure class (README: Failure classes); kind canary for the canary check's own faxes. Kept in the traffic store.",
+            &[
+                ("server", server),
+                ("line", line),
+                ("direction", direction.as_str()),
+                ("class", class),
+                ("kind", kind),
+            ],
+            n as f64,
+        );
+    }
+    for ((server, line, direction), n) in &ecm {
+        f.counter(
+            "telagent_fax_ecm_attempts_total",
+            "Fax attempts that used error correction (ECM).",
+            &[
+                ("server", server),
+                ("line", line),
+                ("direction", direction.as_str()),
+            ],
+            *n as f64,
+        );
+    }
+    const BOUNDS: [u32; 6] = [2400, 4800, 7200, 9600, 12000, 14400];
+    for ((server, line, direction), r) in &rates {
+        let buckets: Vec<(f64, u64)> = BOUNDS
+            .iter()
+            .map(|b| (f64::from(*b), r.range(..=b).map(|(_, n)| n).sum()))
+            .collect();
+        f.histogram(
+            "telagent_fax_signalling_rate_bps",
+            "Negotiated signalling rates of fax attempts that report one (xferfaxlog params, posted rate), bit/s.",
+            &[
+                ("server", server),
+                ("line", line),
+                ("direction", direction.as_str()),
+            ],
+            &buckets,
+            r.iter().map(|(rate, n)| f64::from(*rate) * *n as f64).sum(),
+            r.values().sum(),
+        );
+    }
+    for ((server, line, direction), recent) in &q.recent {
+        let last: Vec<_> = recent.iter().rev().take(RATIO_ATTEMPTS).collect();
+        let hour: Vec<_> = recent.iter().filter(|a| a.time > now - 3600).collect();
+        for (window, set) in [("last_32", last), ("1h", hour)] {
+            if set.is_empty() {
+                continue;
+            }
+            let ok = set.iter().filter(|a| a.class.is_none()).count();
+            f.gauge(
+                "telagent_fax_success_ratio",
+                "Share of fax attempts that succeeded: over the last 32 attempts of the line and direction, and over the last hour; absent without attempts.",
+                &[
+                    ("server", server),
+                    ("line", line),
+                    ("direction", direction.as_str()),
+                    ("window", window),
+                ],
+                ok as f64 / set.len() as f64,
+            );
+        }
     }
 }
 
@@ -495,7 +645,7 @@ impl Traffic {
             );
         }
         if let Some(s) = &store {
-            stats.set_lifetime(s.lifetime());
+            stats.publish(s);
         }
         stats.set_available(store.is_some());
         Traffic {
@@ -505,6 +655,17 @@ impl Traffic {
             server: server.to_string(),
             stats,
         }
+    }
+
+    /// What the store holds, read once without writing anything (`telagent check` on a
+    /// line_quality check while the agent runs): empty stats when it cannot be read.
+    pub fn read_only(state_dir: &std::path::Path, config: &TrafficConfig) -> std::sync::Arc<Stats> {
+        let stats = std::sync::Arc::new(Stats::default());
+        if let Ok(s) = store::Store::open_read_only(&state_dir.join("traffic.db"), config.into()) {
+            stats.publish(&s);
+            stats.set_available(true);
+        }
+        stats
     }
 
     fn store(&self) -> Result<std::sync::MutexGuard<'_, store::Store>, String> {
@@ -528,7 +689,7 @@ impl Traffic {
         let outcome = written
             .map_err(|e| PostError::Store(e.to_string()))?
             .map_err(|r| PostError::Invalid(r.to_string()))?;
-        self.stats.set_lifetime(s.lifetime());
+        self.stats.publish(&s);
         Ok(outcome)
     }
 
@@ -552,6 +713,29 @@ impl Traffic {
     pub fn totals(&self, q: &totals::Query) -> Result<Vec<totals::Row>, String> {
         self.store()?
             .totals(q, events::unix_now())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Line statistics since `since` (`GET /v1/lines`).
+    pub fn lines(
+        &self,
+        since: i64,
+        server: Option<&str>,
+    ) -> Result<Vec<quality::LineStats>, String> {
+        self.store()?
+            .lines(since, server)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The remote ends with the most failures since `since`.
+    pub fn destinations(
+        &self,
+        since: i64,
+        server: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<quality::DestinationStats>, String> {
+        self.store()?
+            .destinations(since, server, limit)
             .map_err(|e| e.to_string())
     }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::quality;
 use super::totals::{Query, Row, Split};
 use super::{Count, Direction, Event, Key};
 
@@ -123,6 +124,7 @@ pub struct Store {
     limits: Limits,
     lifetime: BTreeMap<Key, Count>,
     lines: BTreeMap<String, BTreeSet<String>>,
+    quality: quality::Memory,
 }
 
 const SCHEMA: &str = "
@@ -179,6 +181,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(quality::SCHEMA).map_err(err)?;
         Store::loaded(conn, path, limits)
     }
 
@@ -191,8 +194,22 @@ impl Store {
             limits,
             lifetime: BTreeMap::new(),
             lines: BTreeMap::new(),
+            quality: quality::Memory::default(),
         };
         store.load_lifetime().map_err(|e| store.err(e))?;
+        // A store written before line statistics has no attempts yet (read-only opens do
+        // not add the tables).
+        let has_attempts: bool = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'line_lifetime'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| store.err(e))?;
+        if has_attempts {
+            store.quality = quality::Memory::load(&store.conn).map_err(|e| store.err(e))?;
+        }
         Ok(store)
     }
 
@@ -291,6 +308,30 @@ impl Store {
         self.lines.keys().cloned().collect()
     }
 
+    /// Attempt counts and recent attempts per line.
+    pub fn quality(&self) -> &quality::Memory {
+        &self.quality
+    }
+
+    /// Line statistics since `since`.
+    pub fn lines(
+        &self,
+        since: i64,
+        server: Option<&str>,
+    ) -> Result<Vec<quality::LineStats>, StoreError> {
+        quality::lines(&self.conn, since, server).map_err(|e| self.err(e))
+    }
+
+    /// The remote ends with the most failures since `since`.
+    pub fn destinations(
+        &self,
+        since: i64,
+        server: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<quality::DestinationStats>, StoreError> {
+        quality::destinations(&self.conn, since, server, limit).map_err(|e| self.err(e))
+    }
+
     /// The lifetime counters (they only grow).
     pub fn lifetime(&self) -> &BTreeMap<Key, Count> {
         &self.lifetime
@@ -364,22 +405,25 @@ impl Store {
         also: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<bool>,
     ) -> Result<Result<bool, Refused>, StoreError> {
         self.still_on_disk()?;
-        let (sums, lifetime, lines) = match self.aggregate(events, now) {
+        let (sums, lifetime, lines, attempts) = match self.aggregate(events, now) {
             Ok(a) => a,
             Err(r) => return Ok(Err(r)),
         };
+        let (minute_cut, hour_cut) = self.cuts(now);
         let result = (|| {
             let tx = self.conn.transaction()?;
             if !also(&tx)? {
                 return Ok(false);
             }
             write(&tx, &sums, &lifetime)?;
+            quality::write(&tx, &attempts, minute_cut, hour_cut)?;
             tx.commit()?;
             Ok(true)
         })();
         let counted = result.map_err(|e| self.err(e))?;
         if counted {
             self.apply(lifetime, lines);
+            self.quality.add(&attempts);
         }
         Ok(Ok(counted))
     }
@@ -407,17 +451,19 @@ impl Store {
     }
 
     /// Sums the events per bucket, mapping lines past `max_lines` to `other`; refuses a
-    /// batch that would exceed `max_servers`.
+    /// batch that would exceed `max_servers`. Canary faxes are left out of the sums; every
+    /// event is an attempt of its line (as counted).
     #[allow(clippy::type_complexity)]
-    fn aggregate(
+    fn aggregate<'e>(
         &self,
-        events: &[Event],
+        events: &'e [Event],
         now: i64,
     ) -> Result<
         (
             Sums,
             BTreeMap<Key, Count>,
             BTreeMap<String, BTreeSet<String>>,
+            Vec<(String, &'e Event)>,
         ),
         Refused,
     > {
@@ -425,6 +471,7 @@ impl Store {
         let mut sums = Sums::new();
         let mut lifetime: BTreeMap<Key, Count> = BTreeMap::new();
         let mut new_lines: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut attempts = Vec::with_capacity(events.len());
         for e in events {
             let known = self.lines.get(&e.server);
             let added = new_lines.get(&e.server);
@@ -449,6 +496,10 @@ impl Store {
                     .entry(e.server.clone())
                     .or_default()
                     .insert(line.clone());
+            }
+            attempts.push((line.clone(), e));
+            if e.detail.canary {
+                continue;
             }
             let key = Key {
                 server: e.server.clone(),
@@ -475,7 +526,7 @@ impl Store {
             c.messages += 1;
             c.pages += u64::from(e.pages);
         }
-        Ok((sums, lifetime, new_lines))
+        Ok((sums, lifetime, new_lines, attempts))
     }
 
     fn apply(&mut self, lifetime: BTreeMap<Key, Count>, lines: BTreeMap<String, BTreeSet<String>>) {
@@ -503,6 +554,7 @@ impl Store {
                 params![HOUR, hour_cut],
             )?;
             tx.execute("DELETE FROM batches WHERE at < ?1", params![minute_cut])?;
+            n += quality::prune(&tx, minute_cut, hour_cut)?;
             tx.commit()?;
             Ok(n)
         })()
@@ -671,6 +723,8 @@ mod tests {
         }
     }
 
+    use crate::traffic::Detail;
+
     fn event(time: i64, server: &str, line: &str, direction: Direction, ok: bool) -> Event {
         Event {
             time,
@@ -680,6 +734,7 @@ mod tests {
             line: line.into(),
             pages: 2,
             seconds: 30,
+            detail: Default::default(),
         }
     }
 
@@ -693,6 +748,93 @@ mod tests {
     }
 
     const NOW: i64 = 1_795_433_409;
+
+    /// Random attempts: per line and direction, `lines()` over any whole-hour window equals
+    /// a plain count; canaries are attempts of their line but never in the totals; what
+    /// is in memory is what a reopened store loads.
+    #[test]
+    fn line_statistics_equal_a_plain_count_and_survive_reopen() {
+        use crate::traffic::outcome::CLASSES;
+        let (mut store, dir) = temp_store("quality");
+        let mut rng = Lcg(22);
+        let span = 5 * DAY;
+        let events: Vec<Event> = (0..4000)
+            .map(|_| {
+                let mut e = event(
+                    NOW - ((rng.next_u64() >> 16) % span as u64) as i64,
+                    "a",
+                    ["ttyA", "ttyB"][rng.below(2)],
+                    [Direction::Sent, Direction::Received][rng.below(2)],
+                    rng.below(4) != 0,
+                );
+                e.detail = Detail {
+                    class: (!e.ok).then(|| CLASSES[rng.below(CLASSES.len())]),
+                    remote: format!("555{}", rng.below(30)),
+                    rate: [None, Some(9600), Some(14400)][rng.below(3)],
+                    ecm: Some(rng.below(2) == 0),
+                    pages_attempted: None,
+                    canary: rng.below(10) == 0,
+                };
+                e
+            })
+            .collect();
+        for chunk in events.chunks(700) {
+            store.ingest(chunk, None, NOW).unwrap().unwrap();
+        }
+        for _ in 0..30 {
+            let since = floor(NOW - ((rng.next_u64() >> 16) % span as u64) as i64, HOUR);
+            let got = store.lines(since, Some("a")).unwrap();
+            for l in &got {
+                let mine: Vec<&Event> = events
+                    .iter()
+                    .filter(|e| e.time >= since && e.line == l.line && e.direction == l.direction)
+                    .collect();
+                let ok = mine.iter().filter(|e| e.ok).count() as u64;
+                let rated: Vec<u32> = mine.iter().filter_map(|e| e.detail.rate).collect();
+                assert_eq!((l.attempts, l.ok), (mine.len() as u64, ok));
+                assert_eq!(
+                    l.avg_rate,
+                    (!rated.is_empty())
+                        .then(|| rated.iter().map(|r| u64::from(*r)).sum::<u64>()
+                            / rated.len() as u64)
+                );
+                assert_eq!(
+                    l.last_success,
+                    mine.iter().filter(|e| e.ok).map(|e| e.time).max()
+                );
+            }
+            let with_attempts: std::collections::BTreeSet<_> = events
+                .iter()
+                .filter(|e| e.time >= since)
+                .map(|e| (e.line.clone(), e.direction))
+                .collect();
+            assert_eq!(got.len(), with_attempts.len());
+        }
+        // Totals leave the canaries out.
+        let traffic: u64 = store.lifetime().values().map(|c| c.messages).sum();
+        let canaries = events.iter().filter(|e| e.detail.canary).count() as u64;
+        assert!(canaries > 0);
+        assert_eq!(traffic + canaries, events.len() as u64);
+        let all: u64 = store.quality().lifetime.values().sum();
+        assert_eq!(all, events.len() as u64);
+        // The top destination has the most failures.
+        let d = store.destinations(NOW - span, Some("a"), 3).unwrap();
+        assert_eq!(d.len(), 3);
+        let failures = |r: &str| {
+            events
+                .iter()
+                .filter(|e| e.detail.remote == r && !e.ok)
+                .count() as u64
+        };
+        assert_eq!(d[0].failures, failures(&d[0].remote));
+        assert!(d[0].failures >= d[1].failures && d[1].failures >= d[2].failures);
+        let before = store.quality().clone();
+        let path = dir.join("traffic.db");
+        drop(store);
+        let again = Store::open(&path, limits()).unwrap();
+        assert_eq!(again.quality(), &before);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Random events within the minute retention; every random window's totals equal a
     /// plain count over the events, whatever tiers the window is read from.

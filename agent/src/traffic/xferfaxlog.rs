@@ -23,7 +23,11 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Position, Store};
-use super::{Direction, Event, SourceStats, XferfaxlogConfig};
+use super::{outcome, quality, Detail, Direction, Event, SourceStats, XferfaxlogConfig};
+
+/// The job tag of a canary's fax (`sendfax -i`): its SEND record is the canary's, not
+/// traffic.
+pub const CANARY_TAG: &str = "telagent-canary";
 
 /// Bytes of the file's start remembered to tell a new file that reuses an inode.
 const HEAD: usize = 64;
@@ -109,6 +113,21 @@ pub fn parse(line: &str, server: &str) -> Result<Option<Event>, Malformed> {
         .trim()
         .parse::<u32>()
         .map_err(|_| Malformed::Pages(f[10].clone()))?;
+    let seconds = parse_hms(&f[12]).unwrap_or(0);
+    let (rate, ecm) = match f[9].trim().parse::<u32>() {
+        Ok(p) => {
+            let (rate, ecm) = outcome::decode_params(p);
+            (rate, rate.map(|_| ecm))
+        }
+        Err(_) => (None, None),
+    };
+    // The far end: the number dialled when sending, the sender's TSI (else its caller
+    // id) when receiving.
+    let remote = match direction {
+        Direction::Sent => &f[7],
+        Direction::Received if f[8].trim().is_empty() => f.get(15).unwrap_or(&f[8]),
+        Direction::Received => &f[8],
+    };
     Ok(Some(Event {
         time,
         server: server.to_string(),
@@ -116,12 +135,20 @@ pub fn parse(line: &str, server: &str) -> Result<Option<Event>, Malformed> {
         ok: f[13].trim().is_empty(),
         line: f[3].clone(),
         pages,
-        seconds: parse_hms(&f[12]).unwrap_or(0),
+        seconds,
+        detail: Detail {
+            class: outcome::classify(&f[13], Some(seconds > 0)),
+            remote: quality::clean_remote(remote),
+            rate,
+            ecm,
+            pages_attempted: None,
+            canary: direction == Direction::Sent && f[5].starts_with(CANARY_TAG),
+        },
     }))
 }
 
 /// `MM/DD/YY HH:MM` in local time, as HylaFAX writes it.
-fn parse_date(s: &str) -> Option<i64> {
+pub fn parse_date(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     if b.len() != 14 || b[2] != b'/' || b[5] != b'/' || b[8] != b' ' || b[11] != b':' {
         return None;
@@ -154,7 +181,7 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 /// `H:MM:SS` to seconds.
-fn parse_hms(s: &str) -> Option<u32> {
+pub fn parse_hms(s: &str) -> Option<u32> {
     let mut total = 0u32;
     for part in s.trim().split(':') {
         total = total.checked_mul(60)?.checked_add(part.parse().ok()?)?;
@@ -550,12 +577,11 @@ pub async fn run(
         // Publish only what changed: an idle tail costs no copy of the counters.
         let stats = t.stats();
         if published.as_ref() != Some(&stats) {
-            let s = store
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let lifetime = s.lifetime().clone();
-            drop(s);
-            published_to.set_lifetime(&lifetime);
+            published_to.publish(
+                &store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             published_to.set_source(&source, stats.clone());
             published = Some(stats);
         }
@@ -572,6 +598,49 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "11/23/26 08:33\tSEND\t000000001\tttyFAXLAB\t3\t\"\"\troot@vm\t\"5550003\"\t\"\"\t2220056\t0\t0:00:02\t0:00:00\t\"No carrier detected\"\t\"\"\t\"\"\t\"\"\t\"root\"\t\"00 00 00\"";
+
+    /// Records the lab's HylaFAX 6.0.7 wrote (two iaxmodems, a real T.30 call): a page
+    /// received at V.17 14,400 bit/s with ECM, a send nobody answered, a send whose far end
+    /// was killed in phase C, a canary's send.
+    #[test]
+    fn real_records_give_class_rate_and_remote() {
+        let recv = "12/01/26 19:32\tRECV\t000000004\t_tmp_faxlab.o0M9_ttyB\trecvq/fax000000002.tif\t\"\"\tfax\t\"+1.800.555.1002\"\t\"ModemA\"\t2220072\t1\t0:00:13\t0:00:13\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"00 44 1F 22\"";
+        let e = parse(recv, "fax1").unwrap().unwrap();
+        assert_eq!(
+            (
+                e.ok,
+                e.detail.class,
+                e.detail.rate,
+                e.detail.ecm,
+                e.detail.remote.as_str()
+            ),
+            (true, None, Some(14400), Some(true), "ModemA")
+        );
+        let no_answer = "12/01/26 19:33\tSEND\t000000005\t_tmp_faxlab.o0M9_ttyA\t3\t\"\"\troot@vm\t\"5551002\"\t\"ModemB\"\t2220072\t0\t0:00:29\t0:00:00\t\"No carrier detected; too many attempts to dial\"\t\"\"\t\"\"\t\"\"\t\"root\"\t\"00 00 00\"";
+        let e = parse(no_answer, "fax1").unwrap().unwrap();
+        assert_eq!(
+            (
+                e.ok,
+                e.detail.class,
+                e.detail.remote.as_str(),
+                e.detail.canary
+            ),
+            (false, Some(outcome::Class::NoAnswer), "5551002", false)
+        );
+        let dropped = "12/01/26 19:34\tSEND\t000000001\t_tmp_faxlab.aImT_ttyA\t1\t\"telagent-canary-c-3\"\troot@vm\t\"5551002\"\t\"ModemB\"\t2220072\t0\t0:00:31\t0:00:28\t\"No response to PPS repeated 3 times.; too many attempts to dial\"\t\"\"\t\"\"\t\"\"\t\"root\"\t\"00 44 1F 22\"";
+        let e = parse(dropped, "fax1").unwrap().unwrap();
+        assert_eq!(
+            (e.detail.class, e.detail.canary),
+            (Some(outcome::Class::TransferFailed), true)
+        );
+        // The receiving side of that call: its rate index is undefined (15).
+        let torn = "12/01/26 19:34\tRECV\t000000002\t_tmp_faxlab.aImT_ttyB\trecvq/fax000000001.tif\t\"\"\tfax\t\"+1.800.555.1002\"\t\"ModemA\"\t4193919\t0\t0:00:09\t0:00:09\t\"Failed to properly detect high-speed data carrier.\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"00 00 00\"";
+        let e = parse(torn, "fax1").unwrap().unwrap();
+        assert_eq!(
+            (e.detail.class, e.detail.rate, e.detail.ecm),
+            (Some(outcome::Class::TransferFailed), None, None)
+        );
+    }
 
     #[test]
     fn real_send_record_failed() {
