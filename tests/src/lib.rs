@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod daemon;
+pub mod faxlab;
 pub mod haproxy;
 pub mod hylafax;
 pub mod iaxmodem;

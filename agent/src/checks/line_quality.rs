@@ -200,7 +200,7 @@ fn judge(c: &LineQualityConfig, dir: Direction, recent: &[Recent], now: i64) -> 
                     "{d}: {} succeeded over the {what} {} (min_success {:.0} %){top}",
                     pct(v),
                     if what == "last" {
-                        format!("{} attempts", c.window)
+                        format!("{} attempts", v.attempts)
                     } else {
                         humantime::format_duration(c.period).to_string()
                     },
