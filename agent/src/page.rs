@@ -133,6 +133,7 @@ pub fn main(targets: &Targets, x: &Extras, source: &str) -> String {
     }
     for (title, kinds) in [
         ("Lines", &["modem"][..]),
+        ("Fax quality", &["line_quality", "canary"][..]),
         ("Gateways", &["gateway"][..]),
         ("SIP", &["sip"][..]),
         ("Queues", &["queue"][..]),

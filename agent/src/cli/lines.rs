@@ -100,7 +100,7 @@ async fn answer(args: &Args) -> Result<Answer, String> {
         .map_err(|e| e.to_string())?;
         return Ok(match args.by {
             By::Line => Answer {
-                lines: store.lines(since, server).map_err(|e| e.to_string())?,
+                lines: store.lines(since, server, now).map_err(|e| e.to_string())?,
                 destinations: Vec::new(),
             },
             By::Destination => Answer {

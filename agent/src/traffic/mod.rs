@@ -723,7 +723,7 @@ impl Traffic {
         server: Option<&str>,
     ) -> Result<Vec<quality::LineStats>, String> {
         self.store()?
-            .lines(since, server)
+            .lines(since, server, events::unix_now())
             .map_err(|e| e.to_string())
     }
 

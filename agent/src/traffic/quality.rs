@@ -4,8 +4,9 @@
 //! Kept in the traffic store, in the same transaction as the counts:
 //! - `attempts`: one row per attempt for `minute_retention` (per-destination tables and the
 //!   recent windows after a restart);
-//! - `line_hours`: per hour, line, direction and class: attempts, pages, rates, ECM, the
-//!   last attempt (`telagent lines` over any window up to `hour_retention`);
+//! - `line_buckets`: per hour (kept `hour_retention`) and per day (kept for good), line,
+//!   direction and class: attempts, pages, rates, ECM, the last attempt (`telagent lines`
+//!   reads whole days and the hours at the window's start);
 //! - `line_lifetime`: what `telagent_fax_attempts_total` and the rate histogram count;
 //!   never pruned, so the counters never go back.
 //!
@@ -34,13 +35,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     canary INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS attempts_time ON attempts (time);
 CREATE INDEX IF NOT EXISTS attempts_line ON attempts (server, line, direction);
-CREATE TABLE IF NOT EXISTS line_hours (
-    hour INTEGER NOT NULL, server TEXT NOT NULL, line TEXT NOT NULL, direction TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS line_buckets (
+    tier INTEGER NOT NULL, start INTEGER NOT NULL, server TEXT NOT NULL, line TEXT NOT NULL, direction TEXT NOT NULL,
     class TEXT NOT NULL, attempts INTEGER NOT NULL, pages INTEGER NOT NULL,
     pages_attempted INTEGER NOT NULL,
     rate_sum INTEGER NOT NULL, rate_n INTEGER NOT NULL, ecm_n INTEGER NOT NULL,
     last INTEGER NOT NULL,
-    PRIMARY KEY (hour, server, line, direction, class)) WITHOUT ROWID;
+    PRIMARY KEY (tier, start, server, line, direction, class)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS line_lifetime (
     server TEXT NOT NULL, line TEXT NOT NULL, direction TEXT NOT NULL, class TEXT NOT NULL,
     canary INTEGER NOT NULL, rate INTEGER NOT NULL, ecm INTEGER NOT NULL,
@@ -184,9 +185,12 @@ fn life_key(line: &str, e: &Event) -> LifeKey {
     }
 }
 
-/// Per line-hour: attempts, pages, rate sum, rates known, ECM attempts, last time, pages
-/// attempted.
-type Hours = BTreeMap<(i64, LineKey, &'static str), [i64; 7]>;
+/// Per tier, bucket start, line and class: attempts, pages, rate sum, rates known, ECM
+/// attempts, last time, pages attempted.
+type Buckets = BTreeMap<(i64, i64, LineKey, &'static str), [i64; 7]>;
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
 
 /// Writes the attempts (each with its line as counted) in the caller's transaction;
 /// `hour_cut`: hours before it are not kept.
@@ -201,7 +205,7 @@ pub fn write(
            pages_attempted, seconds, canary)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
-    let mut hours = Hours::new();
+    let mut buckets = Buckets::new();
     let mut life: BTreeMap<LifeKey, i64> = BTreeMap::new();
     for (line, e) in attempts {
         let d = &e.detail;
@@ -221,11 +225,15 @@ pub fn write(
                 d.canary
             ])?;
         }
-        let hour = super::store::floor(e.time, 3600);
-        if hour >= hour_cut {
-            let h = hours
+        for tier in [HOUR, DAY] {
+            let start = super::store::floor(e.time, tier);
+            if tier == HOUR && start < hour_cut {
+                continue;
+            }
+            let h = buckets
                 .entry((
-                    hour,
+                    tier,
+                    start,
                     (e.server.clone(), line.clone(), e.direction),
                     class_str(d.class),
                 ))
@@ -242,19 +250,20 @@ pub fn write(
         }
         *life.entry(life_key(line, e)).or_default() += 1;
     }
-    let mut hour = tx.prepare_cached(
-        "INSERT INTO line_hours (hour, server, line, direction, class, attempts, pages, rate_sum,
-           rate_n, ecm_n, last, pages_attempted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    let mut bucket = tx.prepare_cached(
+        "INSERT INTO line_buckets (tier, start, server, line, direction, class, attempts, pages,
+           rate_sum, rate_n, ecm_n, last, pages_attempted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT DO UPDATE SET attempts = attempts + excluded.attempts,
            pages = pages + excluded.pages, pages_attempted = pages_attempted + excluded.pages_attempted,
            rate_sum = rate_sum + excluded.rate_sum,
            rate_n = rate_n + excluded.rate_n, ecm_n = ecm_n + excluded.ecm_n,
            last = MAX(last, excluded.last)",
     )?;
-    for ((h, (server, line, direction), class), v) in &hours {
-        hour.execute(params![
-            h,
+    for ((tier, start, (server, line, direction), class), v) in &buckets {
+        bucket.execute(params![
+            tier,
+            start,
             server,
             line,
             direction.as_str(),
@@ -288,11 +297,14 @@ pub fn write(
     Ok(())
 }
 
-/// Deletes attempts before `minute_cut` and line hours before `hour_cut`.
+/// Deletes attempts before `minute_cut` and hours before `hour_cut` (days stay).
 pub fn prune(tx: &Transaction<'_>, minute_cut: i64, hour_cut: i64) -> rusqlite::Result<usize> {
     Ok(
         tx.execute("DELETE FROM attempts WHERE time < ?1", params![minute_cut])?
-            + tx.execute("DELETE FROM line_hours WHERE hour < ?1", params![hour_cut])?,
+            + tx.execute(
+                "DELETE FROM line_buckets WHERE tier = ?1 AND start < ?2",
+                params![HOUR, hour_cut],
+            )?,
     )
 }
 
@@ -331,19 +343,29 @@ pub struct DestinationStats {
     pub last_success: Option<i64>,
 }
 
-/// Per line and direction since `since` (whole hours), for one server or all.
+/// Per line and direction since `since` (from the start of its hour), for one server or
+/// all: the hours up to the next whole day, then whole days; from before `hour_cut` (hours
+/// no longer kept), from the start of its day.
 pub fn lines(
     conn: &Connection,
     since: i64,
+    hour_cut: i64,
     server: Option<&str>,
 ) -> rusqlite::Result<Vec<LineStats>> {
     let mut stmt = conn.prepare_cached(
         "SELECT server, line, direction, class, SUM(attempts), SUM(pages), SUM(rate_sum),
            SUM(rate_n), SUM(ecm_n), MAX(last), SUM(pages_attempted)
-         FROM line_hours WHERE hour >= ?1 AND (?2 IS NULL OR server = ?2)
+         FROM line_buckets WHERE ((tier = ?1 AND start >= ?2 AND start < ?3) OR (tier = ?4 AND start >= ?3))
+           AND (?5 IS NULL OR server = ?5)
          GROUP BY server, line, direction, class",
     )?;
-    let rows = stmt.query_map(params![super::store::floor(since, 3600), server], |r| {
+    let from = super::store::floor(since, HOUR);
+    let day = if from < hour_cut {
+        super::store::floor(from, DAY)
+    } else {
+        super::store::ceil(from, DAY)
+    };
+    let rows = stmt.query_map(params![HOUR, from, day, DAY, server], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,

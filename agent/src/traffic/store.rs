@@ -313,13 +313,14 @@ impl Store {
         &self.quality
     }
 
-    /// Line statistics since `since`.
+    /// Line statistics since `since`, at `now`.
     pub fn lines(
         &self,
         since: i64,
         server: Option<&str>,
+        now: i64,
     ) -> Result<Vec<quality::LineStats>, StoreError> {
-        quality::lines(&self.conn, since, server).map_err(|e| self.err(e))
+        quality::lines(&self.conn, since, self.cuts(now).1, server).map_err(|e| self.err(e))
     }
 
     /// The remote ends with the most failures since `since`.
@@ -783,7 +784,7 @@ mod tests {
         }
         for _ in 0..30 {
             let since = floor(NOW - ((rng.next_u64() >> 16) % span as u64) as i64, HOUR);
-            let got = store.lines(since, Some("a")).unwrap();
+            let got = store.lines(since, Some("a"), NOW).unwrap();
             for l in &got {
                 let mine: Vec<&Event> = events
                     .iter()
