@@ -546,6 +546,7 @@ impl Parts {
             config.agent.max_concurrent_probes,
             traffic.stats.clone(),
         );
+        traffic.watch(config.watched_lines());
         scheduler.apply(config);
         info!(
             listen = %listen, config = %api.info.reload().source, server = %server,
@@ -733,6 +734,7 @@ impl Running {
 
     /// Makes the checks and every output follow `config`.
     fn apply(&mut self, config: &Config) {
+        self.traffic.watch(config.watched_lines());
         self.scheduler.apply(config);
         self.config_tx.send_replace(config.clone());
     }

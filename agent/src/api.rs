@@ -443,19 +443,36 @@ async fn lines(
     q: Result<Query<LinesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let usage =
-        "expected ?since=<unix seconds>[&server=NAME][&by=line|destination][&limit=1..1000]\n";
-    let Ok(Query(p)) = q else {
-        return (StatusCode::BAD_REQUEST, usage).into_response();
+        "expected ?since=<unix seconds>[&server=NAME][&by=line|destination][&limit=1..1000]";
+    let p = match q {
+        Ok(Query(p)) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}; {usage}\n")).into_response(),
     };
     let now = crate::traffic::events::unix_now();
     let by_destination = match p.by.as_deref() {
         None | Some("line") => false,
         Some("destination") => true,
-        Some(_) => return (StatusCode::BAD_REQUEST, usage).into_response(),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("by `{other}` is not line or destination; {usage}\n"),
+            )
+                .into_response()
+        }
     };
     let limit = p.limit.unwrap_or(20);
-    if !(0..=now).contains(&p.since) || !(1..=MAX_DESTINATIONS).contains(&limit) {
-        return (StatusCode::BAD_REQUEST, usage).into_response();
+    let bad = if !(0..=now).contains(&p.since) {
+        Some(format!(
+            "since {} is not Unix seconds from 0 to now ({now})",
+            p.since
+        ))
+    } else if !(1..=MAX_DESTINATIONS).contains(&limit) {
+        Some(format!("limit {limit} is not 1 to {MAX_DESTINATIONS}"))
+    } else {
+        None
+    };
+    if let Some(why) = bad {
+        return (StatusCode::BAD_REQUEST, format!("{why}; {usage}\n")).into_response();
     }
     let traffic = s.traffic.clone();
     let server = p.server.clone();

@@ -315,6 +315,11 @@ impl Config {
         out
     }
 
+    /// The lines line_quality checks judge.
+    pub fn watched_lines(&self) -> std::collections::BTreeSet<String> {
+        self.line_quality.iter().map(|q| q.line.clone()).collect()
+    }
+
     /// Finds a check by name.
     pub fn check(&self, name: &str) -> Option<CheckSpec> {
         self.checks()
@@ -483,13 +488,15 @@ impl Config {
                 ));
             }
             let s = spec.schedule(d);
-            if matches!(spec, CheckSpec::Canary(_))
-                && s.interval < crate::checks::canary::MIN_INTERVAL
-            {
-                return Err((
-                    format!("{path}.interval"),
-                    "must be at least 5m: every canary is a real call".into(),
-                ));
+            if let CheckSpec::Canary(k) = &spec {
+                if s.interval < crate::checks::canary::MIN_INTERVAL {
+                    return Err((
+                        format!("{path}.interval"),
+                        "must be at least 5m: every canary is a real call".into(),
+                    ));
+                }
+                k.check_timeouts(s.interval)
+                    .map_err(|(key, m)| (format!("{path}.{key}"), m))?;
             }
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
             check_flap(&path, &s.flap)?;

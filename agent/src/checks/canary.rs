@@ -17,7 +17,8 @@
 //! - **fail**: `send_failed` (the failure class and HylaFAX's reason in the detail),
 //!   `not_received` (delivered, but no matching reception), `queue_stuck` (the job never
 //!   left the queue within `send_timeout`; it is removed), `submit_failed` (sendfax
-//!   refused the job).
+//!   refused the job), `no_modem` (no HylaFAX status file for the modem: a wrong spool or
+//!   modem name).
 //!
 //! Never more than one canary in flight per line. The canary's own SEND record is counted
 //! apart (`kind="canary"` in `telagent_fax_attempts_total`) and left out of the totals.
@@ -130,6 +131,7 @@ impl CanaryConfig {
         }
         if self.number.is_empty()
             || self.number.len() > 64
+            || self.number.starts_with('-')
             || !self
                 .number
                 .chars()
@@ -137,28 +139,92 @@ impl CanaryConfig {
         {
             return Err((
                 "number",
-                "must be 1 to 64 characters of digits, spaces and + - ( ) . * # ,".into(),
+                "must be 1 to 64 characters of digits, spaces and + - ( ) . * # , (not starting with -)".into(),
             ));
         }
-        if self.host.is_empty()
-            || self.host.starts_with('-')
-            || self.host.contains(char::is_whitespace)
-        {
-            return Err(("host", "must be a host or host:port".into()));
+        let host_ok = |h: &str| {
+            !h.is_empty()
+                && !h.starts_with('-')
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        };
+        if !host_ok(&self.host) {
+            return Err((
+                "host",
+                "must be a host or host:port (letters, digits, . - : [ ])".into(),
+            ));
         }
-        for m in [
-            &self.modem,
-            &self.receive.as_ref().and_then(|r| r.modem.clone()),
-        ]
-        .into_iter()
-        .flatten()
+        if !self.spool.is_absolute() {
+            return Err(("spool", "must be an absolute path".into()));
+        }
+        let receive = self.receive.as_ref();
+        for m in [self.modem.as_ref(), receive.and_then(|r| r.modem.as_ref())]
+            .into_iter()
+            .flatten()
         {
-            if !crate::vocab::valid_name(m) {
+            if !crate::vocab::valid_name(m) || m.starts_with('-') {
                 return Err(("modem", crate::vocab::name_rule("modem")));
             }
         }
         if self.send_timeout < Duration::from_secs(30) {
             return Err(("send_timeout", "must be at least 30s".into()));
+        }
+        if self.max_duration < Duration::from_secs(1) {
+            return Err(("max_duration", "must be at least 1s".into()));
+        }
+        if self.min_rate > 33_600 {
+            return Err((
+                "min_rate",
+                "must be at most 33600 bit/s (the fastest fax rate; 0: off)".into(),
+            ));
+        }
+        if let Some(r) = receive {
+            if !r.xferfaxlog.is_absolute() {
+                return Err(("receive", "xferfaxlog must be an absolute path".into()));
+            }
+            if r.modem.is_some() && r.modem == self.modem {
+                return Err((
+                    "receive",
+                    "modem is the sending modem: a line cannot receive its own call".into(),
+                ));
+            }
+            // T.30 identities are at most 20 characters.
+            if let Some(csi) = &r.csi {
+                if csi.trim().is_empty()
+                    || csi.chars().count() > 20
+                    || csi.chars().any(|c| c.is_control() || c == '"')
+                {
+                    return Err((
+                        "receive",
+                        "csi must be 1 to 20 printable characters without quotes (T.30 identities are at most 20)".into(),
+                    ));
+                }
+            }
+            if r.timeout < Duration::from_secs(10) {
+                return Err(("receive", "timeout must be at least 10s".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A canary must be able to end before the next one, and within its timeout.
+    pub(crate) fn check_timeouts(&self, interval: Duration) -> Result<(), (&'static str, String)> {
+        let longest = self.longest();
+        let took = humantime::format_duration(longest);
+        if longest >= interval {
+            return Err((
+                "send_timeout",
+                format!(
+                    "a canary can take {took} (send_timeout, receive.timeout and 45s for its record): shorten them or raise interval ({})",
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        if self.timeout.is_some_and(|t| t < longest) {
+            return Err((
+                "timeout",
+                format!("a canary can take {took} (send_timeout, receive.timeout and 45s for its record): leave timeout out or make it at least that"),
+            ));
         }
         Ok(())
     }
@@ -551,6 +617,20 @@ impl CanaryCheck {
         let Some(_flights) = flights else {
             return self.skipped("another canary is in flight on this line");
         };
+        if !lines.iter().any(|m| spool.join("status").join(m).is_file()) {
+            return self.with_values(
+                Observation::fail(
+                    "no_modem",
+                    format!(
+                        "no HylaFAX status file for {} in {}: is spool the HylaFAX spool, and modem the name HylaFAX gives the device (ttyS0 for /dev/ttyS0)?",
+                        if lines.is_empty() { "any modem".to_string() } else { lines.join(", ") },
+                        spool.join("status").display()
+                    ),
+                ),
+                None,
+                0,
+            );
+        }
         if !lines.iter().any(|m| idle(spool, m)) {
             return self.skipped(&format!(
                 "every line is busy or not ready ({})",
@@ -706,6 +786,7 @@ impl Check for CanaryCheck {
             "slow",
             "skipped",
             "no_record",
+            "no_modem",
         ]
     }
 
@@ -767,6 +848,28 @@ mod tests {
         assert!(records(&log, "SEND", |f| f[4] == "3").is_empty());
         assert!(records(&dir.join("none"), "SEND", |_| true).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_spool_without_the_modem_is_said_so() {
+        let spool =
+            std::env::temp_dir().join(format!("telagent-canary-spool-{}", std::process::id()));
+        std::fs::create_dir_all(spool.join("status")).unwrap();
+        let config = crate::config::parse(
+            &format!(
+                "[[canary]]\nname = \"c\"\nvia = \"hylafax\"\nnumber = \"5551002\"\nspool = \"{}\"\nmodem = \"ttyS9\"\n",
+                spool.display()
+            ),
+            "t.toml",
+        )
+        .unwrap()
+        .canary
+        .remove(0);
+        let check = CanaryCheck::new(config, &super::super::Context::standalone("fax1"));
+        let o = check.probe().await;
+        assert_eq!(o.error_type, Some("no_modem"), "{}", o.detail);
+        assert!(o.detail.contains("ttyS9"), "{}", o.detail);
+        std::fs::remove_dir_all(&spool).unwrap();
     }
 
     #[test]

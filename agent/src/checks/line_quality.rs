@@ -80,8 +80,26 @@ fn default_low_rate() -> u32 {
 
 impl LineQualityConfig {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.line.is_empty() || self.line.len() > 64 {
-            return Err(("line", "must be 1 to 64 characters".into()));
+        if self.line.is_empty()
+            || self.line.len() > 64
+            || self.line.chars().any(char::is_control)
+            || self.line.trim() != self.line
+        {
+            return Err((
+                "line",
+                "must be 1 to 64 printable characters, as the sources name the line".into(),
+            ));
+        }
+        if let Some(s) = &self.server {
+            if !crate::vocab::valid_name(s) {
+                return Err(("server", crate::vocab::name_rule("server name")));
+            }
+        }
+        if self.low_rate > 33_600 {
+            return Err((
+                "low_rate",
+                "must be at most 33600 bit/s (the fastest fax rate; 0: off)".into(),
+            ));
         }
         if !matches!(self.direction.as_str(), "sent" | "received" | "both") {
             return Err((
@@ -104,8 +122,13 @@ impl LineQualityConfig {
         if !(0.0..=1.0).contains(&self.min_success) || self.min_success.is_nan() {
             return Err(("min_success", "must be 0 to 1 (0.7 is 70 %)".into()));
         }
-        if self.period < std::time::Duration::from_secs(60) {
-            return Err(("period", "must be at least 1m".into()));
+        if self.period < std::time::Duration::from_secs(60)
+            || self.period > std::time::Duration::from_secs(30 * 86400)
+        {
+            return Err((
+                "period",
+                "must be 1m to 30d (older attempts are judged by the window)".into(),
+            ));
         }
         Ok(())
     }
@@ -303,6 +326,18 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_one_second_check_needs_no_timeout_and_decides_at_once() {
+        let c = crate::config::parse(
+            "[[line_quality]]\nname = \"q\"\nline = \"ttyS0\"\ninterval = \"1s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = c.checks()[0].1.schedule(&c.defaults);
+        assert!(s.timeout < s.interval);
+        assert_eq!((s.rise, s.fall), (1, 1));
+    }
 
     #[test]
     fn a_line_whose_faxes_fail_is_degraded_with_its_top_class() {

@@ -219,7 +219,8 @@ impl CheckSpec {
 
     /// The check's schedule once defaults apply. A serial line has its own defaults
     /// (5m interval, 30s timeout) and is never probed faster while failing; a passive
-    /// line only reads files and follows `[defaults]`. A canary is a real call: every
+    /// line only reads files and follows `[defaults]`. A line_quality check judges many
+    /// attempts at once: rise and fall 1 unless set. A canary is a real call: every
     /// hour by default, never more often than every 5 minutes, its timeout the longest a
     /// canary can take, and one canary decides (rise and fall 1 unless set).
     pub fn schedule(&self, d: &Defaults) -> Schedule {
@@ -244,6 +245,17 @@ impl CheckSpec {
                         .unwrap_or(interval)
                         .max(canary::MIN_INTERVAL)
                         .min(interval),
+                    rise: c.rise.unwrap_or(1),
+                    fall: c.fall.unwrap_or(1),
+                    ..c.schedule(d)
+                }
+            }
+            // The judgement already spans many attempts: no hysteresis on top, and reading
+            // memory takes no time.
+            CheckSpec::LineQuality(_) => {
+                let interval = c.interval.unwrap_or(d.interval);
+                Schedule {
+                    timeout: c.timeout.unwrap_or(d.timeout.min(interval / 2)),
                     rise: c.rise.unwrap_or(1),
                     fall: c.fall.unwrap_or(1),
                     ..c.schedule(d)

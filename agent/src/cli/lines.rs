@@ -78,8 +78,14 @@ pub async fn run(args: Args) -> ExitCode {
 async fn answer(args: &Args) -> Result<Answer, String> {
     let now = unix_now();
     let since = parse_time(&args.since, now).map_err(|e| format!("--since: {e}"))?;
-    if !(0..now).contains(&since) {
-        return Err(format!("--since {}: not between 1970 and now", args.since));
+    if since < 0 {
+        return Err(format!("--since {}: before 1970", args.since));
+    }
+    if since >= now {
+        return Err(format!(
+            "--since {}: the window is empty (it must start before now)",
+            args.since
+        ));
     }
     if !(1..=1000).contains(&args.limit) {
         return Err("--limit must be 1 to 1000".into());
@@ -125,8 +131,9 @@ async fn answer(args: &Args) -> Result<Answer, String> {
     }
     super::totals::get_json::<Answer>(&url)
         .await
-        .map_err(|(_, e)| {
-            format!("{e}; is the agent running? (--url, or --state-dir to read its store)")
+        .map_err(|(status, e)| match status {
+            Some(_) => e,
+            None => format!("{e}; is the agent running? (--url, or --state-dir to read its store)"),
         })
 }
 

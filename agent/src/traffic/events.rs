@@ -119,14 +119,19 @@ pub fn decode(
         let time = match e.time {
             None => now,
             Some(TimeIn::Seconds(s)) => s,
-            Some(TimeIn::Text(t)) => humantime::parse_rfc3339(&t)
-                .map_err(|_| {
+            // RFC 3339 with `Z` or an offset; a duration ("1h") is not a time here.
+            Some(TimeIn::Text(t)) if t.contains('T') || t.contains('t') => {
+                super::totals::parse_time(&t, now).map_err(|_| {
                     bad(format!(
-                        "time `{t}` is not RFC 3339 such as 2026-11-23T10:15:00Z"
+                        "time `{t}` is not RFC 3339 such as 2026-11-23T10:15:00Z or 2026-11-23T11:15:00+01:00"
                     ))
                 })?
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+            }
+            Some(TimeIn::Text(t)) => {
+                return Err(bad(format!(
+                    "time `{t}` is not RFC 3339 such as 2026-11-23T10:15:00Z or 2026-11-23T11:15:00+01:00"
+                )))
+            }
         };
         if time > now + 86400 || time < 0 {
             return Err(bad(format!(
@@ -151,12 +156,14 @@ pub fn decode(
         }
         let reason = e.reason.unwrap_or_default();
         if reason.len() > 255 || reason.chars().any(char::is_control) {
-            return Err(bad("reason must be at most 255 printable characters".into()));
+            return Err(bad(
+                "reason must be at most 255 bytes, without control characters".into(),
+            ));
         }
         let remote = e.remote.unwrap_or_default();
         if remote.chars().count() > quality::MAX_REMOTE || remote.chars().any(char::is_control) {
             return Err(bad(format!(
-                "remote must be at most {} printable characters",
+                "remote must be at most {} characters, without control characters",
                 quality::MAX_REMOTE
             )));
         }
@@ -214,6 +221,15 @@ mod tests {
             {"direction": "sent", "result": "failed", "server": "mx2"}]}"#;
         let (batch, ev) = decode(body, "mx1", NOW).unwrap();
         assert_eq!(batch.as_deref(), Some("b1"));
+        let offset = br#"{"events": [{"time": "2026-11-23T11:15:00+01:00", "direction": "sent", "result": "ok"}]}"#;
+        assert_eq!(decode(offset, "mx1", NOW).unwrap().1[0].time, 1_795_428_900);
+        let e = decode(
+            br#"{"events": [{"time": "1h", "direction": "sent", "result": "ok"}]}"#,
+            "s",
+            NOW,
+        )
+        .unwrap_err();
+        assert!(e.contains("is not RFC 3339"), "{e}");
         assert_eq!((ev[0].pages, ev[0].seconds, ev[0].ok), (3, 41, true));
         assert_eq!((ev[1].time, ev[1].line.as_str()), (1_795_428_900, "e1-3"));
         assert_eq!(

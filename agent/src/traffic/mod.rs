@@ -470,7 +470,10 @@ fn collect_quality(q: &quality::Memory, now: i64, f: &mut crate::metrics::Famili
             *n as f64,
         );
     }
-    const BOUNDS: [u32; 6] = [2400, 4800, 7200, 9600, 12000, 14400];
+    const BOUNDS: [u32; 14] = [
+        2400, 4800, 7200, 9600, 12000, 14400, 16800, 19200, 21600, 24000, 26400, 28800, 31200,
+        33600,
+    ];
     for ((server, line, direction), r) in &rates {
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
@@ -714,6 +717,13 @@ impl Traffic {
         self.store()?
             .totals(q, events::unix_now())
             .map_err(|e| e.to_string())
+    }
+
+    /// The lines checks judge (never counted as `other`).
+    pub fn watch(&self, lines: std::collections::BTreeSet<String>) {
+        if let Ok(mut s) = self.store() {
+            s.watch(lines);
+        }
     }
 
     /// Line statistics since `since` (`GET /v1/lines`).

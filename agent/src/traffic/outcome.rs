@@ -58,6 +58,15 @@ impl Class {
         }
     }
 
+    /// A failure before any fax signalling: the call never reached training, so it has no
+    /// negotiated rate.
+    pub fn before_training(self) -> bool {
+        matches!(
+            self,
+            Class::Busy | Class::NoAnswer | Class::NoCarrier | Class::NoDialtone
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Class> {
         CLASSES.iter().copied().find(|c| c.as_str() == s)
     }

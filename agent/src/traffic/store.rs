@@ -125,6 +125,10 @@ pub struct Store {
     lifetime: BTreeMap<Key, Count>,
     lines: BTreeMap<String, BTreeSet<String>>,
     quality: quality::Memory,
+    /// Lines a check judges: always counted under their own name, whatever `max_lines`.
+    watched: BTreeSet<String>,
+    /// Servers for which a line was counted as `other` (logged once each).
+    merged: BTreeSet<String>,
 }
 
 const SCHEMA: &str = "
@@ -195,6 +199,8 @@ impl Store {
             lifetime: BTreeMap::new(),
             lines: BTreeMap::new(),
             quality: quality::Memory::default(),
+            watched: BTreeSet::new(),
+            merged: BTreeSet::new(),
         };
         store.load_lifetime().map_err(|e| store.err(e))?;
         // A store written before line statistics has no attempts yet (read-only opens do
@@ -308,6 +314,11 @@ impl Store {
         self.lines.keys().cloned().collect()
     }
 
+    /// The lines checks judge: never counted as `other`.
+    pub fn watch(&mut self, lines: BTreeSet<String>) {
+        self.watched = lines;
+    }
+
     /// Attempt counts and recent attempts per line.
     pub fn quality(&self) -> &quality::Memory {
         &self.quality
@@ -406,7 +417,7 @@ impl Store {
         also: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<bool>,
     ) -> Result<Result<bool, Refused>, StoreError> {
         self.still_on_disk()?;
-        let (sums, lifetime, lines, attempts) = match self.aggregate(events, now) {
+        let (sums, lifetime, lines, attempts, merged) = match self.aggregate(events, now) {
             Ok(a) => a,
             Err(r) => return Ok(Err(r)),
         };
@@ -425,6 +436,7 @@ impl Store {
         if counted {
             self.apply(lifetime, lines);
             self.quality.add(&attempts);
+            self.merged.extend(merged);
         }
         Ok(Ok(counted))
     }
@@ -465,6 +477,7 @@ impl Store {
             BTreeMap<Key, Count>,
             BTreeMap<String, BTreeSet<String>>,
             Vec<(String, &'e Event)>,
+            BTreeSet<String>,
         ),
         Refused,
     > {
@@ -473,6 +486,7 @@ impl Store {
         let mut lifetime: BTreeMap<Key, Count> = BTreeMap::new();
         let mut new_lines: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut attempts = Vec::with_capacity(events.len());
+        let mut merged = BTreeSet::new();
         for e in events {
             let known = self.lines.get(&e.server);
             let added = new_lines.get(&e.server);
@@ -486,10 +500,18 @@ impl Store {
                 known.is_some_and(|s| s.contains(l)) || added.is_some_and(|s| s.contains(l))
             };
             let count = known.map_or(0, BTreeSet::len) + added.map_or(0, BTreeSet::len);
-            // One slot stays free for `other`.
-            let line = if has(&e.line) || count + 1 < self.limits.max_lines {
+            // One slot stays free for `other`; a line a check judges is never merged.
+            let line = if has(&e.line)
+                || count + 1 < self.limits.max_lines
+                || self.watched.contains(&e.line)
+            {
                 e.line.clone()
             } else {
+                if !self.merged.contains(&e.server) && !merged.contains(&e.server) {
+                    tracing::warn!(server = %e.server, line = %e.line, max_lines = self.limits.max_lines,
+                        "A server has more lines than [traffic] max_lines: further lines are counted as `other` (raise max_lines, or name the line in a line_quality check to keep it).");
+                    merged.insert(e.server.clone());
+                }
                 OTHER_LINE.to_string()
             };
             if !has(&line) {
@@ -527,7 +549,7 @@ impl Store {
             c.messages += 1;
             c.pages += u64::from(e.pages);
         }
-        Ok((sums, lifetime, new_lines, attempts))
+        Ok((sums, lifetime, new_lines, attempts, merged))
     }
 
     fn apply(&mut self, lifetime: BTreeMap<Key, Count>, lines: BTreeMap<String, BTreeSet<String>>) {
@@ -749,6 +771,33 @@ mod tests {
     }
 
     const NOW: i64 = 1_795_433_409;
+
+    /// A line a check judges is counted under its own name even past `max_lines`; others
+    /// become `other`.
+    #[test]
+    fn watched_lines_are_never_merged() {
+        let (mut store, dir) = temp_store("watched");
+        store.watch(["ttyW".to_string()].into());
+        let first: Vec<Event> = ["c1", "c2", "c3", "c4"]
+            .iter()
+            .map(|l| event(NOW, "a", l, Direction::Sent, true))
+            .collect();
+        store.ingest(&first, None, NOW).unwrap().unwrap();
+        let late = [
+            event(NOW, "a", "ttyW", Direction::Sent, false),
+            event(NOW, "a", "c5", Direction::Sent, false),
+        ];
+        store.ingest(&late, None, NOW).unwrap().unwrap();
+        let lines: Vec<String> = store
+            .lines(NOW - 3600, Some("a"), NOW)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert!(lines.contains(&"ttyW".to_string()), "{lines:?}");
+        assert!(lines.contains(&OTHER_LINE.to_string()) && !lines.contains(&"c5".to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Random attempts: per line and direction, `lines()` over any whole-hour window equals
     /// a plain count; canaries are attempts of their line but never in the totals; what

@@ -114,12 +114,18 @@ pub fn parse(line: &str, server: &str) -> Result<Option<Event>, Malformed> {
         .parse::<u32>()
         .map_err(|_| Malformed::Pages(f[10].clone()))?;
     let seconds = parse_hms(&f[12]).unwrap_or(0);
+    let class = outcome::classify(&f[13], Some(seconds > 0));
+    // HylaFAX writes the job's params even for a call that never trained (busy, nobody
+    // answered): a rate counts only for a fax call that connected; a pager call (PAGE)
+    // has none.
+    let trained =
+        kind != "PAGE" && seconds > 0 && !class.is_some_and(outcome::Class::before_training);
     let (rate, ecm) = match f[9].trim().parse::<u32>() {
-        Ok(p) => {
+        Ok(p) if trained => {
             let (rate, ecm) = outcome::decode_params(p);
             (rate, rate.map(|_| ecm))
         }
-        Err(_) => (None, None),
+        _ => (None, None),
     };
     // The far end: the number dialled when sending, the sender's TSI (else its caller
     // id) when receiving.
@@ -137,7 +143,7 @@ pub fn parse(line: &str, server: &str) -> Result<Option<Event>, Malformed> {
         pages,
         seconds,
         detail: Detail {
-            class: outcome::classify(&f[13], Some(seconds > 0)),
+            class,
             remote: quality::clean_remote(remote),
             rate,
             ecm,
