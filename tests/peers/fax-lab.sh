@@ -5,6 +5,7 @@
 #   fax-lab.sh stop LAB
 #   fax-lab.sh stop-modem LAB B    (kill -9 modem B's iaxmodem: the line drops)
 #   fax-lab.sh stop-getty LAB B    (stop faxgetty on B: B rings and nobody answers)
+#   fax-lab.sh stop-faxq LAB       (stop the scheduler: jobs wait in sendq)
 # Modem A is <LAB>/ttyA ("ModemA", number 5551001), B is <LAB>/ttyB ("ModemB", 5551002).
 # HylaFAX names a modem by its device path with '/' as '_'. PIDs in <LAB>/*.pid.
 set -u
@@ -66,7 +67,12 @@ SessionTracing:		0xFFF
 CFG
   done
   for _ in $(seq 1 200); do [ -e "$LAB/ttyA" ] && [ -e "$LAB/ttyB" ] && break; sleep 0.05; done
+  # faxq must be reading its FIFO before a faxgetty says its modem is ready: a message sent
+  # before is lost, and faxq keeps every job for that modem waiting.
+  rm -f "$S/FIFO"
   /usr/sbin/faxq -D -q "$S" > "$LAB/faxq.log" 2>&1 < /dev/null & echo $! > "$LAB/faxq.pid"
+  for _ in $(seq 1 400); do
+    ls -l "/proc/$(cat "$LAB/faxq.pid")/fd" 2>/dev/null | grep -q "$S/FIFO" && break; sleep 0.05; done
   for m in A B; do
     setsid /usr/sbin/faxgetty -q "$S" "$LAB/tty$m" > "$LAB/getty$m.log" 2>&1 < /dev/null & echo $! > "$LAB/getty$m.pid"
   done
@@ -74,6 +80,7 @@ CFG
   ;;
 stop-modem) stop_pid "iax$3" ;;
 stop-getty) stop_pid "getty$3" ;;
+stop-faxq) stop_pid faxq ;;
 stop)
   for n in hfaxd gettyA gettyB faxq iaxA iaxB; do stop_pid $n; done ;;
 esac

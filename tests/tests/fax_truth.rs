@@ -14,20 +14,24 @@ use telagent_tests::snmptrapd::Snmptrapd;
 /// A real fax takes ~30 s from sendfax to its record; a call nobody answers ~40 s.
 const CALL: Duration = Duration::from_secs(180);
 
-fn canary(lab: &FaxLab, receive: bool) -> String {
-    let receive = if receive {
-        format!(
-            "receive = {{ xferfaxlog = \"{}\", modem = \"{}\", csi = \"ModemA\", timeout = \"1m\" }}\n",
+/// A canary from A to B's number; `receive`: the TSI B must see it from.
+fn canary(lab: &FaxLab, receive: Option<&str>) -> String {
+    canary_with(lab, receive, "150s")
+}
+
+fn canary_with(lab: &FaxLab, receive: Option<&str>, send_timeout: &str) -> String {
+    let receive = match receive {
+        Some(csi) => format!(
+            "receive = {{ xferfaxlog = \"{}\", modem = \"{}\", csi = \"{csi}\", timeout = \"20s\" }}\n",
             lab.xferfaxlog().display(),
             lab.modem("B")
-        )
-    } else {
-        String::new()
+        ),
+        None => String::new(),
     };
     format!(
         "[[traffic.xferfaxlog]]\npath = \"{}\"\ninterval = \"200ms\"\n\n\
          [[canary]]\nname = \"canary\"\nvia = \"hylafax\"\nnumber = \"5551002\"\nhost = \"{}\"\n\
-         spool = \"{}\"\nmodem = \"{}\"\nsend_timeout = \"150s\"\n{receive}",
+         spool = \"{}\"\nmodem = \"{}\"\nsend_timeout = \"{send_timeout}\"\n{receive}",
         lab.xferfaxlog().display(),
         lab.host(),
         lab.spool().display(),
@@ -49,7 +53,7 @@ async fn verdict(agent: &Agent) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_crosses_a_real_line_and_is_received_on_the_other() {
     let lab = FaxLab::start();
-    let agent = Agent::start(&canary(&lab, true)).await;
+    let agent = Agent::start(&canary(&lab, Some("ModemA"))).await;
     let t = verdict(&agent).await;
     assert_eq!(t["state"], "up", "{t}");
     let detail = t["last"]["detail"].as_str().unwrap_or_default();
@@ -161,7 +165,7 @@ async fn a_canary_crosses_a_real_line_and_is_received_on_the_other() {
 async fn a_canary_nobody_answers_fails_no_answer() {
     let lab = FaxLab::start();
     lab.stop_getty("B");
-    let agent = Agent::start(&canary(&lab, false)).await;
+    let agent = Agent::start(&canary(&lab, None)).await;
     let t = verdict(&agent).await;
     assert_eq!(
         (&t["state"], &t["last"]["error_type"]),
@@ -175,7 +179,7 @@ async fn a_canary_nobody_answers_fails_no_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_whose_call_drops_mid_page_fails_transfer_failed() {
     let lab = FaxLab::start();
-    let agent = Agent::start(&canary(&lab, true)).await;
+    let agent = Agent::start(&canary(&lab, Some("ModemA"))).await;
     // B's modem dies as A starts sending the page (phase C).
     poll(CALL, "A sending the page", || async {
         lab.session_log_has("SEND begin page").then_some(())
@@ -190,6 +194,51 @@ async fn a_canary_whose_call_drops_mid_page_fails_transfer_failed() {
     );
     let detail = t["last"]["detail"].as_str().unwrap_or_default();
     assert!(detail.starts_with("transfer_failed: "), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_received_from_another_identity_is_not_received() {
+    let lab = FaxLab::start();
+    // B receives the page, but from "ModemA", not from the identity the canary expects.
+    let agent = Agent::start(&canary(&lab, Some("Somebody Else"))).await;
+    let t = verdict(&agent).await;
+    assert_eq!(
+        (&t["state"], &t["last"]["error_type"]),
+        (&Value::from("down"), &Value::from("not_received")),
+        "{t}"
+    );
+    let detail = t["last"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("delivered to 5551002") && detail.contains("from \"Somebody Else\""),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_that_never_leaves_the_queue_is_queue_stuck_and_removed() {
+    let lab = FaxLab::start();
+    // No faxgetty on A: HylaFAX keeps the job pinned to A waiting.
+    lab.stop_getty("A");
+    let agent = Agent::start(&canary_with(&lab, None, "30s")).await;
+    let t = verdict(&agent).await;
+    assert_eq!(
+        (&t["state"], &t["last"]["error_type"]),
+        (&Value::from("down"), &Value::from("queue_stuck")),
+        "{t}"
+    );
+    let waiting = || {
+        std::fs::read_dir(lab.spool().join("sendq"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with('q'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    poll(Duration::from_secs(10), "the stuck job removed", || async {
+        (waiting() == 0).then_some(())
+    })
+    .await;
 }
 
 /// `MM/DD/YY HH:MM` now, local time, as HylaFAX writes it.
