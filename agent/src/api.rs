@@ -88,6 +88,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/routes", get(routes))
         .route("/v1/totals", get(totals))
         .route("/v1/lines", get(lines))
+        .route("/v1/attempts", get(attempts))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard_reads));
     Router::new()
         .route("/", get(index))
@@ -421,6 +422,68 @@ async fn events(
         }
     }
     response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttemptsParams {
+    since: i64,
+    line: String,
+    direction: Option<String>,
+    server: Option<String>,
+}
+
+/// `GET /v1/attempts?since=<unix seconds>&line=L[&direction=sent|received][&server=NAME]`:
+/// the newest attempts of a line (at most 1,000), newest first: how a peer's canary finds
+/// its page received here.
+async fn attempts(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<AttemptsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let usage = "expected ?since=<unix seconds>&line=LINE[&direction=sent|received][&server=NAME]";
+    let p = match q {
+        Ok(Query(p)) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}; {usage}\n")).into_response(),
+    };
+    let now = crate::traffic::events::unix_now();
+    let direction = match p.direction.as_deref() {
+        None => None,
+        Some(d) => match crate::traffic::Direction::parse(d) {
+            Some(d) => Some(d),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("direction `{d}` is not sent or received; {usage}\n"),
+                )
+                    .into_response()
+            }
+        },
+    };
+    if !(0..=now).contains(&p.since) || p.line.is_empty() || p.line.len() > 64 {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "since must be Unix seconds from 0 to now and line 1 to 64 characters; {usage}\n"
+            ),
+        )
+            .into_response();
+    }
+    let traffic = s.traffic.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        traffic.attempts(p.since, &p.line, direction, p.server.as_deref())
+    })
+    .await;
+    match answer {
+        Ok(Ok(a)) => {
+            Json(serde_json::json!({ "server": s.traffic.server, "attempts": a })).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the query ended abnormally: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -197,6 +197,35 @@ async fn a_canary_whose_call_drops_mid_page_fails_transfer_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_canary_received_on_a_line_a_peer_agent_watches() {
+    let lab = FaxLab::start();
+    // The receiving server's agent tails the log; the sender's asks it (/v1/attempts).
+    let peer = Agent::start(&format!(
+        "[[traffic.xferfaxlog]]\npath = \"{}\"\ninterval = \"200ms\"\n",
+        lab.xferfaxlog().display()
+    ))
+    .await;
+    let agent = Agent::start(&format!(
+        "[[canary]]\nname = \"canary\"\nvia = \"hylafax\"\nnumber = \"5551002\"\nhost = \"{}\"\n\
+         spool = \"{}\"\nmodem = \"{}\"\nsend_timeout = \"150s\"\n\
+         receive = {{ agent = \"{}\", modem = \"{}\", csi = \"ModemA\", timeout = \"20s\" }}\n",
+        lab.host(),
+        lab.spool().display(),
+        lab.modem("A"),
+        peer.url(""),
+        lab.modem("B"),
+    ))
+    .await;
+    let t = verdict(&agent).await;
+    assert_eq!(t["state"], "up", "{t}");
+    let detail = t["last"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("received on {} from \"ModemA\"", lab.modem("B"))),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_canary_received_from_another_identity_is_not_received() {
     let lab = FaxLab::start();
     // B receives the page, but from "ModemA", not from the identity the canary expects.

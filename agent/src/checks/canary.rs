@@ -5,8 +5,9 @@
 //! pinned to `modem` when set, job tag `telagent-canary-…`), its job is followed in the
 //! spool (`sendq`, then `doneq`) and its `SEND` record read from xferfaxlog: rate, pages,
 //! time on the line, the remote CSI, the reason. With `receive`, the page must also
-//! arrive: a `RECV` record on the receiving line's xferfaxlog with the same page count and
-//! the expected CSI, within `receive.timeout`; only then is the canary ok. Without it, ok
+//! arrive: a successful `RECV` on the receiving line with the same page count and the
+//! expected CSI, within `receive.timeout`, read from its xferfaxlog on this host or asked of
+//! the receiving server's agent (`GET /v1/attempts`); only then is the canary ok. Without it, ok
 //! means the fax server reports the fax delivered. The page carries the check's name, a
 //! sequence number and the time it was sent.
 //!
@@ -82,12 +83,17 @@ check_config! {
     }
 }
 
-/// `receive = {...}`: where the canary must arrive.
+/// `receive = {...}`: where the canary must arrive: an xferfaxlog on this host, or the
+/// agent of the receiving server (its `GET /v1/attempts`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveConfig {
-    /// The receiving server's xferfaxlog.
-    pub xferfaxlog: PathBuf,
+    /// The receiving server's xferfaxlog, on this host.
+    #[serde(default)]
+    pub xferfaxlog: Option<PathBuf>,
+    /// The receiving server's agent (`http://fax2:9847`), which tails its xferfaxlog.
+    #[serde(default)]
+    pub agent: Option<String>,
     /// The receiving modem (HylaFAX's name); default any.
     #[serde(default)]
     pub modem: Option<String>,
@@ -179,8 +185,25 @@ impl CanaryConfig {
             ));
         }
         if let Some(r) = receive {
-            if !r.xferfaxlog.is_absolute() {
-                return Err(("receive", "xferfaxlog must be an absolute path".into()));
+            match (&r.xferfaxlog, &r.agent) {
+                (Some(x), None) if x.is_absolute() => {}
+                (Some(_), None) => {
+                    return Err(("receive", "xferfaxlog must be an absolute path".into()))
+                }
+                (None, Some(a)) if a.starts_with("http://") || a.starts_with("https://") => {
+                    if r.modem.is_none() {
+                        return Err((
+                            "receive",
+                            "agent needs modem: the receiving line, as that agent names it".into(),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err((
+                        "receive",
+                        "give either xferfaxlog (a path on this host) or agent (http://host:port of the receiving server's agent)".into(),
+                    ))
+                }
             }
             if r.modem.is_some() && r.modem == self.modem {
                 return Err((
@@ -565,37 +588,82 @@ impl CanaryCheck {
         }
     }
 
-    /// The RECV of the canary: same pages, expected TSI, not before `since`.
-    async fn received(&self, r: &ReceiveConfig, pages: u32, since: i64) -> Option<Record> {
-        let deadline = tokio::time::Instant::now() + r.timeout;
-        loop {
-            let (log, rc) = (r.xferfaxlog.clone(), r.clone());
-            let found = tokio::task::spawn_blocking(move || {
+    /// The receptions the canary may be: from the xferfaxlog, or from the receiving agent.
+    async fn receptions(&self, r: &ReceiveConfig, since: i64) -> Result<Vec<Record>, String> {
+        if let Some(log) = &r.xferfaxlog {
+            let (log, rc) = (log.clone(), r.clone());
+            return tokio::task::spawn_blocking(move || {
                 records(&log, "RECV", |f| {
                     rc.modem.as_ref().is_none_or(|m| &f[3] == m)
                         && rc.csi.as_ref().is_none_or(|c| f[8].trim() == c.trim())
                 })
             })
             .await
-            .unwrap_or_default();
-            let matched = {
-                let mut seen = self
-                    .matched
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let hit = found.into_iter().rev().find(|x| {
-                    x.time >= since
-                        && x.pages == pages
-                        && x.reason.trim().is_empty()
-                        && !seen.contains(&x.commid)
-                });
-                if let Some(h) = &hit {
-                    seen.insert(h.commid.clone());
+            .map_err(|e| e.to_string());
+        }
+        let base = r.agent.as_deref().unwrap_or_default().trim_end_matches('/');
+        let url = format!(
+            "{base}/v1/attempts?since={since}&direction=received&line={}",
+            crate::http_client::encode(r.modem.as_deref().unwrap_or_default())
+        );
+        let resp = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::http_client::get(&url, 4 << 20),
+        )
+        .await
+        .map_err(|_| format!("{base} did not answer within 5 s"))?
+        .map_err(|e| format!("{base}: {e}"))?;
+        if resp.status != 200 {
+            return Err(format!("{url} answered {}", resp.status));
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            attempts: Vec<crate::traffic::quality::AttemptRow>,
+        }
+        let a: Answer = serde_json::from_slice(&resp.body)
+            .map_err(|e| format!("{url} sent JSON this version cannot read: {e}"))?;
+        Ok(a.attempts
+            .into_iter()
+            .filter(|x| r.csi.as_ref().is_none_or(|c| x.remote.trim() == c.trim()))
+            .map(|x| Record {
+                time: x.time,
+                modem: x.line,
+                commid: format!("{}:{}:{}", x.time, x.remote, x.pages),
+                remote_id: x.remote,
+                rate: x.rate,
+                pages: x.pages,
+                conntime: 0,
+                reason: x.class.map_or(String::new(), |c| c.as_str().to_string()),
+            })
+            .collect())
+    }
+
+    /// The RECV of the canary: same pages, expected TSI, not before `since`, a success.
+    async fn received(&self, r: &ReceiveConfig, pages: u32, since: i64) -> Result<Record, String> {
+        let deadline = tokio::time::Instant::now() + r.timeout;
+        loop {
+            let last_error = match self.receptions(r, since).await {
+                Ok(found) => {
+                    let mut seen = self
+                        .matched
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let hit = found.into_iter().rev().find(|x| {
+                        x.time >= since
+                            && x.pages == pages
+                            && x.reason.trim().is_empty()
+                            && !seen.contains(&x.commid)
+                    });
+                    if let Some(h) = hit {
+                        seen.insert(h.commid.clone());
+                        return Ok(h);
+                    }
+                    None
                 }
-                hit
+                Err(e) => Some(e),
             };
-            if matched.is_some() || tokio::time::Instant::now() >= deadline {
-                return matched;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last_error.unwrap_or_default());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -715,27 +783,35 @@ impl CanaryCheck {
         );
         if let Some(r) = &self.config.receive {
             match self.received(r, rec.pages, submitted).await {
-                Some(got) => said.push_str(&format!(
+                Ok(got) => said.push_str(&format!(
                     "; received on {} from \"{}\" ({} page(s))",
                     got.modem, got.remote_id, got.pages
                 )),
-                None => {
+                Err(why) => {
+                    let place = r.xferfaxlog.as_ref().map_or_else(
+                        || r.agent.clone().unwrap_or_default(),
+                        |x| x.display().to_string(),
+                    );
+                    let why = if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    };
                     return self.with_values(
                         Observation::fail(
                             "not_received",
                             format!(
-                                "{said}, but no reception of {} page(s){} arrived in {} within {}",
+                                "{said}, but no reception of {} page(s){} arrived in {place} within {}{why}",
                                 rec.pages,
                                 r.csi
                                     .as_ref()
                                     .map_or(String::new(), |c| format!(" from \"{c}\"")),
-                                r.xferfaxlog.display(),
                                 humantime::format_duration(r.timeout)
                             ),
                         ),
                         Some(&rec),
                         seq,
-                    )
+                    );
                 }
             }
         }

@@ -127,7 +127,7 @@ async fn answer(args: &Args) -> Result<Answer, String> {
         url.push_str("&by=destination");
     }
     if let Some(s) = server {
-        url.push_str(&format!("&server={}", super::totals::encode(s)));
+        url.push_str(&format!("&server={}", crate::http_client::encode(s)));
     }
     super::totals::get_json::<Answer>(&url)
         .await

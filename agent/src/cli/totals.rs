@@ -315,7 +315,7 @@ fn ask_agent(
     let base = base.trim_end_matches('/').to_string();
     let mut url = format!("{base}/v1/totals?since={}&until={}", q.since, q.until);
     if let Some(s) = &q.server {
-        url.push_str(&format!("&server={}", encode(s)));
+        url.push_str(&format!("&server={}", crate::http_client::encode(s)));
     }
     if let Some(by) = q.by {
         url.push_str(match by {
@@ -360,19 +360,6 @@ fn ask_agent(
             ),
         }
     }
-}
-
-/// Percent-encodes a query parameter value.
-pub(super) fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[derive(Deserialize)]
@@ -439,16 +426,19 @@ async fn prometheus(base: &str, q: &Query, now_is_until: bool) -> Result<Report,
             match q.by {
                 Some(Split::Hour) => format!(
                     "{base}/api/v1/query_range?query={}&start={}&end={}&step=3600",
-                    encode(&promql),
+                    crate::http_client::encode(&promql),
                     crate::traffic::store::ceil(q.since, 3600) + 3600,
                     crate::traffic::store::ceil(q.until, 3600)
                 ),
                 // Without --until, Prometheus evaluates at its own now, so the latest
                 // scrape counts (a whole-second time could fall just before it).
-                _ if now_is_until => format!("{base}/api/v1/query?query={}", encode(&promql)),
+                _ if now_is_until => format!(
+                    "{base}/api/v1/query?query={}",
+                    crate::http_client::encode(&promql)
+                ),
                 _ => format!(
                     "{base}/api/v1/query?query={}&time={}",
-                    encode(&promql),
+                    crate::http_client::encode(&promql),
                     q.until
                 ),
             }

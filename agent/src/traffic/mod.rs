@@ -737,6 +737,19 @@ impl Traffic {
             .map_err(|e| e.to_string())
     }
 
+    /// The newest attempts of a line since `since` (`GET /v1/attempts`).
+    pub fn attempts(
+        &self,
+        since: i64,
+        line: &str,
+        direction: Option<Direction>,
+        server: Option<&str>,
+    ) -> Result<Vec<quality::AttemptRow>, String> {
+        self.store()?
+            .attempts(since, line, direction, server)
+            .map_err(|e| e.to_string())
+    }
+
     /// The remote ends with the most failures since `since`.
     pub fn destinations(
         &self,

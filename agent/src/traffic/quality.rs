@@ -507,6 +507,63 @@ pub fn destinations(
     Ok(out)
 }
 
+/// One attempt as `GET /v1/attempts` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub time: i64,
+    pub server: String,
+    pub line: String,
+    pub direction: Direction,
+    /// The failure class; absent for a success.
+    pub class: Option<Class>,
+    pub remote: String,
+    pub rate: Option<u32>,
+    pub pages: u32,
+    pub canary: bool,
+}
+
+/// Most attempts one answer lists.
+pub const MAX_ATTEMPTS: usize = 1000;
+
+/// The newest attempts of a line since `since` (at most [`MAX_ATTEMPTS`]), newest first.
+pub fn attempts(
+    conn: &Connection,
+    since: i64,
+    line: &str,
+    direction: Option<Direction>,
+    server: Option<&str>,
+) -> rusqlite::Result<Vec<AttemptRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT time, server, line, direction, class, remote, rate, pages, canary FROM attempts
+         WHERE time >= ?1 AND line = ?2 AND (?3 IS NULL OR direction = ?3)
+           AND (?4 IS NULL OR server = ?4)
+         ORDER BY time DESC, rowid DESC LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            since,
+            line,
+            direction.map(Direction::as_str),
+            server,
+            MAX_ATTEMPTS as i64
+        ],
+        |r| {
+            Ok(AttemptRow {
+                time: r.get(0)?,
+                server: r.get(1)?,
+                line: r.get(2)?,
+                direction: Direction::parse(&r.get::<_, String>(3)?).unwrap_or_default(),
+                class: parse_class(&r.get::<_, String>(4)?),
+                remote: r.get(5)?,
+                rate: Some(r.get::<_, i64>(6)? as u32).filter(|&r| r > 0),
+                pages: r.get::<_, i64>(7)? as u32,
+                canary: r.get(8)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
 /// A remote end as kept: printable, at most [`MAX_REMOTE`] characters, trimmed.
 pub fn clean_remote(s: &str) -> String {
     s.trim()

@@ -334,6 +334,17 @@ impl Store {
         quality::lines(&self.conn, since, self.cuts(now).1, server).map_err(|e| self.err(e))
     }
 
+    /// The newest attempts of a line since `since`.
+    pub fn attempts(
+        &self,
+        since: i64,
+        line: &str,
+        direction: Option<Direction>,
+        server: Option<&str>,
+    ) -> Result<Vec<quality::AttemptRow>, StoreError> {
+        quality::attempts(&self.conn, since, line, direction, server).map_err(|e| self.err(e))
+    }
+
     /// The remote ends with the most failures since `since`.
     pub fn destinations(
         &self,
