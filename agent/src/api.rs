@@ -469,20 +469,29 @@ async fn attempts(
             .into_response();
     }
     let traffic = s.traffic.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        traffic.attempts(p.since, &p.line, direction, p.server.as_deref())
-    })
-    .await;
-    match answer {
-        Ok(Ok(a)) => {
+    match store_query(move || traffic.attempts(p.since, &p.line, direction, p.server.as_deref()))
+        .await
+    {
+        Ok(a) => {
             Json(serde_json::json!({ "server": s.traffic.server, "attempts": a })).into_response()
         }
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
-        Err(e) => (
+        Err(r) => r,
+    }
+}
+
+/// Runs a query of the traffic store off the async threads: its answer, or the response
+/// that says why there is none (503 without a store).
+async fn store_query<T: Send + 'static>(
+    q: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(q).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()),
+        Err(e) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the query ended abnormally: {e}\n"),
         )
-            .into_response(),
+            .into_response()),
     }
 }
 
@@ -539,7 +548,7 @@ async fn lines(
     }
     let traffic = s.traffic.clone();
     let server = p.server.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let answer = store_query(move || {
         if by_destination {
             traffic
                 .destinations(p.since, server.as_deref(), limit)
@@ -552,17 +561,12 @@ async fn lines(
     })
     .await;
     match answer {
-        Ok(Ok(mut body)) => {
+        Ok(mut body) => {
             body["server"] = serde_json::json!(s.traffic.server);
             body["since"] = serde_json::json!(p.since);
             Json(body).into_response()
         }
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the query ended abnormally: {e}\n"),
-        )
-            .into_response(),
+        Err(r) => r,
     }
 }
 

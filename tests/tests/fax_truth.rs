@@ -50,6 +50,20 @@ async fn verdict(agent: &Agent) -> Value {
     .await
 }
 
+/// Waits for the canary's first verdict: down with `error_type`, its detail starting with
+/// `starts`; returns the detail.
+async fn failed(agent: &Agent, error_type: &str, starts: &str) -> String {
+    let t = verdict(agent).await;
+    assert_eq!(
+        (&t["state"], &t["last"]["error_type"]),
+        (&Value::from("down"), &Value::from(error_type)),
+        "{t}"
+    );
+    let detail = t["last"]["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.starts_with(starts), "{detail}");
+    detail
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_crosses_a_real_line_and_is_received_on_the_other() {
     let lab = FaxLab::start();
@@ -166,14 +180,7 @@ async fn a_canary_nobody_answers_fails_no_answer() {
     let lab = FaxLab::start();
     lab.stop_getty("B");
     let agent = Agent::start(&canary(&lab, None)).await;
-    let t = verdict(&agent).await;
-    assert_eq!(
-        (&t["state"], &t["last"]["error_type"]),
-        (&Value::from("down"), &Value::from("send_failed")),
-        "{t}"
-    );
-    let detail = t["last"]["detail"].as_str().unwrap_or_default();
-    assert!(detail.starts_with("no_answer: "), "{detail}");
+    failed(&agent, "send_failed", "no_answer: ").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,14 +193,7 @@ async fn a_canary_whose_call_drops_mid_page_fails_transfer_failed() {
     })
     .await;
     lab.kill_modem("B");
-    let t = verdict(&agent).await;
-    assert_eq!(
-        (&t["state"], &t["last"]["error_type"]),
-        (&Value::from("down"), &Value::from("send_failed")),
-        "{t}"
-    );
-    let detail = t["last"]["detail"].as_str().unwrap_or_default();
-    assert!(detail.starts_with("transfer_failed: "), "{detail}");
+    failed(&agent, "send_failed", "transfer_failed: ").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,17 +230,8 @@ async fn a_canary_received_from_another_identity_is_not_received() {
     let lab = FaxLab::start();
     // B receives the page, but from "ModemA", not from the identity the canary expects.
     let agent = Agent::start(&canary(&lab, Some("Somebody Else"))).await;
-    let t = verdict(&agent).await;
-    assert_eq!(
-        (&t["state"], &t["last"]["error_type"]),
-        (&Value::from("down"), &Value::from("not_received")),
-        "{t}"
-    );
-    let detail = t["last"]["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains("delivered to 5551002") && detail.contains("from \"Somebody Else\""),
-        "{detail}"
-    );
+    let detail = failed(&agent, "not_received", "job 1 delivered to 5551002").await;
+    assert!(detail.contains("from \"Somebody Else\""), "{detail}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,12 +240,7 @@ async fn a_canary_that_never_leaves_the_queue_is_queue_stuck_and_removed() {
     // No faxgetty on A: HylaFAX keeps the job pinned to A waiting.
     lab.stop_getty("A");
     let agent = Agent::start(&canary_with(&lab, None, "30s")).await;
-    let t = verdict(&agent).await;
-    assert_eq!(
-        (&t["state"], &t["last"]["error_type"]),
-        (&Value::from("down"), &Value::from("queue_stuck")),
-        "{t}"
-    );
+    failed(&agent, "queue_stuck", "job 1 never left the queue").await;
     let waiting = || {
         std::fs::read_dir(lab.spool().join("sendq"))
             .map(|d| {
