@@ -12,7 +12,12 @@ pub struct FaxLab {
     pub dir: TempDir,
     /// hfaxd's port on 127.0.0.1.
     pub port: u16,
+    /// One lab at a time in a test process: with several at once on two cores, faxq was
+    /// seen to keep a ready modem's job waiting for minutes.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/fax-lab.sh")
@@ -25,9 +30,13 @@ impl FaxLab {
             .prefix("telagent-faxlab-")
             .tempdir()
             .expect("tempdir");
+        let turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lab = FaxLab {
             dir,
             port: crate::free_port(),
+            _turn: turn,
         };
         let out = Command::new("bash")
             .arg(script())
