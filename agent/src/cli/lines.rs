@@ -92,18 +92,7 @@ async fn answer(args: &Args) -> Result<Answer, String> {
     }
     let server = args.server.as_deref();
     if let Some(dir) = &args.state_dir {
-        let path = dir.join("traffic.db");
-        if !path.is_file() {
-            return Err(format!(
-                "{} does not exist; is --state-dir the agent's agent.state_dir?",
-                path.display()
-            ));
-        }
-        let store = crate::traffic::store::Store::open_read_only(
-            &path,
-            crate::traffic::store::Limits::from(&crate::traffic::TrafficConfig::default()),
-        )
-        .map_err(|e| e.to_string())?;
+        let (store, _) = super::totals::read_store(dir, args.config.as_deref())?;
         return Ok(match args.by {
             By::Line => Answer {
                 lines: store.lines(since, server, now).map_err(|e| e.to_string())?,

@@ -190,12 +190,12 @@ fn local_url(listen: std::net::SocketAddr) -> String {
     format!("http://{host}:{}", listen.port())
 }
 
-/// Totals read from the store in `dir`, read-only.
-fn from_store(
+/// The traffic store in the state directory `dir`, opened read-only with the retention of
+/// the config (which decides how old windows are widened) when it can be read; and its path.
+pub(super) fn read_store(
     dir: &std::path::Path,
-    q: &Query,
     config: Option<&std::path::Path>,
-) -> Result<Report, String> {
+) -> Result<(crate::traffic::store::Store, PathBuf), String> {
     let path = dir.join("traffic.db");
     if !path.is_file() {
         return Err(format!(
@@ -203,7 +203,6 @@ fn from_store(
             path.display()
         ));
     }
-    // The retention decides how old windows are widened; the config's when it can be read.
     let traffic = crate::config::load(&crate::config::resolve_source(config))
         .map(|c| c.traffic)
         .unwrap_or_default();
@@ -212,6 +211,16 @@ fn from_store(
         crate::traffic::store::Limits::from(&traffic),
     )
     .map_err(|e| e.to_string())?;
+    Ok((store, path))
+}
+
+/// Totals read from the store in `dir`, read-only.
+fn from_store(
+    dir: &std::path::Path,
+    q: &Query,
+    config: Option<&std::path::Path>,
+) -> Result<Report, String> {
+    let (store, path) = read_store(dir, config)?;
     store.check().map_err(|e| {
         format!("{e}; the store is damaged: its totals cannot be trusted (the agent moves it aside at its next start)")
     })?;

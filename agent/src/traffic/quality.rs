@@ -85,10 +85,6 @@ fn class_str(c: Option<Class>) -> &'static str {
     c.map_or("", Class::as_str)
 }
 
-fn parse_class(s: &str) -> Option<Class> {
-    Class::parse(s)
-}
-
 impl Memory {
     /// Adds committed attempts (their lines as counted).
     pub fn add(&mut self, attempts: &[(String, &Event)]) {
@@ -137,7 +133,7 @@ impl Memory {
                     server,
                     line,
                     direction,
-                    class: parse_class(&class),
+                    class: Class::parse(&class),
                     canary,
                     rate: rate as u32,
                     ecm,
@@ -159,7 +155,7 @@ impl Memory {
                 recent.query_map(params![key.0, key.1, key.2.as_str(), RECENT as i64], |r| {
                     Ok(Recent {
                         time: r.get(0)?,
-                        class: parse_class(&r.get::<_, String>(1)?),
+                        class: Class::parse(&r.get::<_, String>(1)?),
                         rate: Some(r.get::<_, i64>(2)? as u32).filter(|&r| r > 0),
                     })
                 })?;
@@ -409,7 +405,7 @@ pub fn lines(
         *rate_n += v[3] as u64;
         s.ecm_attempts += v[4] as u64;
         s.pages_attempted += v[6] as u64;
-        match parse_class(&class) {
+        match Class::parse(&class) {
             None => {
                 s.ok += n;
                 s.last_success = s.last_success.max(Some(v[5]));
@@ -482,7 +478,7 @@ pub fn destinations(
                 )
             });
         d.attempts += n as u64;
-        match parse_class(&class) {
+        match Class::parse(&class) {
             None => d.last_success = d.last_success.max(Some(last)),
             Some(c) => {
                 d.failures += n as u64;
@@ -553,7 +549,7 @@ pub fn attempts(
                 server: r.get(1)?,
                 line: r.get(2)?,
                 direction: Direction::parse(&r.get::<_, String>(3)?).unwrap_or_default(),
-                class: parse_class(&r.get::<_, String>(4)?),
+                class: Class::parse(&r.get::<_, String>(4)?),
                 remote: r.get(5)?,
                 rate: Some(r.get::<_, i64>(6)? as u32).filter(|&r| r > 0),
                 pages: r.get::<_, i64>(7)? as u32,
