@@ -12,8 +12,7 @@ pub struct FaxLab {
     pub dir: TempDir,
     /// hfaxd's port on 127.0.0.1.
     pub port: u16,
-    /// One lab at a time in a test process: with several at once on two cores, faxq was
-    /// seen to keep a ready modem's job waiting for minutes.
+    /// One lab at a time in a test process: fewer processes competing on two cores.
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -53,6 +52,17 @@ impl FaxLab {
             String::from_utf8_lossy(&out.stderr)
         );
         lab.wait_idle(Duration::from_secs(90));
+        // Each faxgetty tells faxq its modem is ready again: an announcement faxq missed
+        // leaves the modem's jobs waiting (seen in CI, one lab at a time too).
+        for m in ["A", "B"] {
+            let status = Command::new("faxstate")
+                .arg("-q")
+                .arg(lab.spool())
+                .args(["-s", "ready", &lab.modem(m)])
+                .status()
+                .expect("faxstate");
+            assert!(status.success(), "faxstate -s ready {m}");
+        }
         lab
     }
 
