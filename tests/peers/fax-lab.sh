@@ -12,11 +12,11 @@ set -u
 cmd=$1 LAB=$2
 S=$LAB/spool
 id_of() { echo "$LAB/tty$1" | tr / _; }
-stop_pid() { # name: TERM, then KILL after 3 s
+stop_pid() { # name: TERM, then KILL after 3 s, to its process group (faxq's faxsend too)
   local f=$LAB/$1.pid; [ -f "$f" ] || return 0
-  local p; p=$(cat "$f"); kill "$p" 2>/dev/null
+  local p; p=$(cat "$f"); kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null
   for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-  kill -9 "$p" 2>/dev/null; rm -f "$f"
+  kill -9 -- "-$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; rm -f "$f"
 }
 case $cmd in
 start)
@@ -45,6 +45,7 @@ CFG
 SendFaxCmd:		/usr/lib/hylafax/bin/faxsend
 SendPageCmd:		/usr/lib/hylafax/bin/pagesend
 LogFacility:		local7
+UUCPLockDir:		$LAB/lock
 CFG
   touch "$S/log/xferfaxlog"; chown uucp:uucp "$S/log/xferfaxlog"
   for m in A B; do
@@ -62,7 +63,6 @@ AreaCode:		800
 LongDistancePrefix:	1
 InternationalPrefix:	011
 DialStringRules:	etc/dialrules
-UUCPLockDir:		$LAB/lock
 SessionTracing:		0xFFF
 CFG
   done
@@ -70,7 +70,10 @@ CFG
   # faxq must be reading its FIFO before a faxgetty says its modem is ready: a message sent
   # before is lost, and faxq keeps every job for that modem waiting.
   rm -f "$S/FIFO"
-  /usr/sbin/faxq -D -q "$S" > "$LAB/faxq.log" 2>&1 < /dev/null & echo $! > "$LAB/faxq.pid"
+  # faxq locks a modem (LCK..ttyA) before it hands a job to faxsend: in the lab's own lock
+  # directory, shared with the faxgettys, so that a lab stopped mid-call cannot leave a lock
+  # that keeps the next lab's modem A from ever being assigned.
+  setsid /usr/sbin/faxq -D -q "$S" > "$LAB/faxq.log" 2>&1 < /dev/null & echo $! > "$LAB/faxq.pid"
   for _ in $(seq 1 400); do
     ls -l "/proc/$(cat "$LAB/faxq.pid")/fd" 2>/dev/null | grep -q "$S/FIFO" && break; sleep 0.05; done
   for m in A B; do

@@ -52,17 +52,6 @@ impl FaxLab {
             String::from_utf8_lossy(&out.stderr)
         );
         lab.wait_idle(Duration::from_secs(90));
-        // Each faxgetty tells faxq its modem is ready again: an announcement faxq missed
-        // leaves the modem's jobs waiting (seen in CI, one lab at a time too).
-        for m in ["A", "B"] {
-            let status = Command::new("faxstate")
-                .arg("-q")
-                .arg(lab.spool())
-                .args(["-s", "ready", &lab.modem(m)])
-                .status()
-                .expect("faxstate");
-            assert!(status.success(), "faxstate -s ready {m}");
-        }
         lab
     }
 
@@ -81,12 +70,35 @@ impl FaxLab {
             }
             assert!(
                 Instant::now() < deadline,
-                "the fax lab's modems are not idle: {text}\nfaxq: {}\ngetty A: {}",
+                "the fax lab's modems are not idle: {text}{} (faxstat: {})\nprocesses: {}\nhfaxd: {}\nfaxq: {}\ngetty A: {}\nlocks: {:?}",
+                String::from_utf8_lossy(&out.stderr),
+                out.status,
+                self.processes(),
+                self.log("hfaxd.log"),
                 self.log("faxq.log"),
-                self.log("gettyA.log")
+                self.log("gettyA.log"),
+                std::fs::read_dir(self.dir.path().join("lock"))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Each process of the lab and whether it still runs.
+    fn processes(&self) -> String {
+        ["faxq", "hfaxd", "gettyA", "gettyB", "iaxA", "iaxB"]
+            .iter()
+            .map(|n| {
+                let pid = self.log(&format!("{n}.pid"));
+                let alive = std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+                format!(
+                    "{n} {} {}",
+                    pid.trim(),
+                    if alive { "running" } else { "gone" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn log(&self, name: &str) -> String {
