@@ -221,6 +221,7 @@ struct Parts {
     audit_stats: Arc<crate::audit::Stats>,
     recent: Arc<crate::audit::Recent>,
     kamailio_stats: Arc<OutputStats>,
+    haproxy_stats: Arc<OutputStats>,
     hook_stats: Arc<OutputStats>,
     traffic: Arc<crate::traffic::Traffic>,
     notify_stats: Arc<crate::notify::Stats>,
@@ -282,6 +283,7 @@ impl Parts {
             audit_stats: Arc::new(crate::audit::Stats::default()),
             recent: Arc::new(crate::audit::Recent::load(&config.agent.audit_log_path())),
             kamailio_stats: OutputStats::new("kamailio"),
+            haproxy_stats: OutputStats::new("haproxy"),
             hook_stats: OutputStats::new("hook"),
             traffic: Arc::new(crate::traffic::Traffic::open(
                 &state_dir,
@@ -341,6 +343,7 @@ impl Parts {
         m.register(self.model.clone());
         m.register(Arc::new(Published(self.snapshot.clone())));
         m.register(self.kamailio_stats.clone());
+        m.register(self.haproxy_stats.clone());
         m.register(self.hook_stats.clone());
         m.register(self.traffic.stats.clone());
         m.register(self.notify_stats.clone());
@@ -371,6 +374,7 @@ impl Parts {
             audit_stats,
             recent,
             kamailio_stats,
+            haproxy_stats,
             hook_stats,
             traffic,
             notify_stats: _,
@@ -458,6 +462,16 @@ impl Parts {
                 crate::routing::haproxy::serve(l, snapshot.clone(), members, outputs.clone()),
             );
         }
+        let runtime = section(&config_rx, haproxy_section, &mut tasks, &outputs);
+        tasks.spawn(
+            "haproxy runtime",
+            crate::routing::haproxy::push(
+                snapshot.clone(),
+                runtime,
+                haproxy_stats,
+                outputs.clone(),
+            ),
+        );
         if let Some(address) = agentx {
             let served = crate::snmp::agentx::Served {
                 server: server.clone(),
@@ -667,6 +681,15 @@ fn shared_hashes(c: &Config) -> std::collections::BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), hash_of(&v)))
     .collect()
+}
+
+/// What the HAProxy runtime push reads of the config.
+fn haproxy_section(c: &Config) -> crate::routing::haproxy::Section {
+    crate::routing::haproxy::Section {
+        haproxy: c.haproxy.clone(),
+        members: c.member.clone(),
+        me: c.agent.server.clone(),
+    }
 }
 
 /// What the Kamailio output reads of the config.
@@ -889,7 +912,11 @@ fn reload(
                     "agent.max_concurrent_probes",
                     new.agent.max_concurrent_probes != current.agent.max_concurrent_probes,
                 ),
-                ("haproxy", new.haproxy != current.haproxy),
+                (
+                    "haproxy.listen",
+                    new.haproxy.as_ref().map(|h| h.listen)
+                        != current.haproxy.as_ref().map(|h| h.listen),
+                ),
                 ("api", new.api.fixed() != current.api.fixed()),
                 (
                     "discovery.interval",

@@ -439,6 +439,7 @@ impl Config {
         }
         let d = &self.defaults;
         check_schedule("defaults", d.interval, d.timeout, d.rise, d.fall)?;
+        check_confirm("defaults", d.confirm_interval)?;
         check_flap(
             "defaults",
             &FlapRule {
@@ -499,6 +500,7 @@ impl Config {
                     .map_err(|(key, m)| (format!("{path}.{key}"), m))?;
             }
             check_schedule(&path, s.interval, s.timeout, s.rise, s.fall)?;
+            check_confirm(&path, s.confirm_interval)?;
             check_flap(&path, &s.flap)?;
             let talks_to_a_line = matches!(&spec, CheckSpec::Modem(m) if !m.passive);
             if talks_to_a_line && s.interval < self.ports.min_probe_interval {
@@ -627,6 +629,9 @@ fn validate_routing(c: &Config, check_names: &[String]) -> Result<(), (String, S
             "rise and fall must be at least 1".into(),
         ));
     }
+    if let Some(h) = &c.haproxy {
+        h.validate()?;
+    }
     if let Some(k) = &c.kamailio {
         k.validate()?;
         crate::http_client::split_url(&k.rpc_url).map_err(|r| {
@@ -678,6 +683,17 @@ fn check_schedule(
         if v == 0 || v > 100 {
             return Err((format!("{path}.{key}"), "must be between 1 and 100".into()));
         }
+    }
+    Ok(())
+}
+
+/// A confirmation probe is a real probe: no faster than every 10 ms (0s: off).
+fn check_confirm(path: &str, confirm: Duration) -> Result<(), (String, String)> {
+    if !confirm.is_zero() && confirm < Duration::from_millis(10) {
+        return Err((
+            format!("{path}.confirm_interval"),
+            "must be 0s (off) or at least 10ms: each confirmation is a real probe".into(),
+        ));
     }
     Ok(())
 }
@@ -760,11 +776,40 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        let s = c.checks()[0].1.common().schedule(&c.defaults);
+        let s = c.checks()[0].1.common().schedule(&c.defaults, true);
         assert_eq!(s.interval, Duration::from_secs(1));
         assert_eq!(s.failing_interval, Duration::from_secs(1));
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert_eq!((s.rise, s.fall), (2, 3));
+        assert_eq!(s.confirm_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn confirmation_is_on_for_network_checks_only() {
+        let c = parse(
+            "[[tcp]]
+name = \"a\"\naddress = \"127.0.0.1:25\"\n\n\
+             [[command]]\nname = \"b\"\ncommand = [\"true\"]\n\n\
+             [[command]]\nname = \"c\"\ncommand = [\"true\"]\nconfirm_interval = \"250ms\"\n\n\
+             [[tcp]]\nname = \"d\"\naddress = \"127.0.0.1:25\"\nfailing_interval = \"50ms\"\n\n\
+             [[modem]]\nname = \"e\"\nport = \"/dev/ttyS0\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let confirm: std::collections::BTreeMap<String, u128> = c
+            .checks()
+            .iter()
+            .map(|(_, s)| {
+                let ms = s.schedule(&c.defaults).confirm_interval.as_millis();
+                (s.name().to_string(), ms)
+            })
+            .collect();
+        // tcp: the default; command: off unless set; capped at failing_interval; modem: never.
+        let want = [("a", 100), ("b", 0), ("c", 250), ("d", 50), ("e", 0)];
+        assert_eq!(
+            confirm,
+            want.iter().map(|(n, ms)| (n.to_string(), *ms)).collect()
+        );
     }
 
     /// Every file in fixtures/config is a rejected config whose first line is

@@ -20,6 +20,12 @@ pub struct Defaults {
     /// Time between probes while the last probe was not ok (capped at `interval`).
     #[serde(default = "default_failing_interval", with = "humantime_serde")]
     pub failing_interval: Duration,
+    /// Network checks (tcp, http, sip, gateway): after a failure that has not yet reached
+    /// `fall`, the next probe comes this soon, until `fall` is reached or a probe succeeds
+    /// (0s: off, probes keep `failing_interval`). Other kinds confirm only when the check
+    /// sets its own; a serial line never does.
+    #[serde(default = "default_confirm_interval", with = "humantime_serde")]
+    pub confirm_interval: Duration,
     /// Consecutive better observations needed to move to a better state.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -62,6 +68,9 @@ fn default_timeout() -> Duration {
 fn default_failing_interval() -> Duration {
     Duration::from_secs(2)
 }
+fn default_confirm_interval() -> Duration {
+    Duration::from_millis(100)
+}
 fn default_rise() -> u32 {
     2
 }
@@ -75,6 +84,7 @@ impl Default for Defaults {
             interval: default_interval(),
             timeout: default_timeout(),
             failing_interval: default_failing_interval(),
+            confirm_interval: default_confirm_interval(),
             rise: default_rise(),
             fall: default_fall(),
             hold: Duration::ZERO,
@@ -108,6 +118,10 @@ macro_rules! check_config {
             /// Time between probes while failing; default `[defaults] failing_interval`.
             #[serde(default, with = "humantime_serde")]
             pub failing_interval: Option<std::time::Duration>,
+            /// Time to the next probe after a failure not yet confirmed by `fall`;
+            /// default `[defaults] confirm_interval` for network checks, else off.
+            #[serde(default, with = "humantime_serde")]
+            pub confirm_interval: Option<std::time::Duration>,
             /// Consecutive better observations to recover; default `[defaults] rise`.
             #[serde(default)]
             pub rise: Option<u32>,
@@ -137,6 +151,7 @@ macro_rules! check_config {
                     interval: self.interval,
                     timeout: self.timeout,
                     failing_interval: self.failing_interval,
+                    confirm_interval: self.confirm_interval,
                     rise: self.rise,
                     fall: self.fall,
                     hold: self.hold,
@@ -157,6 +172,7 @@ pub struct Common<'a> {
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
     pub failing_interval: Option<Duration>,
+    pub confirm_interval: Option<Duration>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     pub hold: Option<Duration>,
@@ -188,6 +204,8 @@ pub struct Schedule {
     pub interval: Duration,
     pub timeout: Duration,
     pub failing_interval: Duration,
+    /// Time to the next probe while a failure awaits confirmation (zero: off).
+    pub confirm_interval: Duration,
     pub rise: u32,
     pub fall: u32,
     pub hold: Duration,
@@ -195,16 +213,24 @@ pub struct Schedule {
 }
 
 impl Common<'_> {
-    /// Applies `[defaults]` to what the check left unset.
-    pub fn schedule(&self, d: &Defaults) -> Schedule {
+    /// Applies `[defaults]` to what the check left unset; `network`: the kind confirms a
+    /// failure at `[defaults] confirm_interval` unless it sets its own.
+    pub fn schedule(&self, d: &Defaults, network: bool) -> Schedule {
         let interval = self.interval.unwrap_or(d.interval);
+        let failing_interval = self
+            .failing_interval
+            .unwrap_or(d.failing_interval)
+            .min(interval);
+        let confirm = match self.confirm_interval {
+            Some(c) => c,
+            None if network => d.confirm_interval,
+            None => Duration::ZERO,
+        };
         Schedule {
             interval,
             timeout: self.timeout.unwrap_or(d.timeout),
-            failing_interval: self
-                .failing_interval
-                .unwrap_or(d.failing_interval)
-                .min(interval),
+            failing_interval,
+            confirm_interval: confirm.min(failing_interval),
             rise: self.rise.unwrap_or(d.rise),
             fall: self.fall.unwrap_or(d.fall),
             hold: self.hold.unwrap_or(d.hold),

@@ -22,7 +22,16 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// The README's backend: health check and agent-check every 300 ms.
     pub fn start(backends: &[Backend]) -> Haproxy {
+        Haproxy::start_with(
+            backends,
+            "check inter 300ms fall 1 rise 1 agent-check agent-port {agent} agent-inter 300ms weight 100",
+        )
+    }
+
+    /// Each server line ends with `options`, `{agent}` replaced by its agent-check port.
+    pub fn start_with(backends: &[Backend], options: &str) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("telagent-haproxy-")
             .tempdir()
@@ -37,8 +46,10 @@ impl Haproxy {
         );
         for b in backends {
             cfg.push_str(&format!(
-                "    server {} {} check inter 300ms fall 1 rise 1 agent-check agent-port {} agent-inter 300ms weight 100\n",
-                b.name, b.addr, b.agent_check
+                "    server {} {} {}\n",
+                b.name,
+                b.addr,
+                options.replace("{agent}", &b.agent_check.to_string())
             ));
         }
         std::fs::write(dir.path().join("haproxy.cfg"), cfg).unwrap();
@@ -72,10 +83,14 @@ impl Haproxy {
         }
     }
 
+    /// The runtime API's Unix socket (`level admin`).
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
     /// A command on the admin socket.
     pub fn admin(&self, command: &str) -> String {
-        let mut s = std::os::unix::net::UnixStream::connect(self.dir.path().join("admin.sock"))
-            .expect("admin socket");
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).expect("admin socket");
         s.write_all(format!("{command}\n").as_bytes()).unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);

@@ -1,6 +1,7 @@
 //! The routing layer against the real programs: HAProxy (agent-check + health check),
 //! Kamailio's dispatcher (JSON-RPC), three agents of which one dies, a flapping service,
-//! and the access rules of state-changing endpoints.
+//! changes pushed over HAProxy's runtime API, and the access rules of state-changing
+//! endpoints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,6 +83,122 @@ async fn server_state(agent: &Agent, name: &str) -> Option<String> {
         .iter()
         .find(|v| v["name"] == name)
         .and_then(|v| v["state"].as_str().map(str::to_string))
+}
+
+/// HAProxy asks the agent only once a minute: every change seen within seconds came through
+/// the runtime API.
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_is_told_at_once_through_its_runtime_api() {
+    const SOON: Duration = Duration::from_secs(10);
+    let mut ns = nodes(1, |_| Behaviour::Accept).await;
+    let mut queue = Service::start(Behaviour::Accept).await;
+    let hap = Haproxy::start_with(
+        &[Backend {
+            name: "fax1".into(),
+            addr: ns[0].svc.addr,
+            agent_check: ns[0].check_port,
+        }],
+        "check inter 60s agent-check agent-port {agent} agent-inter 60s weight 100",
+    );
+    let extra = format!(
+        "runtime_socket = \"{}\"\nbackend = \"be\"\n\n[[tcp]]\nname = \"queue\"\naddress = \"{}\"\ninterval = \"200ms\"\nfailing_interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+        hap.socket().display(),
+        queue.addr
+    );
+    let config = body(&ns, 0, "0s", &extra).replace(
+        "critical = [\"svc\"]",
+        "critical = [\"svc\"]\ndrain = [\"queue\"]",
+    );
+    let agent = Agent::start_as(&ns[0].name, ns[0].port, &config)
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    let status = |want: &'static str| {
+        let hap = &hap;
+        async move { hap.server("fax1").filter(|(s, _)| s.starts_with(want)) }
+    };
+    let pushed = || async {
+        telagent_tests::agent::metric(
+            &agent.metrics().await,
+            "telagent_routing_changes_total{output=\"haproxy\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    poll(LIMIT, "fax1 up, told through the runtime API", || async {
+        (pushed().await >= 1.0).then_some(())
+    })
+    .await;
+    poll(SOON, "fax1 UP in HAProxy", || status("UP")).await;
+
+    ns[0].svc.stop().await;
+    let (s, _) = poll(SOON, "fax1 out of HAProxy at once", || async {
+        hap.server("fax1").filter(|(s, _)| !s.starts_with("UP"))
+    })
+    .await;
+    assert!(s.starts_with("DOWN") || s.starts_with("DRAIN"), "{s}");
+    ns[0].svc.restart().await;
+    let (_, weight) = poll(SOON, "fax1 UP again at once", || status("UP")).await;
+    assert_eq!(weight, "100");
+
+    queue.stop().await;
+    poll(SOON, "fax1 DRAIN at once", || status("DRAIN")).await;
+    queue.restart().await;
+    let (_, weight) = poll(SOON, "fax1 UP after the drain", || status("UP")).await;
+    assert_eq!(weight, "100");
+    let m = agent.metrics().await;
+    assert!(pushed().await >= 5.0, "up, down, up, drain, up: {m}");
+    assert_eq!(
+        telagent_tests::agent::metric(&m, "telagent_routing_errors_total{output=\"haproxy\"}"),
+        Some(0.0),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A backend HAProxy does not have: each push fails with HAProxy's own words, counted and
+/// logged once; the agent-check still answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_api_push_haproxy_refuses_is_an_error_not_a_change() {
+    let ns = nodes(1, |_| Behaviour::Accept).await;
+    let hap = Haproxy::start(&[Backend {
+        name: "fax1".into(),
+        addr: ns[0].svc.addr,
+        agent_check: ns[0].check_port,
+    }]);
+    let extra = format!(
+        "runtime_socket = \"{}\"\nbackend = \"nope\"\n",
+        hap.socket().display()
+    );
+    let agent = Agent::start_as(&ns[0].name, ns[0].port, &body(&ns, 0, "0s", &extra))
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    let errors = poll(LIMIT, "the refused push counted", || async {
+        telagent_tests::agent::metric(
+            &agent.metrics().await,
+            "telagent_routing_errors_total{output=\"haproxy\"}",
+        )
+        .filter(|e| *e >= 2.0)
+    })
+    .await;
+    assert!(errors >= 2.0, "retried");
+    let log = agent.log();
+    assert_eq!(
+        log.matches("Cannot tell HAProxy through its runtime API")
+            .count(),
+        1,
+        "logged once: {log}"
+    );
+    assert!(log.contains("No such backend."), "{log}");
+    assert_eq!(
+        telagent_tests::agent::metric(
+            &agent.metrics().await,
+            "telagent_routing_changes_total{output=\"haproxy\"}"
+        ),
+        Some(0.0)
+    );
+    poll(LIMIT, "fax1 UP by its agent-check", || async {
+        hap.server("fax1").filter(|(s, _)| s.starts_with("UP"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -470,6 +470,7 @@ impl GatewayConfig {
             interval: None,
             timeout: None,
             failing_interval: None,
+            confirm_interval: None,
             rise: None,
             fall: None,
             hold: None,

@@ -225,6 +225,12 @@ impl CheckSpec {
     /// canary can take, and one canary decides (rise and fall 1 unless set).
     pub fn schedule(&self, d: &Defaults) -> Schedule {
         let c = self.common();
+        // A refused connection or an unanswered request is worth asking again at once;
+        // a serial line, a command, a queue or the agent's own data is not.
+        let network = matches!(
+            self,
+            CheckSpec::Tcp(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) | CheckSpec::Gateway(_)
+        );
         match self {
             CheckSpec::Modem(m) if !m.passive => {
                 let interval = c.interval.unwrap_or(SERIAL_INTERVAL);
@@ -232,7 +238,8 @@ impl CheckSpec {
                     interval,
                     timeout: c.timeout.unwrap_or(SERIAL_TIMEOUT),
                     failing_interval: interval,
-                    ..c.schedule(d)
+                    confirm_interval: std::time::Duration::ZERO,
+                    ..c.schedule(d, false)
                 }
             }
             CheckSpec::Canary(k) => {
@@ -247,7 +254,7 @@ impl CheckSpec {
                         .min(interval),
                     rise: c.rise.unwrap_or(1),
                     fall: c.fall.unwrap_or(1),
-                    ..c.schedule(d)
+                    ..c.schedule(d, network)
                 }
             }
             // The judgement already spans many attempts: no hysteresis on top, and reading
@@ -258,10 +265,10 @@ impl CheckSpec {
                     timeout: c.timeout.unwrap_or(d.timeout.min(interval / 2)),
                     rise: c.rise.unwrap_or(1),
                     fall: c.fall.unwrap_or(1),
-                    ..c.schedule(d)
+                    ..c.schedule(d, network)
                 }
             }
-            _ => c.schedule(d),
+            _ => c.schedule(d, network),
         }
     }
 

@@ -238,6 +238,12 @@ impl ModemConfig {
                 ),
             ));
         }
+        if self.confirm_interval.is_some_and(|c| !c.is_zero()) {
+            return Err((
+                "confirm_interval",
+                "a serial line is never probed sooner than its interval: a quick second probe would take the modem from the fax server; leave confirm_interval unset".into(),
+            ));
+        }
         if self.baud == 0 {
             return Err(("baud", "must be a line speed such as 19200".into()));
         }

@@ -1,6 +1,7 @@
 //! The scheduler owns the outcome of a check: it runs each check on its interval (a
 //! per-check phase spreads checks over time), applies the timeout, times the call, bounds
-//! how many probes run at once, probes faster while a target is failing, and hands each
+//! how many probes run at once, probes faster while a target is failing (at once, every
+//! `confirm_interval`, while a failure awaits its `fall` confirmations), and hands each
 //! observation to the target's tracker and the model.
 
 use std::collections::HashMap;
@@ -205,14 +206,24 @@ async fn run(
             next = (started + schedule.failing_interval).max(Instant::now());
             continue;
         }
-        let period = if obs.status == Status::Ok {
-            schedule.interval
-        } else {
-            schedule.failing_interval
-        };
+        let ok = obs.status == Status::Ok;
         let change = tracker.observe(obs.status, Instant::now());
+        let period = next_period(&schedule, ok, tracker.worse_streak());
         span.in_scope(|| record(&shared, &name, &schedule, &tracker, obs, duration, change));
         next = (started + period).max(Instant::now());
+    }
+}
+
+/// Time from one probe's start to the next: `interval` after a success; `confirm_interval`
+/// while a worse observation awaits its `fall` confirmations (`worse_streak` > 0: the
+/// tracker has not decided yet), when on; else `failing_interval`.
+fn next_period(schedule: &Schedule, ok: bool, worse_streak: u32) -> Duration {
+    if ok {
+        schedule.interval
+    } else if worse_streak > 0 && !schedule.confirm_interval.is_zero() {
+        schedule.confirm_interval
+    } else {
+        schedule.failing_interval
     }
 }
 
@@ -300,6 +311,159 @@ mod tests {
         assert_eq!(a, phase("smtp", Duration::from_secs(10)));
         assert!(a < SPREAD);
         assert!(phase("x", Duration::from_millis(300)) < Duration::from_millis(300));
+    }
+
+    /// Fails (`Status::Fail`) on the probes whose number is in `fails`, else ok; keeps
+    /// the instant of every probe.
+    struct Scripted {
+        fails: fn(usize) -> bool,
+        at: Arc<std::sync::Mutex<Vec<Instant>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Check for Scripted {
+        fn kind(&self) -> &'static str {
+            "tcp"
+        }
+        fn error_types(&self) -> &'static [&'static str] {
+            &["refused"]
+        }
+        async fn probe(&self) -> Observation {
+            let mut at = self.at.lock().unwrap();
+            at.push(Instant::now());
+            if (self.fails)(at.len() - 1) {
+                Observation::fail("refused", "connection refused")
+            } else {
+                Observation::ok("open")
+            }
+        }
+    }
+
+    fn schedule(confirm_ms: u64, fall: u32) -> Schedule {
+        Schedule {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            failing_interval: Duration::from_secs(1),
+            confirm_interval: Duration::from_millis(confirm_ms),
+            rise: 2,
+            fall,
+            hold: Duration::ZERO,
+            flap: crate::vocab::FlapRule::OFF,
+        }
+    }
+
+    /// Runs a scripted check for `secs` of (paused) time; returns the probe times relative
+    /// to the first and the states of the transitions published.
+    async fn run_for(
+        fails: fn(usize) -> bool,
+        schedule: Schedule,
+        secs: u64,
+    ) -> (Vec<Duration>, Vec<State>) {
+        let bus = Arc::new(Bus::default());
+        let mut events = bus.subscribe();
+        let shared = Arc::new(Shared {
+            model: Arc::new(Model::new()),
+            bus,
+            faults: Arc::default(),
+            permits: Semaphore::new(4),
+            server: "s".into(),
+            context: checks::Context::standalone("s"),
+        });
+        shared.model.write().targets.insert(
+            "t".into(),
+            Target::new("t", "tcp", &["refused"], schedule.interval),
+        );
+        let at = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let check = Box::new(Scripted {
+            fails,
+            at: at.clone(),
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(shared, check, "t".into(), schedule, cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let at = at.lock().unwrap().clone();
+        let first = at[0];
+        let mut seen = Vec::new();
+        while let Ok(tr) = events.try_recv() {
+            seen.push(tr.to);
+        }
+        (at.iter().map(|t| t.duration_since(first)).collect(), seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_confirmed_at_the_confirm_interval_until_fall() {
+        // Up on the first probe, then every probe fails: fall 3 is reached 200 ms after the
+        // first failure, not 2 s; once down, probes go back to failing_interval.
+        let (times, seen) = run_for(|n| n >= 1, schedule(100, 3), 6).await;
+        let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(&ms[..6], &[0, 1000, 1100, 1200, 2200, 3200], "{ms:?}");
+        assert_eq!(seen, [State::Up, State::Down]);
+        // Off: the same failures take failing_interval each.
+        let (times, _) = run_for(|n| n >= 1, schedule(0, 3), 6).await;
+        let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(&ms[..4], &[0, 1000, 2000, 3000], "{ms:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_failure_is_confirmed_away_and_changes_nothing() {
+        // Probe 1 fails, its confirmation succeeds: the streak ends, the target stays up and
+        // the next probe is a whole interval later.
+        let (times, seen) = run_for(|n| n == 1, schedule(100, 3), 4).await;
+        let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(&ms[..4], &[0, 1000, 1100, 2100], "{ms:?}");
+        assert_eq!(seen, [State::Up]);
+    }
+
+    #[test]
+    fn confirmation_probes_only_while_a_streak_is_undecided() {
+        // Seeded: random outcomes through a real tracker. A confirmation probe follows a
+        // non-ok observation exactly when the tracker has not yet decided (worse streak
+        // below fall); a decided failure and a success never get one.
+        let mut rng = crate::testing::Lcg(0x5eed_c0f1);
+        for case in 0..500 {
+            let fall = 1 + rng.below(5) as u32;
+            let s = schedule(100, fall);
+            let mut tracker = Tracker::new(s.rise, s.fall, s.hold);
+            let mut streak = 0u32;
+            let mut now = Instant::now();
+            for _ in 0..60 {
+                let status = match rng.below(3) {
+                    0 => Status::Ok,
+                    1 => Status::Degraded,
+                    _ => Status::Fail,
+                };
+                let before = tracker.state();
+                let change = tracker.observe(status, now);
+                let period = next_period(&s, status == Status::Ok, tracker.worse_streak());
+                let seen = match status {
+                    Status::Ok => State::Up,
+                    Status::Degraded => State::Degraded,
+                    Status::Fail => State::Down,
+                };
+                let worse = before != State::Unknown && seen < before;
+                streak = if worse && change.is_none() {
+                    streak + 1
+                } else {
+                    0
+                };
+                let confirming = period == s.confirm_interval;
+                assert_eq!(
+                    confirming,
+                    streak > 0,
+                    "case {case}: fall {fall}, {status:?} after {before:?}, change {change:?}"
+                );
+                assert!(
+                    streak < fall,
+                    "case {case}: a streak at fall must have decided"
+                );
+                if status == Status::Ok {
+                    assert_eq!(period, s.interval);
+                }
+                now += period;
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
