@@ -491,6 +491,8 @@ pub async fn run(
     let mut pollers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut memory = Memory::default();
     let mut c = config.borrow_and_update().clone();
+    // A check's change is judged at once, not at the next evaluate_interval.
+    let mut changes = bus.subscribe();
     loop {
         // Only on start and after a reload: the members, their pollers, the config hash.
         let me = c.me.clone();
@@ -526,6 +528,7 @@ pub async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(c.cluster.evaluate_interval) => {}
+                Some(_) = changes.recv() => while changes.try_recv().is_ok() {},
                 Ok(()) = maintenance.changed() => {}
                 _ = config.changed() => break,
             }
@@ -715,7 +718,13 @@ fn evaluate(
         .filter_map(|(name, r)| Some((name.clone(), r.doc.as_ref()?.sees.clone())))
         .collect();
     let reach = decision::reach(&c.members, me, &sees, &published);
-    if *had_quorum != Some(reach.quorum) {
+    let polled_all = c
+        .members
+        .iter()
+        .all(|m| &m.name == me || reports.get(&m.name).is_some_and(|r| r.polled));
+    // Before every peer was polled once, a peer not yet asked is not a peer out of reach:
+    // nothing is said about the majority until then.
+    if (polled_all || had_quorum.is_some()) && *had_quorum != Some(reach.quorum) {
         if reach.quorum {
             info!(agents = %reach.alive.join(", "), "This agent reaches a majority of the cluster: it takes part in routing decisions.");
         } else if c.members.len() > 1 {
@@ -821,10 +830,7 @@ fn evaluate(
             v.speaker = true;
         }
     }
-    let learned = c
-        .members
-        .iter()
-        .all(|m| &m.name == me || reports.get(&m.name).is_some_and(|r| r.polled))
+    let learned = polled_all
         && views
             .get(me)
             .is_some_and(|v| v.state != ServerState::Unknown);
