@@ -61,22 +61,30 @@ pub async fn connect_redundant(
         .collect();
     let mut last = None;
     for addr in addrs {
+        // The first attempt runs in this task; a SYN sent again is a task of its own, only
+        // once `every` has passed without an answer (rare: most answer before).
+        let first = TcpStream::connect(addr);
+        tokio::pin!(first);
         let mut set = tokio::task::JoinSet::new();
-        set.spawn(TcpStream::connect(addr));
         let mut started = 1;
         let outcome = loop {
             tokio::select! {
-                r = set.join_next() => match r {
+                r = &mut first => match r {
+                    Ok(s) => break Ok(s),
+                    // A refusal or an error is an answer.
+                    Err(e) => break Err(e),
+                },
+                r = set.join_next(), if !set.is_empty() => match r {
                     Some(Ok(Ok(s))) => break Ok(s),
                     Some(Ok(Err(e))) => break Err(e),
                     // A task cannot panic or be cancelled here; take it as no answer.
-                    Some(Err(_)) => {}
-                    None => break Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                    Some(Err(_)) | None => {}
                 },
                 _ = tokio::time::sleep(every), if started < attempts => {
                     set.spawn(TcpStream::connect(addr));
                     started += 1;
                 }
+                else => break Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
             }
         };
         match outcome {

@@ -286,6 +286,10 @@ pub struct SipCheck {
     /// (retransmissions, strays) is ours to report.
     wait: Duration,
     stray: AtomicU64,
+    /// The UDP socket of the last probe, connected to its destination, with that probe's
+    /// transaction (a late answer to it is ours, not a stray): one socket for the check's
+    /// life instead of one per probe. A probe cut short by the timeout takes it along.
+    udp: std::sync::Mutex<Option<(UdpSocket, SocketAddr, Transaction)>>,
 }
 
 impl SipCheck {
@@ -294,7 +298,39 @@ impl SipCheck {
             config,
             wait: timeout.mul_f64(0.9),
             stray: AtomicU64::new(0),
+            udp: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The check's UDP socket to `dest` (its previous transaction with it), or a new one.
+    async fn udp_socket(
+        &self,
+        dest: SocketAddr,
+    ) -> Result<(UdpSocket, Option<Transaction>), Observation> {
+        let kept = self
+            .udp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((sock, _, prev)) = kept.filter(|(_, to, _)| *to == dest) {
+            // An ICMP error left over from an earlier probe says nothing about this one.
+            if sock.take_error().is_ok() {
+                return Ok((sock, Some(prev)));
+            }
+        }
+        let bind: SocketAddr = if dest.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let sock = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| Observation::fail("io_error", format!("cannot open a UDP socket: {e}")))?;
+        // Connected: ICMP port unreachable comes back as ECONNREFUSED.
+        sock.connect(dest)
+            .await
+            .map_err(|e| Observation::fail("io_error", format!("cannot send to {dest}: {e}")))?;
+        Ok((sock, None))
     }
 
     fn judge(&self, code: u16, retry_after: Option<u32>, rtt: Duration) -> Observation {
@@ -344,23 +380,31 @@ impl SipCheck {
     }
 
     async fn udp(&self, dest: SocketAddr, t: &Transaction) -> Observation {
-        let c = &self.config;
-        let bind: SocketAddr = if dest.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let sock = match UdpSocket::bind(bind).await {
+        let (sock, prev) = match self.udp_socket(dest).await {
             Ok(s) => s,
-            Err(e) => {
-                return Observation::fail("io_error", format!("cannot open a UDP socket: {e}"))
-            }
+            Err(obs) => return obs,
         };
-        // Connected: ICMP port unreachable comes back as ECONNREFUSED.
-        if let Err(e) = sock.connect(dest).await {
-            return Observation::fail("io_error", format!("cannot send to {dest}: {e}"));
-        }
-        let local = sock.local_addr().unwrap_or(bind);
+        let obs = self.exchange(&sock, dest, t, prev.as_ref()).await;
+        *self
+            .udp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((sock, dest, t.clone()));
+        obs
+    }
+
+    /// One transaction over the check's socket; an answer to `prev` (the last probe's
+    /// transaction, answered late or twice) is ignored.
+    async fn exchange(
+        &self,
+        sock: &UdpSocket,
+        dest: SocketAddr,
+        t: &Transaction,
+        prev: Option<&Transaction>,
+    ) -> Observation {
+        let c = &self.config;
+        let local = sock
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let request = t.request(&c.uri, local, SipTransport::Udp, &c.from_user);
         let start = Instant::now();
         let deadline = start + self.wait;
@@ -368,7 +412,9 @@ impl SipCheck {
         let mut next_send = start;
         let mut sent = 0u32;
         let mut malformed = None;
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // Filled from the kernel as it is, never zeroed first: an answer is read whole,
+        // up to MAX_MESSAGE bytes.
+        let mut buf = Vec::with_capacity(MAX_MESSAGE);
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -383,15 +429,18 @@ impl SipCheck {
                 interval = (interval * 2).min(T2);
             }
             let until = next_send.min(deadline);
-            let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+            buf.clear();
+            match tokio::time::timeout_at(until, sock.recv_buf(&mut buf)).await {
                 Err(_) => continue,
                 Ok(Err(e)) => return refused_or_io(e, &dest.to_string()),
-                Ok(Ok(n)) => n,
-            };
-            match classify(&buf[..n], t) {
+                Ok(Ok(_)) => {}
+            }
+            match classify(&buf, t) {
                 Match::Final(code, retry) => return self.judge(code, retry, start.elapsed()),
                 // RFC 3261 17.1.2.2: after a provisional answer, retransmit every T2.
                 Match::Provisional(_) => interval = T2,
+                Match::Stray(_)
+                    if prev.is_some_and(|p| !matches!(classify(&buf, p), Match::Stray(_))) => {}
                 Match::Stray(_) => {
                     self.stray.fetch_add(1, Ordering::Relaxed);
                 }
@@ -564,6 +613,59 @@ impl Check for SipCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A UAS on UDP as RFC 3261 8.2.6 has it: the answer copies Via, From, Call-ID and
+    /// CSeq, and tags To. It answers each request twice (as it answers a retransmission);
+    /// before its second answer it also sends one for a Call-ID nobody used.
+    #[tokio::test]
+    async fn one_socket_serves_every_probe_and_a_late_answer_is_not_a_stray() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let uas = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            let mut ports = Vec::new();
+            for n in 0..2 {
+                let (len, from) = server.recv_from(&mut buf).await.unwrap();
+                ports.push(from.port());
+                let req = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let h = |name: &str| {
+                    req.lines()
+                        .find(|l| l.starts_with(name))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let answer = |call_id: &str| {
+                    format!(
+                        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=uas\r\n{call_id}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                        h("Via:"),
+                        h("From:"),
+                        h("To:"),
+                        h("CSeq:")
+                    )
+                };
+                if n == 1 {
+                    let stray = answer("Call-ID: nobody@elsewhere");
+                    server.send_to(stray.as_bytes(), from).await.unwrap();
+                }
+                let ok = answer(&h("Call-ID:"));
+                for _ in 0..2 {
+                    server.send_to(ok.as_bytes(), from).await.unwrap();
+                }
+            }
+            ports
+        });
+        let config: SipConfig =
+            toml::from_str(&format!("name = \"gw\"\nuri = \"sip:{addr}\"\n")).unwrap();
+        let check = SipCheck::new(config, Duration::from_secs(2));
+        for _ in 0..2 {
+            let obs = check.probe().await;
+            assert_eq!(obs.status, super::super::Status::Ok, "{}", obs.detail);
+        }
+        let ports = uas.await.unwrap();
+        assert_eq!(ports[0], ports[1], "the same socket for both probes");
+        // The second answer to the first probe is its own, late; the foreign one is a stray.
+        assert_eq!(check.stray.load(Ordering::Relaxed), 1);
+    }
 
     fn reply(t: &Transaction, code: &str, branch: &str, call_id: &str, cseq: u32) -> Vec<u8> {
         let _ = t;
