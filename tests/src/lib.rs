@@ -126,3 +126,18 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The JSON dashboards of dashboards/, by file name (at least the fleet's and the server's).
+pub fn dashboards() -> Vec<(String, serde_json::Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) == Some("json") {
+            let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), v));
+        }
+    }
+    assert!(out.len() >= 2, "{} dashboards", out.len());
+    out
+}

@@ -3,7 +3,6 @@
 //! ISDN gateway, a queue, a failing SIP target, a cluster member, a notification receiver
 //! and posted traffic), and the JSON has no dangling datasource or variable.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,20 +11,6 @@ use telagent_tests::modem::{FakeModem, Quirks};
 use telagent_tests::poll;
 use telagent_tests::prometheus::Prometheus;
 use telagent_tests::snmpsim::SnmpSim;
-
-fn dashboards() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().and_then(|x| x.to_str()) == Some("json") {
-            let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), v));
-        }
-    }
-    assert!(out.len() >= 2, "{} dashboards", out.len());
-    out
-}
 
 /// Every (panel title, expr) of a dashboard.
 fn queries(d: &Value) -> Vec<(String, String)> {
@@ -47,7 +32,7 @@ fn queries(d: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn no_dangling_datasource_or_variable() {
-    for (name, d) in dashboards() {
+    for (name, d) in telagent_tests::dashboards() {
         let inputs: Vec<String> = d["__inputs"]
             .as_array()
             .unwrap()
@@ -150,7 +135,7 @@ async fn every_panel_query_returns_data_from_a_real_prometheus() {
         agent.post("/v1/events", events, TOKEN).await.unwrap().0,
         200
     );
-    for (name, d) in dashboards() {
+    for (name, d) in telagent_tests::dashboards() {
         for (title, expr) in queries(&d) {
             let q = expr
                 .replace("$__rate_interval", "1m")

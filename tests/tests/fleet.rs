@@ -6,7 +6,7 @@
 //! VictoriaMetrics' PromQL API, and `telagent totals --prometheus` pointed at it lists the
 //! five servers. `tests/bench/run fleet` is the same with 50 agents, measured.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -175,21 +175,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// The JSON dashboards of dashboards/.
-fn dashboards() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().and_then(|x| x.to_str()) == Some("json") {
-            let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), v));
-        }
-    }
-    assert!(out.len() >= 2, "{} dashboards", out.len());
-    out
 }
 
 /// `expr` as Grafana sends it for a panel over the last `RANGE_S` seconds, with the data
@@ -417,7 +402,7 @@ async fn five_agents_through_prometheus_agent_mode_into_victoriametrics() {
     }
 
     let mut panels = 0;
-    for (file, d) in dashboards() {
+    for (file, d) in telagent_tests::dashboards() {
         for v in d["templating"]["list"].as_array().unwrap() {
             // label_values(metric, label), as Grafana asks for a variable's values.
             let q = v["query"]["query"]
