@@ -6,6 +6,9 @@
 #   fax-lab.sh stop-modem LAB B    (kill -9 modem B's iaxmodem: the line drops)
 #   fax-lab.sh stop-getty LAB B    (stop faxgetty on B: B rings and nobody answers)
 #   fax-lab.sh stop-faxq LAB       (stop the scheduler: jobs wait in sendq)
+# HylaFAX logs only through syslog: on a host without one (no /dev/log) the lab listens
+# there itself for its lifetime and keeps what faxq, faxgetty and faxsend say in
+# <LAB>/syslog (ServerTracing 0xFFFFF: every job, modem and FIFO message).
 # Modem A is <LAB>/ttyA ("ModemA", number 5551001), B is <LAB>/ttyB ("ModemB", 5551002).
 # HylaFAX names a modem by its device path with '/' as '_'. PIDs in <LAB>/*.pid.
 set -u
@@ -21,6 +24,17 @@ stop_pid() { # name: TERM, then KILL after 3 s, to its process group (faxq's fax
 case $cmd in
 start)
   PORT=$3 PA=$4 PB=$5
+  if [ ! -e /dev/log ]; then
+    python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log"); os.chmod("/dev/log", 0o666)
+out = open(sys.argv[1], "a", buffering=1)
+while True:
+    out.write(s.recv(65536).decode(errors="replace") + "\n")
+' "$LAB/syslog" > /dev/null 2>&1 < /dev/null & echo $! > "$LAB/syslog.pid"
+    for _ in $(seq 1 100); do [ -S /dev/log ] && break; sleep 0.02; done
+  fi
   chmod 755 "$LAB"; mkdir -p "$LAB/lock"; chown uucp:uucp "$LAB/lock"
   for m in A B; do
     if [ $m = A ]; then me=$PA peer=$PB num=1001; else me=$PB peer=$PA num=1002; fi
@@ -45,6 +59,7 @@ CFG
 SendFaxCmd:		/usr/lib/hylafax/bin/faxsend
 SendPageCmd:		/usr/lib/hylafax/bin/pagesend
 LogFacility:		local7
+ServerTracing:		0xFFFFF
 UUCPLockDir:		$LAB/lock
 CFG
   touch "$S/log/xferfaxlog"; chown uucp:uucp "$S/log/xferfaxlog"
@@ -85,5 +100,6 @@ stop-modem) stop_pid "iax$3" ;;
 stop-getty) stop_pid "getty$3" ;;
 stop-faxq) stop_pid faxq ;;
 stop)
-  for n in hfaxd gettyA gettyB faxq iaxA iaxB; do stop_pid $n; done ;;
+  for n in hfaxd gettyA gettyB faxq iaxA iaxB; do stop_pid $n; done
+  if [ -f "$LAB/syslog.pid" ]; then stop_pid syslog; rm -f /dev/log; fi ;;
 esac

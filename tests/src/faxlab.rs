@@ -163,6 +163,18 @@ impl FaxLab {
 
 impl Drop for FaxLab {
     fn drop(&mut self) {
+        // A failed test shows what HylaFAX did: its jobs, modem states and FIFO messages.
+        if std::thread::panicking() {
+            let log = self.log("syslog");
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("FaxQueuer") || l.contains("CAUGHT SIGNAL"))
+                .collect();
+            eprintln!(
+                "--- what faxq said (last 80 lines; <LAB>/syslog) ---\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")
