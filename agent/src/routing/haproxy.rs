@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::Member;
 use super::decision::ServerState;
 use super::{OutputStats, Snapshot};
+use crate::vocab::{name_rule, valid_name};
 
 /// `[haproxy]`: the agent-check responder, and pushes over HAProxy's runtime API.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -47,15 +48,6 @@ pub struct HaproxyConfig {
     /// This server's name in that backend; default `[agent] server`.
     #[serde(default)]
     pub server: Option<String>,
-}
-
-/// HAProxy names a proxy or server with letters, digits, `-`, `_`, `.` and `:`; anything
-/// else would change the command sent.
-fn haproxy_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 impl HaproxyConfig {
@@ -80,16 +72,12 @@ impl HaproxyConfig {
                 "haproxy.backend".into(),
                 "the backend this server is in is needed with runtime_socket".into(),
             )),
-            Some(b) if !haproxy_name(b) => Err((
-                "haproxy.backend".into(),
-                "a backend name is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'".into(),
-            )),
+            // HAProxy's own name characters, and nothing that would change the command.
+            Some(b) if !valid_name(b) => Err(("haproxy.backend".into(), name_rule("backend name"))),
             _ => match &self.server {
-                Some(s) if !haproxy_name(s) => Err((
-                    "haproxy.server".into(),
-                    "a server name is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"
-                        .into(),
-                )),
+                Some(s) if !valid_name(s) => {
+                    Err(("haproxy.server".into(), name_rule("server name")))
+                }
                 _ => Ok(()),
             },
         }
