@@ -2,8 +2,11 @@
 //! dialling each other with no PBX, and one HylaFAX spool with faxq, hfaxd and a faxgetty
 //! on each modem. A fax from A to B is a real T.30 call (V.17 14,400 bit/s, ECM).
 
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -12,6 +15,8 @@ pub struct FaxLab {
     pub dir: TempDir,
     /// hfaxd's port on 127.0.0.1.
     pub port: u16,
+    /// Wakes faxq's scheduler while a job waits (see `wake_scheduler`).
+    _waker: Waker,
     /// One lab at a time in a test process: fewer processes competing on two cores.
     _turn: std::sync::MutexGuard<'static, ()>,
 }
@@ -32,9 +37,15 @@ impl FaxLab {
         let turn = TURN
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stop, rx) = mpsc::channel();
+        let spool = dir.path().join("spool");
         let lab = FaxLab {
             dir,
             port: crate::free_port(),
+            _waker: Waker {
+                stop: Some(stop),
+                thread: Some(std::thread::spawn(move || wake_scheduler(&spool, &rx))),
+            },
             _turn: turn,
         };
         let out = Command::new("bash")
@@ -105,6 +116,16 @@ impl FaxLab {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Whether the lab listens on /dev/log itself (a host without syslog): then
+    /// [`FaxLab::syslog`] has what faxq, faxgetty and faxsend said.
+    pub fn owns_syslog(&self) -> bool {
+        self.dir.path().join("syslog.pid").exists()
+    }
+
+    pub fn syslog(&self) -> String {
+        self.log("syslog")
+    }
+
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
     }
@@ -161,14 +182,72 @@ impl FaxLab {
     }
 }
 
+/// faxq 6.0.7 can lose a wake-up of its scheduler (`SchedTimeout::start`): two wake-ups in
+/// one second (both faxgettys saying "ready") leave `pending` set after its timer has run,
+/// and a job submitted later in the next second then starts no timer at all. It stays
+/// "ready" until faxq's next event; a busy server soon has one, the lab has none. Reproduced
+/// by hand: two modem-ready FIFO messages at the start of a second and a `sendfax` 1.4 s
+/// later leave the job waiting for good. So while a job has been "ready" (state 5) for 3 s,
+/// the lab sends faxq the FIFO's "Z" (show debug state), which runs the scheduler; a job
+/// that cannot be sent (no modem free) stays where it is.
+fn wake_scheduler(spool: &std::path::Path, stop: &mpsc::Receiver<()>) {
+    let mut ready_since: HashMap<std::ffi::OsString, Instant> = HashMap::new();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
+        let now = Instant::now();
+        let ready: Vec<_> = std::fs::read_dir(spool.join("sendq"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('q'))
+            .filter(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.lines().any(|l| l == "state:5"))
+            })
+            .map(|e| e.file_name())
+            .collect();
+        ready_since.retain(|name, _| ready.contains(name));
+        for name in ready {
+            let since = ready_since.entry(name).or_insert(now);
+            if now.duration_since(*since) >= Duration::from_secs(3) {
+                // No reader (faxq stopped by the test): nothing to wake.
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(spool.join("FIFO"))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"Z\0"));
+                *since = now;
+            }
+        }
+    }
+}
+
+struct Waker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for FaxLab {
     fn drop(&mut self) {
         // A failed test shows what HylaFAX did: its jobs, modem states and FIFO messages.
         if std::thread::panicking() {
-            let log = self.log("syslog");
+            let log = self.syslog();
             let lines: Vec<&str> = log
                 .lines()
                 .filter(|l| l.contains("FaxQueuer") || l.contains("CAUGHT SIGNAL"))
+                // What faxq prints for each of the lab's wake-ups ("Z").
+                .filter(|l| {
+                    !["DEBUG:", "DestInfo (", "): In ", "SHOULD NOT BE"]
+                        .iter()
+                        .any(|n| l.contains(n))
+                })
                 .collect();
             eprintln!(
                 "--- what faxq said (last 80 lines; <LAB>/syslog) ---\n{}",

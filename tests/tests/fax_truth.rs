@@ -256,6 +256,59 @@ async fn a_canary_that_never_leaves_the_queue_is_queue_stuck_and_removed() {
     .await;
 }
 
+/// The lab itself: faxq 6.0.7 forgets to schedule a job submitted in the second after two
+/// modem-ready messages (see `faxlab::wake_scheduler`). Set that up on purpose; the lab must
+/// still get the job onto the line, or every canary test above could wait out its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lab_sends_a_job_faxq_forgot_to_schedule() {
+    let lab = FaxLab::start();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
+    // faxstat shows the modems idle before faxgetty tells faxq so; faxq runs its scheduler
+    // at most once a second. Wait for faxq's own "READY" of both modems (in the lab's
+    // syslog), then let those wake-ups age out of faxq's window, which only the clock tells.
+    if lab.owns_syslog() {
+        poll(
+            Duration::from_secs(30),
+            "faxq told both modems are ready",
+            || async { (lab.syslog().matches("READY, capabilities").count() == 2).then_some(()) },
+        )
+        .await;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // ...then two modem-ready messages (as both faxgettys send them) early in a second...
+    std::thread::sleep(Duration::from_millis(
+        1020 - u64::from(now().subsec_millis()),
+    ));
+    let second = now().as_secs();
+    let ready = format!("+{}:R\0+{}:R\0", lab.modem("A"), lab.modem("B"));
+    std::fs::write(lab.spool().join("FIFO"), ready).expect("faxq's FIFO");
+    // ...and a job after faxq's catch-up timer, still within the next second.
+    std::thread::sleep(Duration::from_secs(second + 1) + Duration::from_millis(400) - now());
+    let page = lab.dir.path().join("page.txt");
+    std::fs::write(&page, "one page\n").expect("page");
+    let out = std::process::Command::new("sendfax")
+        .args(["-n", "-h", &lab.host(), "-d", "5551002"])
+        .arg(&page)
+        .output()
+        .expect("sendfax");
+    assert!(out.status.success(), "{out:?}");
+    let job = lab.spool().join("sendq/q1");
+    poll(
+        Duration::from_secs(20),
+        "job 1 taken off the queue",
+        || async {
+            std::fs::read_to_string(&job)
+                .is_ok_and(|t| t.lines().any(|l| l.starts_with("state:") && l != "state:5"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// `MM/DD/YY HH:MM` now, local time, as HylaFAX writes it.
 fn hylafax_now() -> String {
     let out = std::process::Command::new("date")
