@@ -71,73 +71,103 @@ impl Metrics {
 }
 
 /// The check families: state, probes, failures, transitions, the last probe and the
-/// kind-specific values.
+/// kind-specific values. Written family by family over the targets (the order of the
+/// text): each family is found once per scrape, not once per sample.
 impl Collector for crate::engine::model::Model {
     fn collect(&self, f: &mut Families) {
+        use crate::engine::model::{Probe, Target};
         let m = self.read();
-        for t in m.targets.values() {
-            let l = [("check", t.name.as_str()), ("kind", t.kind)];
+        let targets: Vec<&Target> = m.targets.values().collect();
+        let probed: Vec<(&Target, &Probe)> = targets
+            .iter()
+            .filter_map(|t| t.last.as_ref().map(|p| (*t, p)))
+            .collect();
+        fn l(t: &Target) -> [(&'static str, &str); 2] {
+            [("check", t.name.as_str()), ("kind", t.kind)]
+        }
+        let i = f.family(
+            "telagent_check_state",
+            "Decided state of the check (1 for the current state), refreshed every probe interval.",
+            Kind::Gauge,
+        );
+        for t in &targets {
             for s in crate::engine::tracker::State::ALL {
-                f.gauge(
-                    "telagent_check_state",
-                    "Decided state of the check (1 for the current state), refreshed every probe interval.",
-                    &[l[0], l[1], ("state", s.as_str())],
-                    bool01(t.state == s),
-                );
+                let [c, k] = l(t);
+                f.sample_in(i, &[c, k, ("state", s.as_str())], bool01(t.state == s));
             }
-            f.counter(
-                "telagent_check_probes_total",
-                "Probes run.",
-                &l,
-                t.probes_total as f64,
-            );
-            for (error_type, n) in &t.failures_total {
-                f.counter(
-                    "telagent_check_failures_total",
-                    "Probes that did not succeed, by error type.",
-                    &[l[0], l[1], ("error_type", error_type)],
-                    *n as f64,
-                );
+        }
+        let one_each = |f: &mut Families, name, help, kind, value: fn(&Target) -> f64| {
+            let i = f.family(name, help, kind);
+            for t in &targets {
+                f.sample_in(i, &l(t), value(t));
             }
-            f.counter(
-                "telagent_check_transitions_total",
-                "State changes decided by the tracker.",
-                &l,
-                t.transitions_total as f64,
-            );
-            f.gauge(
-                "telagent_check_consecutive_failures",
-                "Consecutive observations worse than the current state (a transient until it reaches fall), refreshed every probe interval.",
-                &l,
-                t.worse_streak as f64,
-            );
-            f.gauge(
-                "telagent_check_flapping",
-                "1 while the target flaps (too many state changes or transient failures within flap_window): it is then at best degraded.",
-                &l,
-                bool01(t.flapping.is_some()),
-            );
-            let Some(last) = &t.last else { continue };
-            f.gauge(
-                "telagent_check_success",
-                "1 if the last probe succeeded, refreshed every probe interval.",
-                &l,
-                bool01(last.observation.status == crate::checks::Status::Ok),
-            );
-            f.gauge(
-                "telagent_check_duration_seconds",
-                "Duration of the last probe, refreshed every probe interval.",
-                &l,
-                last.duration.as_secs_f64(),
-            );
-            f.gauge(
-                "telagent_check_last_run_timestamp_seconds",
-                "End of the last probe, seconds since the Unix epoch.",
-                &l,
-                seconds(last.at),
-            );
+        };
+        one_each(
+            f,
+            "telagent_check_probes_total",
+            "Probes run.",
+            Kind::Counter,
+            |t| t.probes_total as f64,
+        );
+        let i = f.family(
+            "telagent_check_failures_total",
+            "Probes that did not succeed, by error type.",
+            Kind::Counter,
+        );
+        for t in &targets {
+            for (error_type, count) in &t.failures_total {
+                let [c, k] = l(t);
+                f.sample_in(i, &[c, k, ("error_type", error_type)], *count as f64);
+            }
+        }
+        one_each(
+            f,
+            "telagent_check_transitions_total",
+            "State changes decided by the tracker.",
+            Kind::Counter,
+            |t| t.transitions_total as f64,
+        );
+        one_each(
+            f,
+            "telagent_check_consecutive_failures",
+            "Consecutive observations worse than the current state (a transient until it reaches fall), refreshed every probe interval.",
+            Kind::Gauge,
+            |t| f64::from(t.worse_streak),
+        );
+        one_each(
+            f,
+            "telagent_check_flapping",
+            "1 while the target flaps (too many state changes or transient failures within flap_window): it is then at best degraded.",
+            Kind::Gauge,
+            |t| bool01(t.flapping.is_some()),
+        );
+        let one_each_probed = |f: &mut Families, name, help, value: fn(&Probe) -> f64| {
+            let i = f.family(name, help, Kind::Gauge);
+            for (t, p) in &probed {
+                f.sample_in(i, &l(t), value(p));
+            }
+        };
+        one_each_probed(
+            f,
+            "telagent_check_success",
+            "1 if the last probe succeeded, refreshed every probe interval.",
+            |p| bool01(p.observation.status == crate::checks::Status::Ok),
+        );
+        one_each_probed(
+            f,
+            "telagent_check_duration_seconds",
+            "Duration of the last probe, refreshed every probe interval.",
+            |p| p.duration.as_secs_f64(),
+        );
+        one_each_probed(
+            f,
+            "telagent_check_last_run_timestamp_seconds",
+            "End of the last probe, seconds since the Unix epoch.",
+            |p| seconds(p.at),
+        );
+        for (t, _) in &probed {
             for v in t.values() {
-                let mut labels = vec![l[0]];
+                let mut labels = vec![("check", t.name.as_str())];
                 labels.extend(v.labels.iter().map(|(k, v)| (*k, v.as_str())));
                 let kind = if v.name.ends_with("_total") {
                     Kind::Counter
@@ -230,11 +260,18 @@ impl Families {
     /// One sample of family `name` (created with `help` and `kind` at its first sample).
     pub fn add(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], v: f64) {
         let i = self.family(name, help, kind);
-        sample(&mut self.families[i].samples, name, labels, v);
+        self.sample_in(i, labels, v);
     }
 
-    /// The index of family `name`, created with `help` and `kind` at its first use.
-    fn family(&mut self, name: &str, help: &str, kind: Kind) -> usize {
+    /// One sample of the family at `i` (from [`Families::family`]).
+    pub fn sample_in(&mut self, i: usize, labels: &[(&str, &str)], v: f64) {
+        let f = &mut self.families[i];
+        sample(&mut f.samples, &f.name, labels, v);
+    }
+
+    /// The index of family `name`, created with `help` and `kind` at its first use. A
+    /// family that never gets a sample is left out of the text.
+    pub fn family(&mut self, name: &str, help: &str, kind: Kind) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
@@ -291,7 +328,7 @@ impl Families {
             .map(|f| f.samples.len() + f.help.len() + 64)
             .sum();
         let mut out = String::with_capacity(size);
-        for f in self.families {
+        for f in self.families.into_iter().filter(|f| !f.samples.is_empty()) {
             out.push_str("# HELP ");
             out.push_str(&f.name);
             out.push(' ');
@@ -341,10 +378,8 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f64) {
 
 /// Escapes `\\` and line feeds, and in label values `"` too (the text format's rules).
 fn escape(out: &mut String, s: &str, quote: bool) {
-    if !s
-        .bytes()
-        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
-    {
+    // Every byte to escape is a line feed, '"' or '\\'; all but '\\' are at most '"'.
+    if s.bytes().all(|b| b > b'"' && b != b'\\') {
         out.push_str(s);
         return;
     }
@@ -593,6 +628,32 @@ mod tests {
         metrics.register(Arc::new(crate::notify::Suppressed(notify)));
         metrics.register(Arc::new(inventory));
         metrics
+    }
+
+    /// A check not yet probed has its state, counts and streak, and no family of a last
+    /// probe: a family with no sample is not written (no HELP and TYPE for nothing).
+    #[test]
+    fn a_family_without_samples_is_left_out() {
+        use crate::engine::model::{Model, Target};
+        let model = Model::new();
+        model.write().targets.insert(
+            "t".into(),
+            Target::new("t", "tcp", &["connect_refused"], Duration::from_secs(1)),
+        );
+        let metrics = Metrics::new(false);
+        metrics.register(Arc::new(model));
+        let text = metrics.render();
+        for family in [
+            "telagent_check_state",
+            "telagent_check_probes_total",
+            "telagent_check_failures_total",
+            "telagent_check_consecutive_failures",
+        ] {
+            assert!(text.contains(&format!("# TYPE {family} ")), "{family}: {text}");
+            assert!(text.contains(&format!("\n{family}{{check=\"t\"")), "{family}: {text}");
+        }
+        assert!(!text.contains("telagent_check_success"), "{text}");
+        assert!(!text.contains("telagent_check_duration_seconds"), "{text}");
     }
 
     /// The exposition of a fixed state, without the process collector, is byte for byte
