@@ -649,8 +649,14 @@ mod tests {
             "telagent_check_failures_total",
             "telagent_check_consecutive_failures",
         ] {
-            assert!(text.contains(&format!("# TYPE {family} ")), "{family}: {text}");
-            assert!(text.contains(&format!("\n{family}{{check=\"t\"")), "{family}: {text}");
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family}: {text}"
+            );
+            assert!(
+                text.contains(&format!("\n{family}{{check=\"t\"")),
+                "{family}: {text}"
+            );
         }
         assert!(!text.contains("telagent_check_success"), "{text}");
         assert!(!text.contains("telagent_check_duration_seconds"), "{text}");

@@ -206,6 +206,15 @@ async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
+        // The next start counts from this one's place on the grid; from the wake-up itself
+        // when that came a whole step late (a stalled process), so that a late probe is
+        // never followed by another sooner than its period.
+        let woke = Instant::now();
+        let from = if woke.duration_since(next) < TICK {
+            next
+        } else {
+            woke
+        };
         let probe = async {
             // The semaphore is never closed, so acquire only fails if it were.
             let _permit = shared.permits.acquire().await.ok();
@@ -219,14 +228,14 @@ async fn run(
         // state; the fault is the agent's.
         if obs.status != Status::Ok && faults::failed_for_want_of_fds(&obs.detail) {
             shared.faults.count(faults::FD_EXHAUSTED, &name);
-            next = grid(next + schedule.failing_interval);
+            next = grid(from + schedule.failing_interval);
             continue;
         }
         let ok = obs.status == Status::Ok;
         let change = tracker.observe(obs.status, Instant::now());
         let period = next_period(&schedule, ok, tracker.worse_streak());
         span.in_scope(|| record(&shared, &name, &schedule, &tracker, obs, duration, change));
-        next = grid(next + period);
+        next = grid(from + period);
     }
 }
 
@@ -391,11 +400,13 @@ mod tests {
 
     /// Runs a scripted check for `secs` of (paused) time; returns the probe times relative
     /// to the first and the states of the transitions published. Every probe must have
-    /// started on the grid.
+    /// started on the grid. `stall`: after the first of the pair, the clock jumps by the
+    /// second at once, as for a process stopped and continued.
     async fn run_for(
         fails: fn(usize) -> bool,
         schedule: Schedule,
         secs: u64,
+        stall: Option<(Duration, Duration)>,
     ) -> (Vec<Duration>, Vec<State>) {
         let bus = Arc::new(Bus::default());
         let mut events = bus.subscribe();
@@ -420,11 +431,15 @@ mod tests {
         let cancel = CancellationToken::new();
         let epoch = shared.epoch;
         let task = tokio::spawn(run(shared, check, "t".into(), schedule, cancel.clone()));
+        if let Some((after, stopped)) = stall {
+            tokio::time::sleep(after).await;
+            tokio::time::advance(stopped).await;
+        }
         tokio::time::sleep(Duration::from_secs(secs)).await;
         cancel.cancel();
         task.await.unwrap();
         let at = at.lock().unwrap().clone();
-        for t in &at {
+        for t in at.iter().filter(|_| stall.is_none()) {
             let since = t.duration_since(epoch);
             assert_eq!(
                 since.as_nanos() % TICK.as_nanos(),
@@ -444,12 +459,12 @@ mod tests {
     async fn a_failure_is_confirmed_at_the_confirm_interval_until_fall() {
         // Up on the first probe, then every probe fails: fall 3 is reached 200 ms after the
         // first failure, not 2 s; once down, probes go back to failing_interval.
-        let (times, seen) = run_for(|n| n >= 1, schedule(100, 3), 6).await;
+        let (times, seen) = run_for(|n| n >= 1, schedule(100, 3), 6, None).await;
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
         assert_eq!(&ms[..6], &[0, 1000, 1100, 1200, 2200, 3200], "{ms:?}");
         assert_eq!(seen, [State::Up, State::Down]);
         // Off: the same failures take failing_interval each.
-        let (times, _) = run_for(|n| n >= 1, schedule(0, 3), 6).await;
+        let (times, _) = run_for(|n| n >= 1, schedule(0, 3), 6, None).await;
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
         assert_eq!(&ms[..4], &[0, 1000, 2000, 3000], "{ms:?}");
     }
@@ -458,10 +473,22 @@ mod tests {
     async fn a_single_failure_is_confirmed_away_and_changes_nothing() {
         // Probe 1 fails, its confirmation succeeds: the streak ends, the target stays up and
         // the next probe is a whole interval later.
-        let (times, seen) = run_for(|n| n == 1, schedule(100, 3), 4).await;
+        let (times, seen) = run_for(|n| n == 1, schedule(100, 3), 4, None).await;
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
         assert_eq!(&ms[..4], &[0, 1000, 1100, 2100], "{ms:?}");
         assert_eq!(seen, [State::Up]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_wake_up_is_not_followed_by_a_probe_sooner_than_the_interval() {
+        // The process stops for 1.7 s between two probes: the late probe runs at once, and
+        // the next one a whole interval after it, not at the next step of the grid.
+        let stall = (Duration::from_millis(2_500), Duration::from_millis(1_700));
+        let (times, _) = run_for(|_| false, schedule(100, 3), 4, Some(stall)).await;
+        assert!(times.len() >= 5, "{times:?}");
+        for w in times.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_secs(1), "{times:?}");
+        }
     }
 
     #[test]
