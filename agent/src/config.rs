@@ -194,13 +194,16 @@ pub struct PortsConfig {
     #[serde(default = "default_true")]
     pub scan: bool,
     /// How often the inventory is refreshed.
-    #[serde(default = "default_ports_interval", with = "humantime_serde")]
+    #[serde(default = "default_ports_interval", with = "crate::vocab::duration")]
     pub interval: Duration,
     /// Directory of UUCP lock files (`LCK..ttyS0`).
     #[serde(default = "default_lock_dir")]
     pub lock_dir: PathBuf,
     /// Shortest interval allowed for a check that talks to a serial line (`modem`).
-    #[serde(default = "default_min_probe_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_min_probe_interval",
+        with = "crate::vocab::duration"
+    )]
     pub min_probe_interval: Duration,
 }
 

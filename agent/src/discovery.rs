@@ -41,7 +41,7 @@ pub struct DiscoveryConfig {
     #[serde(default)]
     pub enabled: bool,
     /// How often the host is looked at again.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "crate::vocab::duration")]
     pub interval: Duration,
 }
 

@@ -44,7 +44,7 @@ pub struct ApiConfig {
     pub max_connections_per_address: usize,
     /// Longest wait for a request's headers (the next request's, on a kept-alive
     /// connection), and for its body.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[serde(default = "default_request_timeout", with = "crate::vocab::duration")]
     pub request_timeout: Duration,
     /// A second listener that serves the same API over HTTPS (`0.0.0.0:9443`).
     #[serde(default)]

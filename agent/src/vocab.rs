@@ -7,24 +7,78 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Every duration of the config: humantime text ("1m 30s", "500ms"), as `humantime_serde`
+/// reads and writes it, and at most [`duration::LONGEST`]: a longer one (a typo, a hostile
+/// file) would overflow the clock when added to it.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A century (36500d): longer than any interval, timeout, window or retention means
+    /// anything, and far from where arithmetic on the clock overflows.
+    pub const LONGEST: Duration = Duration::from_secs(36_500 * 86_400);
+
+    /// A duration, or an optional one.
+    pub trait Checked {
+        fn longest(&self) -> Duration;
+    }
+
+    impl Checked for Duration {
+        fn longest(&self) -> Duration {
+            *self
+        }
+    }
+
+    impl Checked for Option<Duration> {
+        fn longest(&self) -> Duration {
+            self.unwrap_or_default()
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: Checked,
+        humantime_serde::Serde<T>: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let v: T = humantime_serde::deserialize(d)?;
+        if v.longest() > LONGEST {
+            return Err(D::Error::custom(format!(
+                "{} is longer than 100 years (36500d), the longest duration a setting takes",
+                humantime::format_duration(v.longest())
+            )));
+        }
+        Ok(v)
+    }
+
+    pub fn serialize<T, S>(v: &T, s: S) -> Result<S::Ok, S::Error>
+    where
+        for<'a> humantime_serde::Serde<&'a T>: Serialize,
+        S: Serializer,
+    {
+        humantime_serde::serialize(v, s)
+    }
+}
+
 /// `[defaults]`: schedule and hysteresis for every check.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Time between two probes of a healthy target.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "crate::vocab::duration")]
     pub interval: Duration,
     /// Longest a probe may take; it is abandoned (and counted as `timeout`) after that.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crate::vocab::duration")]
     pub timeout: Duration,
     /// Time between probes while the last probe was not ok (capped at `interval`).
-    #[serde(default = "default_failing_interval", with = "humantime_serde")]
+    #[serde(default = "default_failing_interval", with = "crate::vocab::duration")]
     pub failing_interval: Duration,
     /// Network checks (tcp, http, sip, gateway): after a failure that has not yet reached
     /// `fall`, the next probe comes this soon, until `fall` is reached or a probe succeeds
     /// (0s: off, probes keep `failing_interval`). Other kinds confirm only when the check
     /// sets its own; a serial line never does.
-    #[serde(default = "default_confirm_interval", with = "humantime_serde")]
+    #[serde(default = "default_confirm_interval", with = "crate::vocab::duration")]
     pub confirm_interval: Duration,
     /// Consecutive better observations needed to move to a better state.
     #[serde(default = "default_rise")]
@@ -34,11 +88,11 @@ pub struct Defaults {
     pub fall: u32,
     /// Shortest time after a change before a target may return to a better state; a
     /// worse state is never delayed.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::vocab::duration")]
     pub hold: Duration,
     /// Flap detection: the window over which state changes and transient failures are
     /// counted (0s: off).
-    #[serde(default = "default_flap_window", with = "humantime_serde")]
+    #[serde(default = "default_flap_window", with = "crate::vocab::duration")]
     pub flap_window: Duration,
     /// More state changes than this within `flap_window` is flapping.
     #[serde(default = "default_flap_transitions")]
@@ -110,17 +164,17 @@ macro_rules! check_config {
             /// Unique name of the check (the `check` label).
             pub name: String,
             /// Time between two probes; default `[defaults] interval`.
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub interval: Option<std::time::Duration>,
             /// Longest a probe may take; default `[defaults] timeout`.
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub timeout: Option<std::time::Duration>,
             /// Time between probes while failing; default `[defaults] failing_interval`.
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub failing_interval: Option<std::time::Duration>,
             /// Time to the next probe after a failure not yet confirmed by `fall`;
             /// default `[defaults] confirm_interval` for network checks, else off.
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub confirm_interval: Option<std::time::Duration>,
             /// Consecutive better observations to recover; default `[defaults] rise`.
             #[serde(default)]
@@ -129,10 +183,10 @@ macro_rules! check_config {
             #[serde(default)]
             pub fall: Option<u32>,
             /// Shortest time before a return to a better state; default `[defaults] hold`.
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub hold: Option<std::time::Duration>,
             /// Flap detection window; default `[defaults] flap_window` (0s: off).
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, with = "crate::vocab::duration")]
             pub flap_window: Option<std::time::Duration>,
             /// State changes within the window that make it flapping; default `[defaults]`.
             #[serde(default)]

@@ -69,10 +69,10 @@ check_config! {
         #[serde(default)]
         xferfaxlog: Option<PathBuf>,
         /// Longest the job may take from submission to its end.
-        #[serde(default = "default_send_timeout", with = "humantime_serde")]
+        #[serde(default = "default_send_timeout", with = "crate::vocab::duration")]
         send_timeout: Duration,
         /// More time on the line than this is `slow`.
-        #[serde(default = "default_max_duration", with = "humantime_serde")]
+        #[serde(default = "default_max_duration", with = "crate::vocab::duration")]
         max_duration: Duration,
         /// A lower signalling rate (bit/s) is `slow`; 0: off.
         #[serde(default = "default_min_rate")]
@@ -101,7 +101,7 @@ pub struct ReceiveConfig {
     #[serde(default)]
     pub csi: Option<String>,
     /// Longest wait for the RECV record after the send ended.
-    #[serde(default = "default_receive_timeout", with = "humantime_serde")]
+    #[serde(default = "default_receive_timeout", with = "crate::vocab::duration")]
     pub timeout: Duration,
 }
 

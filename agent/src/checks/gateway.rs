@@ -297,7 +297,7 @@ check_config! {
         #[serde(default)]
         min_idle: u32,
         /// Longest wait for one SNMP answer.
-        #[serde(default = "default_request_timeout", with = "humantime_serde")]
+        #[serde(default = "default_request_timeout", with = "crate::vocab::duration")]
         request_timeout: Duration,
         /// Retries of an unanswered request.
         #[serde(default = "default_retries")]

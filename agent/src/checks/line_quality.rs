@@ -45,7 +45,7 @@ check_config! {
         #[serde(default = "default_window")]
         window: usize,
         /// Attempts of the last `period` are judged too.
-        #[serde(default = "default_period", with = "humantime_serde")]
+        #[serde(default = "default_period", with = "crate::vocab::duration")]
         period: std::time::Duration,
         /// Lowest success ratio that is still ok.
         #[serde(default = "default_min_success")]

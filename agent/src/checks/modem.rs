@@ -77,7 +77,7 @@ check_config! {
         #[serde(default = "default_baud")]
         baud: u32,
         /// Longest wait for the answer to one AT command.
-        #[serde(default = "default_command_timeout", with = "humantime_serde")]
+        #[serde(default = "default_command_timeout", with = "crate::vocab::duration")]
         command_timeout: Duration,
         /// The probe script; default: identity and fax classes (see the module doc).
         #[serde(default)]
@@ -108,7 +108,7 @@ check_config! {
         /// Longest a HylaFAX sending or receiving state may last before the session is
         /// taken as stuck (`stuck_session`): a call that dropped while the fax server
         /// still shows "Receiving facsimile".
-        #[serde(default = "default_max_session", with = "humantime_serde")]
+        #[serde(default = "default_max_session", with = "crate::vocab::duration")]
         max_session: Duration,
         /// Dial-tone test.
         #[serde(default)]
@@ -167,13 +167,13 @@ pub enum Capture {
 #[serde(deny_unknown_fields)]
 pub struct DialtoneConfig {
     /// Time between two tests while the line passes.
-    #[serde(default = "default_line_interval", with = "humantime_serde")]
+    #[serde(default = "default_line_interval", with = "crate::vocab::duration")]
     pub interval: Duration,
     /// Goes off-hook and returns to command mode without dialing.
     #[serde(default = "default_dialtone_command")]
     pub command: String,
     /// Longest wait for the answer.
-    #[serde(default = "default_dialtone_timeout", with = "humantime_serde")]
+    #[serde(default = "default_dialtone_timeout", with = "crate::vocab::duration")]
     pub timeout: Duration,
 }
 
@@ -189,7 +189,7 @@ fn default_dialtone_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct VoltageConfig {
     /// Time between two readings while the line passes.
-    #[serde(default = "default_line_interval", with = "humantime_serde")]
+    #[serde(default = "default_line_interval", with = "crate::vocab::duration")]
     pub interval: Duration,
     /// The model's command that answers the line voltage.
     #[serde(default = "default_voltage_command")]

@@ -84,12 +84,12 @@ check_config! {
         #[serde(default)]
         high_water: Option<u64>,
         /// Age of the oldest item above which the queue is degraded.
-        #[serde(default, with = "humantime_serde")]
+        #[serde(default, with = "crate::vocab::duration")]
         max_age: Option<Duration>,
         /// hylafax: longest a job may stay `active` without progress (its job file,
         /// rewritten as pages go out, unchanged) before it is taken as stuck
         /// (`stuck_job`); default 30m.
-        #[serde(default, with = "humantime_serde")]
+        #[serde(default, with = "crate::vocab::duration")]
         max_session: Option<Duration>,
     }
 }

@@ -38,13 +38,13 @@ pub struct NotifyConfig {
     #[serde(default)]
     pub mode: Mode,
     /// Shortest time between two notifications about one target (storm damping).
-    #[serde(default = "default_hold", with = "humantime_serde")]
+    #[serde(default = "default_hold", with = "crate::vocab::duration")]
     pub hold: Duration,
     /// How long an inform waits for its acknowledgement.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crate::vocab::duration")]
     pub timeout: Duration,
     /// Longest wait between two attempts of an unacknowledged inform.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(default = "default_max_backoff", with = "crate::vocab::duration")]
     pub max_backoff: Duration,
     /// Most notifications waiting per receiver; past it the oldest is dropped (counted).
     #[serde(default = "default_outbox_limit")]

@@ -12,17 +12,17 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// How often each peer agent's /v1/server is polled.
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[serde(default = "default_poll_interval", with = "crate::vocab::duration")]
     pub poll_interval: Duration,
     /// Longest wait for a peer's answer (and for the direct probe of its service).
-    #[serde(default = "default_poll_timeout", with = "humantime_serde")]
+    #[serde(default = "default_poll_timeout", with = "crate::vocab::duration")]
     pub poll_timeout: Duration,
     /// A peer whose agent has not answered for this long is inactive; if its service does
     /// not answer either, it is down.
-    #[serde(default = "default_inactive_after", with = "humantime_serde")]
+    #[serde(default = "default_inactive_after", with = "crate::vocab::duration")]
     pub inactive_after: Duration,
     /// How often this server's own state is evaluated from its checks.
-    #[serde(default = "default_evaluate_interval", with = "humantime_serde")]
+    #[serde(default = "default_evaluate_interval", with = "crate::vocab::duration")]
     pub evaluate_interval: Duration,
     /// Consecutive evaluations before a server is routed again / taken out.
     #[serde(default = "default_rise")]
@@ -31,7 +31,7 @@ pub struct ClusterConfig {
     pub fall: u32,
     /// Shortest time after a change before a server is routed again (flap damping);
     /// taking a server out is never delayed.
-    #[serde(default = "default_hold", with = "humantime_serde")]
+    #[serde(default = "default_hold", with = "crate::vocab::duration")]
     pub hold: Duration,
     /// Panic mode: below this percentage of routable servers in a group, stop taking
     /// servers out of it (0: off).

@@ -23,7 +23,7 @@ pub struct HookConfig {
     /// Program and arguments; TELAGENT_SERVER, TELAGENT_STATE, TELAGENT_PREVIOUS,
     /// TELAGENT_REASON and TELAGENT_SPEAKER are set.
     pub command: Vec<String>,
-    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    #[serde(default = "default_hook_timeout", with = "crate::vocab::duration")]
     pub timeout: std::time::Duration,
 }
 

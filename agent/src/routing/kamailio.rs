@@ -37,7 +37,7 @@ pub struct KamailioConfig {
     #[serde(default = "default_set")]
     pub set: u32,
     /// How often the wanted states are compared with `dispatcher.list` and re-asserted.
-    #[serde(default = "default_reassert", with = "humantime_serde")]
+    #[serde(default = "default_reassert", with = "crate::vocab::duration")]
     pub reassert_interval: Duration,
     /// Keep each server's capacity-scaled weight in its `rweight` attribute.
     #[serde(default)]
