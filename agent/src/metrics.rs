@@ -378,8 +378,10 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f64) {
 
 /// Escapes `\\` and line feeds, and in label values `"` too (the text format's rules).
 fn escape(out: &mut String, s: &str, quote: bool) {
-    // Every byte to escape is a line feed, '"' or '\\'; all but '\\' are at most '"'.
-    if s.bytes().all(|b| b > b'"' && b != b'\\') {
+    if !s
+        .bytes()
+        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
         out.push_str(s);
         return;
     }
